@@ -1,0 +1,26 @@
+"""The basic particle: spacetime patches with real times and grid positions; pruning, masking, packing."""
+
+from tubelet.particles.mask import MASK_MODES, mask_particles
+from tubelet.particles.pack import pack, unpack
+from tubelet.particles.patchify import grid_shape, patchify, to_grid, unpatchify
+from tubelet.particles.prune import static_runs
+from tubelet.particles.structure import PackedParticles, Particles
+from tubelet.particles.tokenize import DEFAULT_TUBELET, normalize, tokenize, tubelet_times
+
+__all__ = [
+    "DEFAULT_TUBELET",
+    "MASK_MODES",
+    "PackedParticles",
+    "Particles",
+    "grid_shape",
+    "mask_particles",
+    "normalize",
+    "pack",
+    "patchify",
+    "static_runs",
+    "to_grid",
+    "tokenize",
+    "tubelet_times",
+    "unpack",
+    "unpatchify",
+]
