@@ -134,3 +134,19 @@ def _build_index(container, stream, path) -> FrameIndex | None:
     start = min(int(start), int(pts_arr[0]))
     keys_arr = np.unique(np.asarray(keys or [pts_arr[0]], dtype=np.int64))
     return FrameIndex(pts_arr, keys_arr, tb, start, frame_duration)
+
+
+def frame_rate(index, stream, frames: int, duration: float) -> float:
+    """Average frame rate measured from the PTS; the container's nominal rate when it agrees within 0.5%.
+
+    Matroska stores milliseconds, so a 60 fps file measures 60.005; its nominal 60 is the honest answer.
+    Variable-frame-rate files report the measured average.
+    """
+    if index is not None and frames > 1 and index.times[-1] > 0:
+        measured = (frames - 1) / float(index.times[-1])
+    else:
+        measured = frames / duration if duration > 0 else 0.0
+    nominal = float(stream.average_rate or 0)
+    if nominal and abs(nominal - measured) <= 0.005 * nominal:
+        return nominal
+    return measured

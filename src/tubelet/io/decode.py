@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from tubelet.errors import VideoError
-from tubelet.io.container import _AV_ERRORS, FrameIndex, _reason, frame_index, open_container, video_stream
+from tubelet.io.container import (
+    _AV_ERRORS,
+    FrameIndex,
+    _reason,
+    frame_index,
+    frame_rate,
+    open_container,
+    video_stream,
+)
 
 
 @dataclass
@@ -137,9 +145,8 @@ def decode(
             raise
         except _AV_ERRORS as exc:
             raise VideoError(path, f"cannot decode ({_reason(exc)})") from exc
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-        if index is not None and len(index.pts) > 1:
-            rate = len(index.pts) / float(index.times[-1] + index.frame_duration[-1])
+        count = len(index.pts) if index is not None else len(times)
+        rate = frame_rate(index, stream, count, float(times[-1]) if len(times) else 0.0)
     frames = np.stack([frame for _, frame in picked])  # (T, H, W, 3)
     timestamps = np.array([t for t, _ in picked], dtype=np.float64)
     return Clip(frames=frames, timestamps=timestamps, fps=rate, path=str(path), start_offset=start_offset)

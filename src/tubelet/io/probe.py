@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from tubelet.errors import VideoError
-from tubelet.io.container import _AV_ERRORS, _reason, frame_index, open_container, video_stream
+from tubelet.io.container import _AV_ERRORS, _reason, frame_index, frame_rate, open_container, video_stream
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             frames = stream.frames
             duration = float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
             start_offset = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        fps = frames / duration if duration > 0 else float(stream.average_rate or 0)
+        fps = frame_rate(index, stream, frames, duration)
         return VideoInfo(
             path=str(path),
             duration_s=round(duration, 6),

@@ -1,0 +1,5 @@
+import sys
+
+from tubelet.cli import main
+
+sys.exit(main())

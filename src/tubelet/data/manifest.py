@@ -1,0 +1,224 @@
+"""Datasets as lists of samples: class folders, or CSV / JSONL manifests (``path,label[,start,end]``).
+
+Loading probes every file once, reports unreadable ones (file name and reason) and skips them; a class left
+with no usable clip is an error naming the class.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tubelet.errors import DataError, TubeletError
+from tubelet.io.probe import VideoInfo, probe
+
+log = logging.getLogger("tubelet.data")
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".gif"})
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One video (or a window of it) and its label.
+
+    Attributes:
+        path: the video file.
+        label: class name, or None for unlabeled footage.
+        start, end: optional window in seconds.
+    """
+
+    path: Path
+    label: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass
+class VideoDataset:
+    """Samples whose files probed cleanly, with what probing found.
+
+    Attributes:
+        samples: the usable samples.
+        infos: probe results, one per sample.
+        labels: sorted class names (empty for unlabeled data).
+        skipped: (path, reason) of every file that could not be read.
+        source: where the samples came from.
+    """
+
+    samples: list[Sample]
+    infos: list[VideoInfo]
+    labels: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.labels, 0)
+        for s in self.samples:
+            if s.label is not None:
+                counts[s.label] += 1
+        return counts
+
+
+def read_samples(source: str | os.PathLike, *, split: str | None = None) -> tuple[list[Sample], list[str]]:
+    """Samples of a dataset, without opening any video.
+
+    Args:
+        source: a CSV or JSONL manifest; a directory holding ``{split}.csv``/``{split}.jsonl`` or a
+            ``{split}/`` folder; a directory of class folders (``DIR/<label>/*.mp4``); or a directory of
+            unlabeled videos.
+        split: ``train``, ``val``, ``test``... Required to pick a split's manifest or folder; with None a
+            directory's class folders (or loose files) are read whole.
+
+    Returns:
+        The samples and the declared class names (class folders count even when empty).
+
+    Raises:
+        DataError: missing source, missing split, or a manifest with a bad column or row.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+    if source.is_file():
+        samples = read_manifest(source)
+        return samples, sorted({s.label for s in samples if s.label is not None})
+    if split is not None:
+        for suffix in MANIFEST_SUFFIXES:
+            if (source / f"{split}{suffix}").is_file():
+                return read_samples(source / f"{split}{suffix}")
+        if (source / split).is_dir():
+            return read_samples(source / split)
+        raise DataError(f"{source}: no '{split}' split (expected {split}.csv, {split}.jsonl or a {split}/ folder)")
+    return _read_folders(source)
+
+
+def _read_folders(root: Path) -> tuple[list[Sample], list[str]]:
+    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if loose and not class_dirs:
+        return [Sample(path=p) for p in loose], []
+    samples = []
+    for folder in class_dirs:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        samples.extend(Sample(path=p, label=folder.name) for p in files)
+    if loose:
+        log.warning("%s: %d video files outside class folders are ignored", root, len(loose))
+    if not samples and not class_dirs:
+        raise DataError(f"{root}: no videos found (expected class folders or video files)")
+    return samples, [d.name for d in class_dirs]
+
+
+def read_manifest(path: str | os.PathLike) -> list[Sample]:
+    """Read a CSV (header ``path,label[,start,end]``) or JSONL manifest; relative paths are taken from its folder.
+
+    Raises:
+        DataError: naming the file, row and field when a row is malformed.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames:
+                raise DataError(f"{path}: manifest has no 'path' column (header: {reader.fieldnames})")
+            rows = [(i + 2, row) for i, row in enumerate(reader)]
+    elif path.suffix.lower() == ".jsonl":
+        rows = []
+        with open(path) as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{i}: each line must be a JSON object")
+                rows.append((i, row))
+    else:
+        raise DataError(f"{path}: unknown manifest format (use .csv or .jsonl)")
+    return [_sample_from_row(path, line, row) for line, row in rows]
+
+
+def _sample_from_row(manifest: Path, line: int, row: dict) -> Sample:
+    where = f"{manifest}:{line}"
+    if None in row:  # csv.DictReader puts surplus cells under the key None
+        raise DataError(f"{where}: more cells than header columns")
+    raw = row.get("path")
+    if not raw:
+        raise DataError(f"{where}: field 'path' is empty")
+    video = Path(str(raw))
+    if not video.is_absolute():
+        video = manifest.parent / video
+    label = row.get("label")
+    label = str(label).strip() if label not in (None, "") else None
+    times = {}
+    for key in ("start", "end"):
+        value = row.get(key)
+        if value in (None, ""):
+            times[key] = None
+            continue
+        try:
+            times[key] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: field '{key}' is not a number: {value!r}") from exc
+    if times["start"] is not None and times["end"] is not None and times["end"] <= times["start"]:
+        raise DataError(f"{where}: field 'end' ({times['end']}) must be after 'start' ({times['start']})")
+    return Sample(path=video, label=label, **times)
+
+
+def load_dataset(
+    source: str | os.PathLike,
+    *,
+    split: str | None = None,
+    require_labels: bool = True,
+    workers: int = 4,
+) -> VideoDataset:
+    """Read a dataset and probe every file once; unreadable files are logged and skipped.
+
+    Args:
+        source, split: as in `read_samples`.
+        require_labels: every sample must have a label, and every class at least one usable clip.
+        workers: threads probing files in parallel (FFmpeg releases the GIL while demuxing).
+
+    Raises:
+        DataError: no usable video, unlabeled samples where labels are required, or a class with no usable clip.
+    """
+    samples, declared = read_samples(source, split=split)
+    if require_labels:
+        unlabeled = [s for s in samples if s.label is None]
+        if unlabeled:
+            raise DataError(f"{unlabeled[0].path}: field 'label' is missing ({len(unlabeled)} unlabeled samples)")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(_try_probe, [s.path for s in samples]))
+    good, infos, skipped = [], [], []
+    for sample, (info, reason) in zip(samples, results):
+        if info is None:
+            log.warning("skipping unreadable video %s", reason)
+            skipped.append((str(sample.path), reason))
+        else:
+            good.append(sample)
+            infos.append(info)
+    labels = sorted(set(declared) | {s.label for s in samples if s.label is not None})
+    if require_labels:
+        usable = {s.label for s in good}
+        for label in labels:
+            if label not in usable:
+                raise DataError(f"class '{label}' has no usable clip in {source}")
+    if not good:
+        raise DataError(f"{source}: no readable video ({len(skipped)} skipped)")
+    return VideoDataset(samples=good, infos=infos, labels=labels, skipped=skipped, source=str(source))
+
+
+def _try_probe(path: Path) -> tuple[VideoInfo | None, str]:
+    try:
+        return probe(path), ""
+    except TubeletError as exc:
+        return None, str(exc)

@@ -1,0 +1,1 @@
+"""One readable function per job, called by the CLI and usable from Python."""
