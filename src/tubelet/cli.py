@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from tubelet import __version__
+from tubelet.defaults import DEFAULT_PRUNE_THRESHOLD
 from tubelet.errors import TubeletError
 
 
@@ -77,8 +78,6 @@ def _probe_run(args) -> None:
 
 
 def _tokenize_args(p: argparse.ArgumentParser) -> None:
-    from tubelet.recipes.inspect import DEFAULT_PRUNE_THRESHOLD
-
     p.add_argument("file", help="video file")
     p.add_argument("--tubelet", type=tubelet_size, default=(2, 16, 16), help="FRAMESxHEIGHTxWIDTH (default 2x16x16)")
     p.add_argument("--fps", type=positive_float, default=None, help="resample by time to this frame rate first")

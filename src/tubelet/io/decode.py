@@ -117,6 +117,10 @@ def decode(
     Raises:
         VideoError: the file cannot be opened or decoded, or the window holds no frame.
     """
+    if fps is not None and num_frames is not None:
+        raise ValueError("give fps or num_frames, not both")
+    if (fps is not None and fps <= 0) or (num_frames is not None and num_frames <= 0):
+        raise ValueError(f"fps and num_frames must be positive, got fps={fps} num_frames={num_frames}")
     with open_container(path) as container:
         stream = video_stream(container, path)
         stream.thread_count = max(0, int(threads))

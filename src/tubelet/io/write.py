@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -59,6 +60,8 @@ def write_video(
     if codec is None:
         raise ValueError(f"{path}: unknown video container extension {ext!r}; use one of {sorted(_VIDEO_CODECS)}")
     height, width = frames.shape[1:3]
+    if ext == ".avi":
+        _check_avi(path, timestamps, width, height, audio)
     nominal = fps or (len(frames) - 1) / max(timestamps[-1] - timestamps[0], 1e-6)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(nominal).limit_denominator(1001)
@@ -89,13 +92,24 @@ def write_video(
             astream = container.add_stream(acodec, rate=audio_rate, layout="mono")
         for frame_rgb, t in zip(frames, timestamps):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
-            frame.pts = round(t / time_base)
+            frame.pts = math.floor(t / time_base + 0.5)  # half up: round() would send 22.5 and 23.5 both to even
             frame.time_base = time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if astream is not None:
             _encode_audio(container, astream, np.asarray(audio, dtype=np.float32), audio_rate, timestamps[0])
     return path
+
+
+def _check_avi(path: Path, timestamps: np.ndarray, width: int, height: int, audio) -> None:
+    """AVI stores frame numbers, not times: refuse what it cannot represent instead of writing wrong times."""
+    steps = np.diff(timestamps)
+    if timestamps[0] != 0 or (len(steps) and np.ptp(steps) > 1e-6 * steps.mean()):
+        raise ValueError(f"{path}: AVI holds constant-rate video starting at 0 s; use .mp4 or .mkv for other timing")
+    if audio is not None:
+        raise ValueError(f"{path}: writing audio into AVI shifts its frames (encoder delay); use .mp4 or .mkv")
+    if width % 2 or height % 2:
+        raise ValueError(f"{path}: AVI (MPEG-4 part 2) needs even frame sizes, got {width}x{height}")
 
 
 def _encode_audio(container, stream, samples: np.ndarray, rate: int, start: float) -> None:

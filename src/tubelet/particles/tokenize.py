@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from tubelet.defaults import DEFAULT_TUBELET
 from tubelet.errors import ConfigError
 from tubelet.particles.patchify import grid_shape, patchify
 from tubelet.particles.prune import static_runs
 from tubelet.particles.structure import Particles
-
-DEFAULT_TUBELET = (2, 16, 16)
 
 
 def tubelet_times(timestamps: torch.Tensor, frames_per_tubelet: int) -> torch.Tensor:

@@ -6,14 +6,9 @@ import os
 from collections import Counter
 
 from tubelet.data.manifest import load_dataset
+from tubelet.defaults import DEFAULT_PRUNE_THRESHOLD, DEFAULT_TUBELET
 from tubelet.io.decode import decode
 from tubelet.io.probe import probe
-from tubelet.particles.tokenize import DEFAULT_TUBELET, tokenize
-
-# Mean absolute difference (0-255 levels) under which a tubelet counts as a repeat of the one before it.
-# Measured on the sample data: 4 levels prunes a fixed camera with sensor noise to ~5% and keeps moving
-# objects; compression noise alone sits around 1-2 levels.
-DEFAULT_PRUNE_THRESHOLD = 4.0
 
 
 def probe_report(path: str | os.PathLike) -> dict:
@@ -32,6 +27,8 @@ def tokenize_report(
     size: int | None = None,
 ) -> dict:
     """Particles of one file: kept count after pruning, total, kept fraction, time span and grid."""
+    from tubelet.particles.tokenize import tokenize  # torch: imported only by the commands that need it
+
     clip = decode(path, start=start, end=end, fps=fps, size=size)
     particles = tokenize(clip, tubelet=tubelet, prune_threshold=prune_threshold)
     total = particles.total

@@ -1,0 +1,100 @@
+"""Shared fixtures: real encoded video files written once per session, and frames that carry their own index.
+
+A "numbered" frame encodes its index i (0 <= i < 256) in flat grey: the left half is ``16 * (i % 16) + 8``
+levels, the right half ``16 * (i // 16) + 8``. Grey survives the RGB -> YUV -> RGB trip and libx264 at a low
+crf keeps flat areas within a level or two, so `frame_numbers` recovers which source frame a decoder returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tubelet.io import write_video
+
+HEIGHT, WIDTH = 48, 64
+
+
+def _numbered_frames(count: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """(count, H, W, 3) uint8 frames whose grey levels encode their index."""
+    if count > 256:
+        raise ValueError("numbered frames encode at most 256 indices")
+    index = np.arange(count)
+    frames = np.empty((count, height, width, 3), dtype=np.uint8)
+    frames[:, :, : width // 2] = (16 * (index % 16) + 8)[:, None, None, None]
+    frames[:, :, width // 2 :] = (16 * (index // 16) + 8)[:, None, None, None]
+    return frames
+
+
+def _frame_numbers(frames: np.ndarray) -> np.ndarray:
+    """(T,) int index of each of (T, H, W, 3) numbered frames, read back from the mean of each half."""
+    width = frames.shape[2]
+    low = frames[:, :, : width // 2].reshape(len(frames), -1).mean(axis=1)
+    high = frames[:, :, width // 2 :].reshape(len(frames), -1).mean(axis=1)
+    return np.rint((low - 8) / 16).astype(int) + 16 * np.rint((high - 8) / 16).astype(int)
+
+
+@pytest.fixture(scope="session")
+def numbered_frames():
+    """Factory ``(count, height=48, width=64) -> (T, H, W, 3) uint8`` of frames that encode their index."""
+    return _numbered_frames
+
+
+@pytest.fixture(scope="session")
+def frame_numbers():
+    """``(T, H, W, 3) uint8 -> (T,) int``: which numbered frame each decoded frame is."""
+    return _frame_numbers
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def cfr_mp4(media_dir):
+    """2 s of 30 fps numbered frames, 64x48, H.264 in mp4: frame i is shown at i / 30 s."""
+    return write_video(media_dir / "cfr30.mp4", _numbered_frames(60), fps=30, crf=10)
+
+
+@pytest.fixture(scope="session")
+def long_gop_mp4(media_dir):
+    """200 numbered frames at 25 fps with a keyframe every 50 frames (4 GOPs, keyframes at 0, 2, 4, 6 s)."""
+    return write_video(media_dir / "gop50.mp4", _numbered_frames(200), fps=25, gop=50, crf=10)
+
+
+# Irregular gaps (30 ms to 240 ms) that no single frame rate explains, and no two targets of a 10 fps grid tie.
+VFR_TIMES = np.array([0.00, 0.03, 0.11, 0.16, 0.35, 0.42, 0.47, 0.61, 0.66, 0.90])
+
+
+@pytest.fixture(scope="session")
+def vfr_mp4(media_dir):
+    """Variable frame rate: numbered frame i shown at ``VFR_TIMES[i]`` seconds. Returns (path, times)."""
+    path = write_video(media_dir / "vfr.mp4", _numbered_frames(len(VFR_TIMES)), timestamps=VFR_TIMES, crf=10)
+    return path, VFR_TIMES.copy()
+
+
+@pytest.fixture(scope="session")
+def offset_mp4(media_dir):
+    """30 numbered frames at 15 fps whose first PTS is 1.5 s (as in a trimmed or streamed recording)."""
+    times = 1.5 + np.arange(30) / 15
+    return write_video(media_dir / "offset.mp4", _numbered_frames(30), timestamps=times, crf=10)
+
+
+def _sine(freq: float, seconds: float, rate: int, *, amplitude: float = 0.5) -> np.ndarray:
+    """(N,) float32 mono sine wave starting at phase 0."""
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def sine():
+    """Factory ``(freq, seconds, rate, *, amplitude=0.5) -> (N,) float32`` mono sine wave."""
+    return _sine
+
+
+@pytest.fixture(scope="session")
+def tone_mp4(media_dir):
+    """2 s, 15 fps, with a 440 Hz mono AAC track at 16 kHz."""
+    frames = np.full((30, HEIGHT, WIDTH, 3), 90, dtype=np.uint8)
+    return write_video(media_dir / "tone.mp4", frames, fps=15, audio=_sine(440, 2.0, 16000), audio_rate=16000)
