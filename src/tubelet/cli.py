@@ -72,7 +72,7 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _probe_run(args) -> None:
-    from tubelet.recipes.inspect import probe_report
+    from tubelet.recipes.describe import probe_report
 
     _print(probe_report(args.file), args.json)
 
@@ -96,7 +96,7 @@ def _tokenize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tokenize_run(args) -> None:
-    from tubelet.recipes.inspect import tokenize_report
+    from tubelet.recipes.describe import tokenize_report
 
     report = tokenize_report(
         args.file,
@@ -133,9 +133,149 @@ def _scan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _scan_run(args) -> None:
-    from tubelet.recipes.inspect import scan_report
+    from tubelet.recipes.describe import scan_report
 
     _print(scan_report(args.data, split=args.split), args.json)
+
+
+def _config_flags(p: argparse.ArgumentParser, cls, *, required: tuple[str, ...] = ()) -> None:
+    """One --flag per field of a config dataclass, typed, with the field's comment as its help.
+
+    Flags default to None so that a YAML file (--config) and key=value overrides are only replaced by
+    flags the user actually typed.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    helps = field_comments(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        shown = f.default if not isinstance(f.default, tuple) else "x".join(map(str, f.default))
+        text = f"{helps.get(f.name, '')} (default: {shown})"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=text, required=f.name in required)
+    p.add_argument("--config", default=None, metavar="YAML", help="read fields from a YAML file first")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="field overrides applied after --config")
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The trailing ``# comment`` of each field in a dataclass's source: its documentation."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def _config_from_args(cls, args):
+    import dataclasses
+
+    from tubelet.train.config import load_config
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return load_config(cls, path=args.config, overrides=args.overrides, flags=flags)
+
+
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    from tubelet.recipes.finetune import FinetuneConfig
+
+    _config_flags(p, FinetuneConfig)
+
+
+def _finetune_run(args) -> None:
+    from tubelet.recipes.finetune import FinetuneConfig, finetune
+
+    cfg = _config_from_args(FinetuneConfig, args)
+    print(json.dumps(finetune(cfg)))
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best)")
+    p.add_argument("--data", required=True, help="class folders, a folder with split manifests, or a manifest")
+    p.add_argument("--split", default="test", help="split to evaluate (default test; all = every class folder)")
+    p.add_argument("--out", required=True, help="directory for report.json, report.md, confusion_matrix.png")
+    p.add_argument("--baseline", default=None, metavar="CKPT2", help="compare with this checkpoint (before/after)")
+    p.add_argument("--views", type=int, default=3, help="windows averaged per video (default 3)")
+    p.add_argument("--sample-fps", type=positive_float, default=None, help="override the checkpoint's sampling rate")
+    p.add_argument("--clip-seconds", type=positive_float, default=None, help="override the checkpoint's window")
+    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def _evaluate_run(args) -> None:
+    from tubelet.recipes.evaluate import evaluate
+
+    report = evaluate(
+        args.checkpoint,
+        args.data,
+        out=args.out,
+        split=args.split,
+        baseline=args.baseline,
+        views=args.views,
+        batch_particles=args.batch_particles,
+        workers=args.workers,
+        device=args.device,
+        sample_fps=args.sample_fps,
+        clip_seconds=args.clip_seconds,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   clips {report['num_samples']}")
+    print(f"{'class':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for label, row in report["per_class"].items():
+        print(f"{label:<24} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
+    print(f"report: {report['files']['markdown']}")
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
+    p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
+    p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows")
+    p.add_argument("--topk", type=int, default=5, help="classes listed per file")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write a timeline PNG per file into DIR")
+    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable line)")
+
+
+def _predict_run(args) -> None:
+    from tubelet.recipes.predict import predict
+
+    failures = 0
+    for result in predict(
+        args.checkpoint,
+        args.inputs,
+        window_seconds=args.window_seconds,
+        stride_seconds=args.stride_seconds,
+        topk=args.topk,
+        batch_particles=args.batch_particles,
+        workers=args.workers,
+        device=args.device,
+        plot_dir=args.plot,
+    ):
+        failures += "error" in result
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{result['path']}: error: {result['error']}", flush=True)
+        else:
+            windows = f"  ({len(result['windows'])} windows)" if "windows" in result else ""
+            print(f"{result['path']}: {result['label']} {result['score']:.3f}{windows}", flush=True)
+    if failures:
+        raise TubeletError(f"{failures} file(s) could not be read (see above)")
 
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -147,23 +287,30 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "sample-data": ("write a labeled sample dataset of real encoded videos", _sample_data_args, _sample_data_run),
     "scan": ("probe every file of a dataset once: classes, rates, sizes, unreadable files", _scan_args, _scan_run),
+    "finetune": ("supervised fine-tuning of a classifier; writes RUN/best and RUN/last", _finetune_args, _finetune_run),
+    "evaluate": ("held-out test report: report.json, report.md, confusion_matrix.png", _evaluate_args, _evaluate_run),
+    "predict": ("labels and scores for new videos, per window in seconds for long ones", _predict_args, _predict_run),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the command named in `argv` gets its flags (some import torch to list them)."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = _Parser(prog="tubelet", description="Video foundation models over spacetime particles.")
     parser.add_argument("--version", action="version", version=f"tubelet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (summary, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
-        add_arguments(p)
+        if name == chosen:
+            add_arguments(p)
         p.set_defaults(run=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

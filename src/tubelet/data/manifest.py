@@ -197,7 +197,7 @@ def load_dataset(
         if unlabeled:
             raise DataError(f"{unlabeled[0].path}: field 'label' is missing ({len(unlabeled)} unlabeled samples)")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(_try_probe, [s.path for s in samples]))
+        results = list(pool.map(try_probe, [s.path for s in samples]))
     good, infos, skipped = [], [], []
     for sample, (info, reason) in zip(samples, results):
         if info is None:
@@ -217,7 +217,7 @@ def load_dataset(
     return VideoDataset(samples=good, infos=infos, labels=labels, skipped=skipped, source=str(source))
 
 
-def _try_probe(path: Path) -> tuple[VideoInfo | None, str]:
+def try_probe(path: Path) -> tuple[VideoInfo | None, str]:
     try:
         return probe(path), ""
     except TubeletError as exc:

@@ -55,8 +55,7 @@ def write_report(
         "markdown": out / "report.md",
         "confusion_matrix": out / "confusion_matrix.png",
     }
-    # default=str: details often hold Paths; a report should never fail on them.
-    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
+    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     paths["markdown"].write_text(report_markdown(report, title=title))
     panels = [(f"this run (accuracy {_fmt(metrics['accuracy'])})", metrics)]
     if baseline is not None:
@@ -84,6 +83,11 @@ def compare_metrics(metrics: dict, baseline: dict, *, baseline_name: str = "base
             for label, scores in metrics["per_class"].items()
         },
     }
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars as numbers, anything else (a Path in `details`) as text: a report never fails on a detail."""
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _delta(before: float | None, after: float) -> dict:

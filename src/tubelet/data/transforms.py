@@ -1,0 +1,114 @@
+"""Preprocessing shared by training and inference, and training-only augmentation.
+
+`Preprocessing` is stored in every checkpoint's ``config.json`` so that `evaluate`, `predict` and export
+reproduce training's sampling, resizing, normalization, tubelet and pruning without flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a video becomes particles. Saved with the model."""
+
+    tubelet: tuple[int, int, int] = (2, 16, 16)  # frames, rows, columns per particle
+    sample_fps: float | None = 8.0  # frames per second read from the video; None reads native frames
+    clip_seconds: float = 2.0  # seconds per clip (one window)
+    size: int | None = 112  # short side in pixels after resizing (aspect ratio kept); None keeps the source size
+    max_long_side: int | None = 224  # cap on the long side after resizing (very wide or tall video)
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # per-channel mean, 0-1 units
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)  # per-channel std, 0-1 units
+    prune_threshold: float = 4.0  # static pruning threshold in 0-255 levels; 0 keeps every particle
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing field(s): {', '.join(unknown)}")
+        data = dict(data)
+        for key in ("tubelet", "mean", "std"):
+            if key in data and data[key] is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) a source frame is resized to."""
+        if self.size is None:
+            return height, width
+        scale = self.size / min(height, width)
+        if self.max_long_side is not None:
+            scale = min(scale, self.max_long_side / max(height, width))
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def estimate_particles(self, height: int, width: int, fps: float, seconds: float | None = None) -> int:
+        """Upper bound on particles of one clip before pruning (for batching by a particle budget)."""
+        seconds = self.clip_seconds if seconds is None else min(seconds, self.clip_seconds)
+        frames = max(1, math.ceil(seconds * (self.sample_fps or fps)))
+        h, w = self.output_size(height, width)
+        t, p, q = self.tubelet
+        return math.ceil(frames / t) * math.ceil(h / p) * math.ceil(w / q)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation. Not stored for inference."""
+
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: area fraction range (1, 1 disables)
+    crop_ratio: tuple[float, float] = (0.75, 1.333)  # aspect-ratio range of the crop
+    flip: bool = False  # horizontal flip; off by default because it turns "moving left" into "moving right"
+    fps_jitter: float = 0.0  # sample at sample_fps * U(1/(1+j), 1+j): frame-rate augmentation
+
+
+def clip_window(duration: float, clip_seconds: float, rng: np.random.Generator | None) -> tuple[float, float]:
+    """(start, end) seconds of one clip inside [0, duration): random when `rng` is given, else centred."""
+    if duration <= clip_seconds:
+        return 0.0, duration
+    slack = duration - clip_seconds
+    start = float(rng.uniform(0, slack)) if rng is not None else slack / 2
+    return start, start + clip_seconds
+
+
+def window_starts(duration: float, window: float, stride: float) -> list[float]:
+    """Starts of windows of `window` seconds every `stride` seconds covering [0, duration), the last flush."""
+    if duration <= window:
+        return [0.0]
+    starts = list(np.arange(0.0, duration - window, stride))
+    starts.append(duration - window)
+    return [round(float(s), 6) for s in starts]
+
+
+def random_resized_crop(frames: torch.Tensor, augment: Augment, rng: np.random.Generator) -> torch.Tensor:
+    """Crop a random region (same for every frame) and resize it back to the frame size.
+
+    Args:
+        frames: (T, H, W, C) uint8.
+
+    Returns:
+        (T, H, W, C) uint8.
+    """
+    T, H, W, C = frames.shape
+    lo, hi = augment.crop_scale
+    if lo >= 1.0:
+        return frames
+    for _ in range(10):
+        area = H * W * rng.uniform(lo, hi)
+        ratio = math.exp(rng.uniform(math.log(augment.crop_ratio[0]), math.log(augment.crop_ratio[1])))
+        w = round(math.sqrt(area * ratio))
+        h = round(math.sqrt(area / ratio))
+        if 0 < w <= W and 0 < h <= H:
+            y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+            crop = frames[:, y0 : y0 + h, x0 : x0 + w].permute(0, 3, 1, 2).float()  # (T, C, h, w)
+            resized = F.interpolate(crop, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+            return resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return frames

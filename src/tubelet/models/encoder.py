@@ -1,0 +1,210 @@
+"""The particle encoder: a ViT over packed particles, with positions from their seconds and grid cells.
+
+Uniform interface (after timm): `forward_features(packed) -> (N, D)`, `pool(features, packed) -> (B, D)`,
+`forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from tubelet.nn.layers import AttentionContext, Block
+from tubelet.nn.position import TIME_MODES, RotaryPositions, SpanEmbedding
+from tubelet.particles.structure import PackedParticles
+
+POOLING = ("mean", "attention")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape and regularisation of an `Encoder`. Stored in a checkpoint's ``config.json``."""
+
+    dim: int = 384  # width of every particle's feature
+    depth: int = 12  # transformer blocks
+    heads: int = 6  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden width / dim
+    tubelet: tuple[int, int, int] = (2, 16, 16)  # frames, rows, columns per particle
+    channels: int = 3  # colour channels of the input pixels
+    num_classes: int = 0  # classifier outputs; 0 means no head (features only)
+    pooling: str = "mean"  # per-clip pooling before the head: mean or attention
+    dropout: float = 0.0  # dropout inside blocks and before the head
+    attn_dropout: float = 0.0  # dropout on attention weights
+    drop_path: float = 0.0  # stochastic depth, reached linearly by the last block
+    time_mode: str = "seconds"  # rotary time from seconds, or from tubelet index (ablation)
+    attention: str = "auto"  # attention backend (see tubelet.nn.attention)
+    norm_eps: float = 1e-6  # LayerNorm epsilon
+
+    @property
+    def patch_dim(self) -> int:
+        t, p, q = self.tubelet
+        return t * p * q * self.channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder config field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if "tubelet" in data:
+            data["tubelet"] = tuple(data["tubelet"])
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        if (self.dim // self.heads) % 2:
+            raise ValueError(f"head dim {self.dim // self.heads} must be even for rotary positions")
+        if self.pooling not in POOLING:
+            raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
+        if self.time_mode not in TIME_MODES:
+            raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+
+    def replace(self, **changes) -> EncoderConfig:
+        config = replace(self, **changes)
+        config.validate()
+        return config
+
+
+class AttentionPool(nn.Module):
+    """One learned query attends over each clip's particles (multi-head), giving one vector per clip."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.query, std=0.02)
+
+    def forward(self, x: torch.Tensor, seq: torch.Tensor, num_clips: int) -> torch.Tensor:
+        """x: (N, D), seq: (N,) -> (B, D)."""
+        k, v = self.kv(x).unflatten(1, (2, self.heads, -1)).unbind(1)  # each (N, h, d)
+        q = self.query.view(self.heads, -1)  # (h, d)
+        scores = (k * q).sum(-1) * k.shape[-1] ** -0.5  # (N, h)
+        # Softmax within each clip: subtract the per-clip max for stability, then normalise per clip.
+        top = torch.full((num_clips, self.heads), -torch.inf, device=x.device, dtype=scores.dtype)
+        top = top.scatter_reduce(0, seq[:, None].expand_as(scores), scores, reduce="amax")
+        weights = (scores - top[seq]).exp()
+        total = torch.zeros_like(top).index_add_(0, seq, weights)
+        weights = weights / total[seq]  # (N, h)
+        pooled = torch.zeros(num_clips, self.heads, v.shape[-1], device=x.device, dtype=v.dtype)
+        pooled = pooled.index_add_(0, seq, weights[..., None] * v)  # (B, h, d)
+        return self.proj(pooled.flatten(1))
+
+
+def mean_pool(x: torch.Tensor, seq: torch.Tensor, num_clips: int) -> torch.Tensor:
+    """(N, D) particle features -> (B, D) per-clip means."""
+    sums = torch.zeros(num_clips, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, seq, x)
+    counts = torch.bincount(seq, minlength=num_clips).clamp(min=1).to(x.dtype)
+    return sums / counts[:, None]
+
+
+class Encoder(nn.Module):
+    """A ViT over packed particles.
+
+    Args:
+        config: an `EncoderConfig`.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.patch_embed = nn.Linear(config.patch_dim, config.dim)
+        self.span_embed = SpanEmbedding(config.dim)
+        self.rope = RotaryPositions(config.dim // config.heads, time_mode=config.time_mode)
+        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                config.dim,
+                config.heads,
+                mlp_ratio=config.mlp_ratio,
+                dropout=config.dropout,
+                attn_dropout=config.attn_dropout,
+                drop_path=rate,
+                norm_eps=config.norm_eps,
+            )
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.attn_pool = AttentionPool(config.dim, config.heads) if config.pooling == "attention" else None
+        self.head_drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.dim, config.num_classes) if config.num_classes else nn.Identity()
+        self.apply(_init_weights)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def forward_features(self, packed: PackedParticles, *, keep_attention: bool = False) -> torch.Tensor:
+        """Per-particle features.
+
+        Args:
+            packed: values (N, t*p*q*C) normalized pixels, with t, ti, y, x, span, seq, cu_seqlens.
+            keep_attention: also collect per-layer attention maps (returned via `self.last_attention`).
+
+        Returns:
+            (N, D) after the final norm.
+        """
+        x = self.patch_embed(packed.values) + self.span_embed(packed.span)  # (N, D)
+        ctx = AttentionContext(
+            packed.cu_seqlens,
+            packed.max_seqlen,
+            packed.seq,
+            packed.num_clips,
+            self.rope.angles(packed.t, packed.ti, packed.y, packed.x),
+            backend=self.config.attention,
+            keep_attention=keep_attention,
+        )
+        for block in self.blocks:
+            x = block(x, ctx)
+        self.last_attention = ctx.attention_maps if keep_attention else None
+        return self.norm(x)
+
+    def pool(self, features: torch.Tensor, packed: PackedParticles) -> torch.Tensor:
+        """(N, D) -> (B, D) one vector per clip."""
+        if self.attn_pool is not None:
+            return self.attn_pool(features, packed.seq, packed.num_clips)
+        return mean_pool(features, packed.seq, packed.num_clips)
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, num_classes) logits (or (B, D) when there is no head)."""
+        return self.head(self.head_drop(pooled))
+
+    def forward(self, packed: PackedParticles) -> torch.Tensor:
+        return self.forward_head(self.pool(self.forward_features(packed), packed))
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one of `num_classes` outputs (0 removes it)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        device = self.patch_embed.weight.device
+        self.head = nn.Linear(self.config.dim, num_classes).to(device) if num_classes else nn.Identity()
+        if num_classes:
+            _init_weights(self.head)
+
+    def block_index(self, name: str) -> int:
+        """Depth of a parameter for layer-wise LR decay: 0 for embeddings, i+1 for block i, depth+1 after."""
+        if name.startswith(("patch_embed", "span_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.config.depth + 1
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,143 @@
+"""One attention entry point over packed particles: clips never attend to each other.
+
+Backends, chosen by `resolve_backend("auto", device)`:
+
+| name    | where            | how                                                                  |
+|---------|------------------|----------------------------------------------------------------------|
+| varlen  | CUDA             | `torch.nn.attention.varlen.varlen_attn` (FlashAttention varlen kernel) |
+| flash   | CUDA             | `flash_attn.flash_attn_varlen_func`, when the package is installed    |
+| flex    | CUDA (compiled)  | FlexAttention with a document mask built from `cu_seqlens`           |
+| sdpa    | anywhere         | scaled_dot_product_attention on each clip in turn (the CPU default)  |
+| dense   | anywhere         | one SDPA call with a block-diagonal mask (the export-friendly graph)  |
+
+All take q, k, v of shape (N, heads, head_dim) and return (N, heads, head_dim); all support backward
+(flex only on CUDA).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "varlen", "flash", "flex", "sdpa", "dense")
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """Backends that can run on `device` in this installation."""
+    device = torch.device(device)
+    names = ["sdpa", "dense"]
+    if device.type == "cuda":
+        if _varlen_attn() is not None:
+            names.append("varlen")
+        if importlib.util.find_spec("flash_attn") is not None:
+            names.append("flash")
+        names.append("flex")
+    return names
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend for a requested name (``auto`` picks the fastest available)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    available = available_backends(device)
+    if backend == "auto":
+        for name in ("varlen", "flash", "sdpa"):
+            if name in available:
+                return name
+    if backend not in available:
+        raise ValueError(f"attention backend {backend!r} is not available on {device} (available: {available})")
+    return backend
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    *,
+    backend: str = "auto",
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Softmax attention within each clip of a packed batch.
+
+    Args:
+        q, k, v: (N, heads, head_dim).
+        cu_seqlens: (B+1,) int32 clip boundaries.
+        max_seqlen: particles in the longest clip.
+        backend: one of `BACKENDS`.
+        dropout: attention dropout probability (training only).
+
+    Returns:
+        (N, heads, head_dim).
+    """
+    backend = resolve_backend(backend, q.device)
+    if backend == "varlen":
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        return _varlen_attn()(q, k, v, cu, cu, max_seqlen, max_seqlen)
+    if backend == "flash":
+        from flash_attn import flash_attn_varlen_func
+
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        return flash_attn_varlen_func(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout)
+    if backend == "flex":
+        return _flex(q, k, v, cu_seqlens)
+    if backend == "dense":
+        return _dense(q, k, v, cu_seqlens, dropout)
+    return _per_clip(q, k, v, cu_seqlens, dropout)
+
+
+def _per_clip(q, k, v, cu_seqlens, dropout):
+    bounds = cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        # (n, h, d) -> (1, h, n, d) for SDPA
+        qi, ki, vi = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+        outs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout)[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
+def clip_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """(N,) int64 clip index of every particle from (B+1,) boundaries."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths, output_size=total)
+
+
+def _dense(q, k, v, cu_seqlens, dropout):
+    ids = clip_ids(cu_seqlens.to(q.device), q.shape[0])
+    mask = ids[:, None] == ids[None, :]  # (N, N) block diagonal
+    qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, d)
+    return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, dropout_p=dropout)[0].transpose(0, 1)
+
+
+def _flex(q, k, v, cu_seqlens):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    total = q.shape[0]
+    ids = clip_ids(cu_seqlens.to(q.device), total)
+
+    def same_clip(b, h, qi, ki):
+        return ids[qi] == ids[ki]
+
+    block_mask = create_block_mask(same_clip, None, None, total, total, device=q.device)
+    qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, d)
+    return _compiled_flex()(qd, kd, vd, block_mask=block_mask)[0].transpose(0, 1)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True)
+
+
+@functools.cache
+def _varlen_attn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn

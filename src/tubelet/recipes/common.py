@@ -1,0 +1,137 @@
+"""What several recipes share: resolving a model spec (registry name or checkpoint directory)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tubelet import __version__
+from tubelet.data.manifest import VideoDataset
+from tubelet.data.transforms import Preprocessing
+from tubelet.errors import ConfigError, DataError
+from tubelet.models.encoder import Encoder, EncoderConfig
+from tubelet.models.registry import model_config, model_names
+from tubelet.tasks.classification import classification_metrics
+from tubelet.train import checkpoint
+from tubelet.train.dataset import ClipDataset
+from tubelet.train.loop import mean_over_videos, predict_items, view_windows
+
+log = logging.getLogger("tubelet")
+
+MODEL_TYPE = "tubelet-encoder"
+# Fields that may differ from a checkpoint's without changing its weights.
+RUNTIME_FIELDS = ("dropout", "attn_dropout", "drop_path", "attention")
+
+
+@dataclass
+class LoadedModel:
+    """A model and what came with it.
+
+    Attributes:
+        model: the encoder.
+        preprocessing: the checkpoint's preprocessing, or None for a fresh registry model.
+        labels: the checkpoint's class names, or None.
+        source: the spec it came from.
+    """
+
+    model: Encoder
+    preprocessing: Preprocessing | None
+    labels: list[str] | None
+    source: str
+
+
+def load_model(spec: str, **runtime) -> LoadedModel:
+    """A registered size (fresh weights) or a checkpoint directory (its weights, preprocessing and labels).
+
+    Args:
+        spec: a name from the registry, or a checkpoint directory.
+        runtime: overrides of `RUNTIME_FIELDS` (and, for a registry size, any `EncoderConfig` field).
+
+    Raises:
+        ConfigError: unknown name, a directory that is not a checkpoint, or weights that do not fit.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return load_checkpoint_model(path, **runtime)
+    if spec in model_names():
+        return LoadedModel(Encoder(model_config(spec, **runtime)), None, None, spec)
+    if "/" in spec or path.suffix:
+        raise ConfigError(f"--model {spec}: no such checkpoint directory")
+    model_config(spec)  # raises the unknown-name error listing the registry
+    raise AssertionError("unreachable")
+
+
+def load_checkpoint_model(directory: str | Path, **runtime) -> LoadedModel:
+    directory = Path(directory)
+    config = checkpoint.load_config(directory)
+    kind = config.get("model_type")
+    if kind != MODEL_TYPE:
+        raise ConfigError(f"{directory}/config.json: model_type {kind!r} is not a tubelet checkpoint")
+    bad = sorted(set(runtime) - set(RUNTIME_FIELDS))
+    if bad:
+        raise ConfigError(f"{directory}: cannot change {', '.join(bad)} of a trained model")
+    try:
+        encoder_config = EncoderConfig.from_dict(config["encoder"]).replace(**runtime)
+        preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{directory}/config.json: {exc}") from exc
+    model = Encoder(encoder_config)
+    checkpoint.load_weights(model, directory)
+    return LoadedModel(model, preprocessing, checkpoint.load_labels(directory), str(directory))
+
+
+def checkpoint_config(model: Encoder, preprocessing: Preprocessing) -> dict:
+    """The ``config.json`` of a tubelet checkpoint: architecture and the preprocessing that goes with it."""
+    return {
+        "model_type": MODEL_TYPE,
+        "tubelet_version": __version__,
+        "encoder": model.config.to_dict(),
+        "preprocessing": preprocessing.to_dict(),
+    }
+
+
+def evaluate_classifier(
+    model,
+    data: VideoDataset,
+    pre: Preprocessing,
+    labels: list[str],
+    *,
+    views: int = 1,
+    budget: int = 8192,
+    device,
+    precision: str = "auto",
+    workers: int = 0,
+) -> dict:
+    """Accuracy, macro F1 and per-class scores of `model` on labeled `data`, `views` windows averaged per video.
+
+    Videos that cannot be decoded are reported and left out; the metrics say how many were scored.
+    """
+    windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
+    dataset = ClipDataset(data, pre, windows=windows)
+    probs, failed = predict_items(model, dataset, budget=budget, device=device, precision=precision, workers=workers)
+    for path, reason in failed:
+        log.warning("skipping %s: %s", path, reason)
+    per_video = mean_over_videos(probs, [w[0] for w in windows], len(data))
+    scored = ~np.isnan(per_video).any(axis=1)
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = [index[s.label] for s, ok in zip(data.samples, scored) if ok]
+    metrics = classification_metrics(y_true, per_video[scored], labels)
+    metrics["skipped"] = sorted({path for path, _ in failed})
+    return metrics
+
+
+def check_labels(data: VideoDataset, labels: list[str] | None, where: str) -> VideoDataset:
+    """`data` with the checkpoint's label order; a label the checkpoint does not know is an error naming it."""
+    if not labels:
+        raise ConfigError(f"{where}: the checkpoint has no labels.json (not a classifier)")
+    unknown = sorted(set(data.labels) - set(labels))
+    if unknown:
+        raise DataError(
+            f"{data.source}: label(s) {', '.join(repr(u) for u in unknown)} not in the checkpoint's labels "
+            f"({', '.join(labels)})"
+        )
+    data.labels = list(labels)
+    return data

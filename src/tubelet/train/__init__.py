@@ -1,0 +1,1 @@
+"""Training helpers as plain functions: checkpoints, optimizer groups, schedules, early stopping, loops."""

@@ -1,0 +1,124 @@
+"""Loading batches in parallel workers and surviving decoders that crash them.
+
+A corrupt file normally raises inside `ClipDataset` and is skipped there. A decoder that *kills* its
+process (a segfault inside FFmpeg) takes a DataLoader worker down with it; torch then raises in the main
+process. `iterate_batches` catches that, reads which file the dead worker was decoding (each worker writes
+it to ``crash_dir/<pid>`` before decoding), reports and excludes that file, and restarts the loader on the
+batches not yet delivered. Training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+
+import torch
+
+from tubelet.train.dataset import Batch, ClipDataset, collate
+
+log = logging.getLogger("tubelet.data")
+
+# torch's message when a worker dies: "DataLoader worker (pid(s) 1234, 1235) exited unexpectedly" or
+# "DataLoader worker (pid 1234) is killed by signal: Segmentation fault."
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\)")
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode; several BLAS threads per worker would oversubscribe the cores
+
+
+def iterate_batches(
+    dataset: ClipDataset,
+    batches: list[list[int]],
+    *,
+    workers: int = 0,
+    on_crash: Callable[[str, str], None] | None = None,
+    max_crashes: int = 20,
+) -> Iterator[Batch]:
+    """Yield one packed `Batch` per entry of `batches`, decoding in `workers` processes.
+
+    Args:
+        dataset: the clips.
+        batches: lists of dataset indices (e.g. from `budget_batches`).
+        workers: DataLoader worker processes (0 decodes in this process).
+        on_crash: called with (path, reason) when a file crashed a worker; it is then left out.
+        max_crashes: give up (RuntimeError) after this many worker deaths in one pass.
+    """
+    if workers == 0:
+        for indices in batches:
+            yield collate([dataset[i] for i in indices])
+        return
+    own_dir = dataset.crash_dir is None
+    if own_dir:
+        dataset.crash_dir = tempfile.mkdtemp(prefix="tubelet-decoding-")
+    try:
+        remaining = [list(b) for b in batches]
+        crashes = 0
+        while remaining:
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=remaining,
+                num_workers=workers,
+                collate_fn=collate,
+                worker_init_fn=_worker_init,
+                multiprocessing_context="fork" if "fork" in _start_methods() else None,
+            )
+            delivered = 0
+            try:
+                for batch in loader:
+                    delivered += 1
+                    yield batch
+                remaining = []
+            except RuntimeError as exc:
+                dead = _dead_worker_files(exc, dataset.crash_dir)
+                if dead is None:
+                    raise
+                crashes += 1
+                if crashes > max_crashes:
+                    raise RuntimeError(f"{crashes} DataLoader workers crashed; giving up") from exc
+                reason = " ".join(str(exc).split())
+                bad = set()
+                for path in dead:
+                    log.warning("skipping %s: the decoder crashed its worker (%s)", path, reason)
+                    if on_crash is not None:
+                        on_crash(path, reason)
+                    bad.update(dataset.item_indices_of(path))
+                # Batches already delivered are done; the rest run again without the culprit.
+                remaining = [[i for i in b if i not in bad] for b in remaining[delivered:]]
+                remaining = [b for b in remaining if b]
+    finally:
+        if own_dir:
+            _clear(dataset.crash_dir)
+            os.rmdir(dataset.crash_dir)
+            dataset.crash_dir = None
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
+def _dead_worker_files(exc: RuntimeError, crash_dir: str) -> list[str] | None:
+    """Files the dead worker(s) were decoding, or None when `exc` is not a worker death."""
+    match = _DEAD_WORKER.search(str(exc))
+    if match is None:
+        return None
+    pids = [p.strip() for p in match.group(1).split(",") if p.strip()]
+    files = []
+    for pid in pids:
+        marker = os.path.join(crash_dir, pid)
+        if os.path.exists(marker):
+            with open(marker) as f:
+                files.append(f.read())
+            os.remove(marker)
+    _clear(crash_dir)  # markers of the healthy workers that were torn down with the loader
+    return files
+
+
+def _clear(crash_dir: str) -> None:
+    for name in os.listdir(crash_dir):
+        os.remove(os.path.join(crash_dir, name))

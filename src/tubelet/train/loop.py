@@ -1,0 +1,123 @@
+"""Plain functions the recipes' loops are built from: devices, precision, forward passes, inference."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tubelet.train.dataset import ClipDataset, budget_batches
+from tubelet.train.loader import iterate_batches
+
+log = logging.getLogger("tubelet.train")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA (``auto`` or ``bf16``); full precision otherwise."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` evaluations without improvement of a higher-is-better metric."""
+
+    patience: int | None
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def update(self, value: float) -> bool:
+        """Record a new value; True when it is the best so far."""
+        if self.best is None or value > self.best:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+
+@torch.no_grad()
+def predict_items(
+    model: torch.nn.Module,
+    dataset: ClipDataset,
+    *,
+    budget: int,
+    device: torch.device,
+    precision: str = "auto",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Class probabilities of every item of `dataset` (NaN rows for items that failed to decode).
+
+    Returns:
+        probs: (len(dataset), C) float32.
+        failed: (path, reason) of clips that could not be read.
+    """
+    model.eval()
+    batches = budget_batches(dataset.estimates(), budget, shuffle=False)
+    probs = None
+    failed: list[tuple[str, str]] = []
+    for batch in iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r))):
+        failed.extend((it.path, it.error) for it in batch.failed)
+        if batch.packed is None:
+            continue
+        with autocast(device, precision):
+            logits = model(batch.packed.to(device))
+        p = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if probs is None:
+            probs = np.full((len(dataset), p.shape[1]), np.nan, dtype=np.float32)
+        probs[batch.indices] = p
+        if on_batch is not None:
+            on_batch(len(batch.indices))
+    if probs is None:
+        raise RuntimeError("no clip could be decoded")
+    return probs, failed
+
+
+def mean_over_videos(probs: np.ndarray, videos: list[int], count: int) -> np.ndarray:
+    """Average window probabilities (n_windows, C) per video -> (count, C); NaN rows (failed windows) skipped."""
+    out = np.full((count, probs.shape[1]), np.nan, dtype=np.float32)
+    videos = np.asarray(videos)
+    for v in range(count):
+        rows = probs[videos == v]
+        rows = rows[~np.isnan(rows).any(axis=1)]
+        if len(rows):
+            out[v] = rows.mean(axis=0)
+    return out
+
+
+def view_windows(durations: list[float], clip_seconds: float, views: int) -> list[tuple[int, float, float]]:
+    """`views` evenly spaced windows per video (one when the video is no longer than a window)."""
+    windows = []
+    for v, duration in enumerate(durations):
+        if duration <= clip_seconds or views <= 1:
+            start = max(0.0, (duration - clip_seconds) / 2)
+            windows.append((v, start, min(duration, start + clip_seconds)))
+            continue
+        for k in range(views):
+            start = (duration - clip_seconds) * k / (views - 1)
+            windows.append((v, start, start + clip_seconds))
+    return windows
+
+
+def steps_in(batches: list[list[int]], accum_steps: int) -> int:
+    return math.ceil(len(batches) / accum_steps)

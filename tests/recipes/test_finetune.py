@@ -1,0 +1,202 @@
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+import tubelet.train.dataset as dataset_module
+from tubelet.errors import ConfigError
+from tubelet.recipes.common import load_model
+from tubelet.recipes.finetune import FinetuneConfig, finetune
+from tubelet.train import checkpoint
+from tubelet.train.config import load_config
+
+# Small and fast: the `test` encoder (dim 32, 2 blocks) on 64-px frames, 1 s clips at 4 fps.
+FAST = dict(
+    model="test", size=64, max_long_side=96, sample_fps=4.0, clip_seconds=1.0, batch_particles=400, workers=0, lr=3e-3
+)
+
+
+def run(tiny_data, tmp_path, **changes):
+    cfg = FinetuneConfig(data=str(tiny_data), out=str(tmp_path / "run"), **{**FAST, "epochs": 2, **changes})
+    return finetune(cfg), tmp_path / "run"
+
+
+def test_run_writes_checkpoints_metrics_and_config(tiny_data, tmp_path):
+    summary, out = run(tiny_data, tmp_path)
+    for name in ("best", "last"):
+        assert {"config.json", "model.safetensors", "labels.json", "training_args.json"} <= set(os.listdir(out / name))
+    assert checkpoint.has_trainer(out / "last") and not checkpoint.has_trainer(out / "best")
+    config = checkpoint.load_config(out / "best")
+    assert config["preprocessing"]["sample_fps"] == 4.0 and config["preprocessing"]["tubelet"] == [2, 16, 16]
+    assert checkpoint.load_labels(out / "best") == ["grow", "move_left", "move_right", "rotate", "static"]
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, summary["steps"] + 1))
+    assert sum(r["kind"] == "val" for r in records) == 2
+    assert any((out / "tensorboard").iterdir())
+    assert json.loads((out / "config.json").read_text())["lr"] == 3e-3
+    loaded = load_model(str(out / "best"))  # reloads cleanly, with its preprocessing
+    assert loaded.preprocessing.clip_seconds == 1.0 and loaded.model.num_classes == 5
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch(tiny_data, tmp_path):
+    # Overfit check: windows longer than every clip and no crops make each epoch see the same particles; many
+    # steps must then drive the training loss well down.
+    _, out = run(
+        tiny_data,
+        tmp_path,
+        epochs=20,
+        val_split="none",
+        crop_scale_min=1.0,
+        lr=1e-2,
+        warmup_epochs=0.0,
+        clip_seconds=10.0,
+        sample_fps=2.0,
+        weight_decay=0.0,
+    )
+    losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl") if '"train"' in line]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+
+
+def test_freeze_backbone_trains_only_the_head(tiny_data, tmp_path):
+    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+    _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), freeze="backbone")
+    before = checkpoint.load_state_dict(base_out / "best")
+    after = checkpoint.load_state_dict(out / "last")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed), changed
+
+
+def test_freeze_top_k_keeps_lower_blocks(tiny_data, tmp_path):
+    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+    _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), freeze="top:1")
+    before, after = checkpoint.load_state_dict(base_out / "best"), checkpoint.load_state_dict(out / "last")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("blocks.1.") for k in changed)
+    assert not any(k.startswith(("blocks.0.", "patch_embed")) for k in changed)
+
+
+def test_lora_adapters_are_merged_into_a_plain_checkpoint(tiny_data, tmp_path):
+    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+    _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), peft="lora", lora_rank=2)
+    merged = checkpoint.load_state_dict(out / "best")
+    assert not any("lora" in k for k in merged)  # loads without peft
+    before = checkpoint.load_state_dict(base_out / "best")
+    assert not torch.equal(before["blocks.0.attn.qkv.weight"], merged["blocks.0.attn.qkv.weight"])  # merged delta
+    load_model(str(out / "best"))
+
+
+def test_sgd_layer_decay_label_smoothing_and_accumulation_run(tiny_data, tmp_path):
+    summary, _ = run(
+        tiny_data,
+        tmp_path,
+        epochs=1,
+        optimizer="sgd",
+        lr=0.05,
+        layer_decay=0.7,
+        label_smoothing=0.1,
+        accum_steps=2,
+        pooling="attention",
+        drop_path=0.1,
+        dropout=0.1,
+    )
+    assert summary["steps"] >= 1
+
+
+def test_early_stopping_stops_before_the_last_epoch(tiny_data, tmp_path):
+    # lr so small the validation metric cannot improve after the first evaluation.
+    summary, _ = run(tiny_data, tmp_path, epochs=6, lr=1e-9, early_stopping=2, warmup_epochs=0.0)
+    assert summary["epochs_run"] == 3
+
+
+def test_a_clip_that_crashes_a_worker_is_skipped(tiny_data, tmp_path, monkeypatch):
+    real_decode = dataset_module.decode
+    victim = (tiny_data / "train.csv").read_text().splitlines()[1].split(",")[0]  # a training clip
+
+    def decode_or_segfault(path, **kw):
+        if victim in str(path):
+            ctypes.string_at(0)  # a real SIGSEGV in the worker process, as a broken decoder would cause
+        return real_decode(path, **kw)
+
+    monkeypatch.setattr(dataset_module, "decode", decode_or_segfault)  # forked workers inherit the patch
+    summary, out = run(tiny_data, tmp_path, epochs=2, workers=2)
+    assert [s["path"].endswith(victim) for s in summary["skipped"]] == [True]
+    assert summary["epochs_run"] == 2
+    assert checkpoint.has_trainer(out / "last")
+
+
+def test_a_clip_that_fails_to_decode_is_skipped(tiny_data, tmp_path, monkeypatch):
+    real_decode = dataset_module.decode
+
+    victim = (tiny_data / "train.csv").read_text().splitlines()[2].split(",")[0]
+
+    def decode_or_fail(path, **kw):
+        if str(path).endswith(victim):
+            from tubelet.errors import VideoError
+
+            raise VideoError(path, "cannot decode (Invalid data found when processing input)")
+        return real_decode(path, **kw)
+
+    monkeypatch.setattr(dataset_module, "decode", decode_or_fail)
+    summary, _ = run(tiny_data, tmp_path, epochs=1, val_split="none")
+    assert [s["path"].endswith(victim) for s in summary["skipped"]] == [True]
+
+
+def test_yaml_config_with_overrides_and_bad_fields(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": "d", "epochs": 3, "lr": 0.01, "tubelet": [2, 8, 8]}))
+    cfg = load_config(FinetuneConfig, path=path, overrides=["lr=0.5", "sample_fps=none"], flags={"epochs": "7"})
+    assert (cfg.epochs, cfg.lr, cfg.tubelet, cfg.sample_fps) == (7, 0.5, (2, 8, 8), None)
+    with pytest.raises(ConfigError, match="unknown config field.*epohcs"):
+        load_config(FinetuneConfig, overrides=["epohcs=3"])
+    with pytest.raises(ConfigError, match="^epochs: expected int"):
+        load_config(FinetuneConfig, overrides=["epochs=many"])
+    with pytest.raises(ConfigError, match="freeze"):
+        FinetuneConfig(data="d", freeze="half").validate()
+
+
+def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path):
+    """SIGKILL a real training process after its first checkpoint; --resume finishes with the same steps."""
+    args = [
+        sys.executable,
+        "-m",
+        "tubelet",
+        "finetune",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "3",
+        "save_every_steps=1",
+        "val_split=none",
+    ]
+    args += [f"{k}={v}" for k, v in FAST.items()]
+    reference = finetune(
+        FinetuneConfig(data=str(tiny_data), out=str(tmp_path / "ref"), epochs=3, val_split="none", **FAST)
+    )
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "run" / "last" / "trainer" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["state"]["step"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["state"]["step"]
+    assert 2 <= killed_at < reference["steps"]
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == reference["steps"]
+    assert "resumed from" in resumed.stderr
+    load_model(str(tmp_path / "run" / "last"))
