@@ -200,3 +200,10 @@ def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path):
     assert summary["steps"] == reference["steps"]
     assert "resumed from" in resumed.stderr
     load_model(str(tmp_path / "run" / "last"))
+
+
+def test_a_tubelet_larger_than_the_clips_is_refused_up_front(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="tubelet: 8x16x16 needs 8 frames"):
+        run(tiny_data, tmp_path, tubelet=(8, 16, 16))
+    with pytest.raises(ConfigError, match="tubelet: 2x80x80 is larger"):
+        run(tiny_data, tmp_path, tubelet=(2, 80, 80))

@@ -11,7 +11,8 @@ Backends, chosen by `resolve_backend("auto", device)`:
 | dense   | anywhere         | one SDPA call with a block-diagonal mask (the export-friendly graph)  |
 
 All take q, k, v of shape (N, heads, head_dim) and return (N, heads, head_dim); all support backward
-(flex only on CUDA).
+(flex only on CUDA). Attention dropout is applied by sdpa, dense and flash; varlen and flex ignore it, so
+`resolve_backend` falls back to sdpa when dropout is asked for on them.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def packed_attention(
         (N, heads, head_dim).
     """
     backend = resolve_backend(backend, q.device)
+    if dropout > 0 and backend in ("varlen", "flex"):
+        backend = "sdpa"  # these kernels take no dropout argument
     if backend == "varlen":
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
         return _varlen_attn()(q, k, v, cu, cu, max_seqlen, max_seqlen)

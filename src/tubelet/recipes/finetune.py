@@ -194,6 +194,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             disable=None,
         )
         seen, loss_sum, started = 0, 0.0, time.perf_counter()
+        step_loss, step_clips = 0.0, 0  # over the batches of one optimizer step
 
         def on_crash(path, reason):
             state["skipped"].append((path, reason))
@@ -212,8 +213,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 (loss / cfg.accum_steps).backward()
                 seen += len(batch.labels)
                 loss_sum += loss.item() * len(batch.labels)
+                step_loss += loss.item() * len(batch.labels)
+                step_clips += len(batch.labels)
             progress.update(1)
             if (i + 1) % cfg.accum_steps and i + 1 != len(batches):
+                continue
+            if step_clips == 0:  # every clip of these batches failed to decode: nothing to learn from
                 continue
             grad_norm = _step(train_module, optimizer, scheduler, cfg.grad_clip)
             state["step"] += 1
@@ -223,17 +228,20 @@ def finetune(cfg: FinetuneConfig) -> dict:
             metrics_log.write(
                 "train",
                 state["step"],
-                loss=loss.item(),
+                loss=step_loss / step_clips,
                 lr=scheduler.get_last_lr()[0],
                 grad_norm=grad_norm,
                 clips_per_s=rate,
                 epoch=epoch,
             )
+            step_loss, step_clips = 0.0, 0
             if cfg.save_every_steps and state["step"] % cfg.save_every_steps == 0:
                 save("last", with_trainer=True)
             if state["step"] >= total_steps:
                 break
         progress.close()
+        if seen == 0 and skip < len(batches):
+            raise DataError(f"{cfg.data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         summary = {
             "epoch": epoch + 1,
@@ -335,7 +343,7 @@ def _preprocessing(cfg: FinetuneConfig, loaded: LoadedModel) -> Preprocessing:
     if cfg.tubelet is not None and tuple(cfg.tubelet) != tuple(tubelet):
         raise ConfigError(f"tubelet: {cfg.model} was trained with {'x'.join(map(str, tubelet))}; it cannot change")
     base = loaded.preprocessing or Preprocessing()
-    return replace(
+    pre = replace(
         base,
         tubelet=tuple(tubelet),
         sample_fps=cfg.sample_fps,
@@ -344,6 +352,22 @@ def _preprocessing(cfg: FinetuneConfig, loaded: LoadedModel) -> Preprocessing:
         max_long_side=cfg.max_long_side,
         prune_threshold=cfg.prune_threshold,
     )
+    check_fits(pre)
+    return pre
+
+
+def check_fits(pre: Preprocessing) -> None:
+    """A tubelet larger than every clip would make every clip fail: say so before training starts."""
+    t, p, q = pre.tubelet
+    name = "x".join(map(str, pre.tubelet))
+    frames = round(pre.clip_seconds * pre.sample_fps) if pre.sample_fps is not None else None
+    if frames is not None and frames < t:
+        raise ConfigError(
+            f"tubelet: {name} needs {t} frames per clip but clip_seconds x sample_fps gives {frames}; "
+            "raise clip_seconds or sample_fps"
+        )
+    if pre.size is not None and pre.size < max(p, q):
+        raise ConfigError(f"tubelet: {name} is larger than frames resized to a {pre.size}-px short side")
 
 
 def _wrap_peft(model, cfg: FinetuneConfig):

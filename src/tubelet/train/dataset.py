@@ -145,7 +145,9 @@ class ClipDataset(torch.utils.data.Dataset):
             frames = random_resized_crop(frames, self.augment, rng)
             if self.augment.flip and rng.random() < 0.5:
                 frames = frames.flip(2)
-        return to_particles(frames, clip.timestamps, self.pre)
+        # Times from the window's start: positions are relative to the clip, whatever its offset in a long video
+        # (seconds since the stream start would lose float32 precision an hour in).
+        return to_particles(frames, clip.timestamps - window[0], self.pre)
 
     def _mark(self, path: str | None) -> None:
         if self.crash_dir is None:
