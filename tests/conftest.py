@@ -7,6 +7,9 @@ crf keeps flat areas within a level or two, so `frame_numbers` recovers which so
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -98,3 +101,17 @@ def tone_mp4(media_dir):
     """2 s, 15 fps, with a 440 Hz mono AAC track at 16 kHz."""
     frames = np.full((30, HEIGHT, WIDTH, 3), 90, dtype=np.uint8)
     return write_video(media_dir / "tone.mp4", frames, fps=15, audio=_sine(440, 2.0, 16000), audio_rate=16000)
+
+
+def run_tubelet(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `tubelet` command line in a subprocess; with `check`, fail the test on a non-zero exit."""
+    result = subprocess.run([sys.executable, "-m", "tubelet", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def tubelet_cli():
+    """`run_tubelet` as a fixture (test modules are imported by path, so they take helpers from here)."""
+    return run_tubelet

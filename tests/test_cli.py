@@ -1,8 +1,6 @@
 """Every command end to end through a real subprocess, at tiny size."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,17 +10,10 @@ from tubelet.io import write_video
 COMMANDS = ("probe", "tokenize", "sample-data", "scan")
 
 
-def tubelet(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "tubelet", *map(str, args)], capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, tubelet_cli):
     out = tmp_path_factory.mktemp("cli") / "data"
-    result = tubelet("sample-data", out, "--clips-per-class", 3, "--seed", 1, "--json")
+    result = tubelet_cli("sample-data", out, "--clips-per-class", 3, "--seed", 1, "--json")
     summary = json.loads(result.stdout)
     assert summary["clips"] == 15
     return out
@@ -38,46 +29,46 @@ def assert_one_line_error(result, *needles):
         assert str(needle) in lines[0]
 
 
-def test_help_lists_every_command():
-    out = tubelet("--help").stdout
+def test_help_lists_every_command(tubelet_cli):
+    out = tubelet_cli("--help").stdout
     for command in COMMANDS:
         assert command in out
 
 
-def test_probe_json_keys(data):
+def test_probe_json_keys(data, tubelet_cli):
     path = next((data / "grow").iterdir())
-    report = json.loads(tubelet("probe", path, "--json").stdout)
+    report = json.loads(tubelet_cli("probe", path, "--json").stdout)
     for key in ("duration_s", "fps", "width", "height", "frames", "codec", "has_audio"):
         assert key in report
     assert report["codec"] == "h264" and report["frames"] > 10
 
 
-def test_tokenize_json_keys_and_consistency(tmp_path):
+def test_tokenize_json_keys_and_consistency(tmp_path, tubelet_cli):
     frames = np.zeros((12, 40, 56, 3), np.uint8)
     frames[6:, :16, :16] = 255  # one tubelet position changes halfway
     path = write_video(tmp_path / "step.mp4", frames, fps=12, crf=0)
-    report = json.loads(tubelet("tokenize", path, "--json", "--tubelet", "2x16x16").stdout)
+    report = json.loads(tubelet_cli("tokenize", path, "--json", "--tubelet", "2x16x16").stdout)
     assert report["grid"] == [6, 3, 4]
     assert report["total"] == 6 * 3 * 4
     assert report["particles"] == 12 + 1  # first tubelet of each position + the one change
     assert report["kept_fraction"] == pytest.approx(13 / 72, abs=1e-3)
     assert report["t_min"] == pytest.approx(0.5 / 12, abs=1e-3)
     assert report["t_max"] == pytest.approx(6.5 / 12, abs=1e-3)
-    unpruned = json.loads(tubelet("tokenize", path, "--json", "--prune-threshold", 0).stdout)
+    unpruned = json.loads(tubelet_cli("tokenize", path, "--json", "--prune-threshold", 0).stdout)
     assert unpruned["particles"] == unpruned["total"] == 72
-    resampled = json.loads(tubelet("tokenize", path, "--json", "--fps", 6).stdout)
+    resampled = json.loads(tubelet_cli("tokenize", path, "--json", "--fps", 6).stdout)
     assert resampled["frames"] == 6 and resampled["grid"][0] == 3
 
 
-def test_scan_reports_classes(data):
-    report = json.loads(tubelet("scan", data, "--split", "train", "--json").stdout)
+def test_scan_reports_classes(data, tubelet_cli):
+    report = json.loads(tubelet_cli("scan", data, "--split", "train", "--json").stdout)
     assert set(report["classes"]) == {"move_left", "move_right", "rotate", "grow", "static"}
     assert report["clips"] == sum(report["classes"].values()) == 5
     assert report["skipped"] == []
 
 
-def test_human_readable_output(data):
-    out = tubelet("probe", next((data / "rotate").iterdir())).stdout
+def test_human_readable_output(data, tubelet_cli):
+    out = tubelet_cli("probe", next((data / "rotate").iterdir())).stdout
     assert "duration_s" in out and "{" not in out
 
 
@@ -93,18 +84,20 @@ def test_human_readable_output(data):
         (("scan", "no/such/dir"), ["no/such/dir"]),
     ],
 )
-def test_bad_input_is_one_line(args, needles):
-    assert_one_line_error(tubelet(*args, check=False), *needles)
+def test_bad_input_is_one_line(args, needles, tubelet_cli):
+    assert_one_line_error(tubelet_cli(*args, check=False), *needles)
 
 
-def test_corrupt_and_tiny_videos_are_one_line_errors(tmp_path):
+def test_corrupt_and_tiny_videos_are_one_line_errors(tmp_path, tubelet_cli):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
-    assert_one_line_error(tubelet("probe", corrupt, check=False), corrupt)
-    assert_one_line_error(tubelet("tokenize", corrupt, check=False), corrupt)
+    assert_one_line_error(tubelet_cli("probe", corrupt, check=False), corrupt)
+    assert_one_line_error(tubelet_cli("tokenize", corrupt, check=False), corrupt)
     tiny = write_video(tmp_path / "tiny.mp4", np.zeros((4, 8, 8, 3), np.uint8), fps=4)
-    assert_one_line_error(tubelet("tokenize", tiny, check=False), "tubelet 2x16x16 is larger", tiny)
+    assert_one_line_error(tubelet_cli("tokenize", tiny, check=False), "tubelet 2x16x16 is larger", tiny)
 
 
-def test_sample_data_rejects_too_few_clips(tmp_path):
-    assert_one_line_error(tubelet("sample-data", tmp_path, "--clips-per-class", 1, check=False), "--clips-per-class")
+def test_sample_data_rejects_too_few_clips(tmp_path, tubelet_cli):
+    assert_one_line_error(
+        tubelet_cli("sample-data", tmp_path, "--clips-per-class", 1, check=False), "--clips-per-class"
+    )

@@ -1,8 +1,6 @@
 """fine-tune -> evaluate -> predict through the real CLI, at tiny size."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,26 +19,19 @@ FAST = [
 ]
 
 
-def tubelet(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "tubelet", *map(str, args)], capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
+def trained(tiny_data, tmp_path_factory, tubelet_cli):
     out = tmp_path_factory.mktemp("cli-run")
     first = out / "first"
-    tubelet("finetune", "--data", tiny_data, "--out", first, "--epochs", 1, *FAST)
+    tubelet_cli("finetune", "--data", tiny_data, "--out", first, "--epochs", 1, *FAST)
     second = out / "second"
-    tubelet("finetune", "--data", tiny_data, "--model", first / "best", "--out", second, "--epochs", 2, *FAST)
+    tubelet_cli("finetune", "--data", tiny_data, "--model", first / "best", "--out", second, "--epochs", 2, *FAST)
     return first, second
 
 
-def test_evaluate_writes_the_pinned_report(trained, tiny_data, tmp_path):
+def test_evaluate_writes_the_pinned_report(trained, tiny_data, tmp_path, tubelet_cli):
     _, run = trained
-    result = tubelet("evaluate", "--checkpoint", run / "best", "--data", tiny_data, "--out", tmp_path, "--views", 2)
+    result = tubelet_cli("evaluate", "--checkpoint", run / "best", "--data", tiny_data, "--out", tmp_path, "--views", 2)
     assert "accuracy" in result.stdout and "move_left" in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["macro_f1"] <= 1.0
@@ -52,9 +43,9 @@ def test_evaluate_writes_the_pinned_report(trained, tiny_data, tmp_path):
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
 
 
-def test_evaluate_with_a_baseline_compares_before_and_after(trained, tiny_data, tmp_path):
+def test_evaluate_with_a_baseline_compares_before_and_after(trained, tiny_data, tmp_path, tubelet_cli):
     first, second = trained
-    tubelet(
+    tubelet_cli(
         "evaluate",
         "--checkpoint",
         second / "best",
@@ -74,11 +65,11 @@ def test_evaluate_with_a_baseline_compares_before_and_after(trained, tiny_data, 
     assert "before" in (tmp_path / "report.md").read_text().lower()
 
 
-def test_evaluate_refuses_labels_the_checkpoint_does_not_know(trained, tmp_path):
+def test_evaluate_refuses_labels_the_checkpoint_does_not_know(trained, tmp_path, tubelet_cli):
     _, run = trained
     rng = np.random.default_rng(0)
     write_video(tmp_path / "data" / "juggling" / "a.mp4", rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8), fps=8)
-    result = tubelet(
+    result = tubelet_cli(
         "evaluate",
         "--checkpoint",
         run / "best",
@@ -94,12 +85,12 @@ def test_evaluate_refuses_labels_the_checkpoint_does_not_know(trained, tmp_path)
     assert "'juggling' not in the checkpoint's labels" in result.stderr
 
 
-def test_predict_labels_new_files_and_windows_long_ones(trained, tmp_path):
+def test_predict_labels_new_files_and_windows_long_ones(trained, tmp_path, tubelet_cli):
     _, run = trained
     frames = np.random.default_rng(1).integers(0, 255, (40, 64, 80, 3), dtype=np.uint8)
     long_video = write_video(tmp_path / "long.mp4", frames, fps=8)  # 5 s
     short_video = write_video(tmp_path / "short.mkv", frames[:6], fps=8)
-    result = tubelet(
+    result = tubelet_cli(
         "predict",
         "--checkpoint",
         run / "best",
@@ -124,12 +115,12 @@ def test_predict_labels_new_files_and_windows_long_ones(trained, tmp_path):
     assert (tmp_path / "plots" / "long_timeline.png").exists()
 
 
-def test_predict_reports_an_unreadable_file_and_goes_on(trained, tmp_path):
+def test_predict_reports_an_unreadable_file_and_goes_on(trained, tmp_path, tubelet_cli):
     _, run = trained
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
     good = write_video(tmp_path / "ok.mp4", np.zeros((8, 48, 48, 3), np.uint8), fps=8)
-    result = tubelet("predict", "--checkpoint", run / "best", bad, good, "--json", check=False)
+    result = tubelet_cli("predict", "--checkpoint", run / "best", bad, good, "--json", check=False)
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert rows[0]["path"] == str(bad) and "cannot open" in rows[0]["error"]
     assert rows[1]["path"] == str(good) and "label" in rows[1]
