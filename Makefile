@@ -18,7 +18,7 @@ demo: $(BIN)/tubelet
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh "$(DEMO_DIR)"
 
 test: $(BIN)/tubelet
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/tubelet
