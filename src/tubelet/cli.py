@@ -197,6 +197,31 @@ def _finetune_run(args) -> None:
     print(json.dumps(finetune(cfg)))
 
 
+def _probe_linear_run(args) -> None:
+    """A linear probe is fine-tuning with the encoder frozen: only the head (and attention pooling) learn."""
+    from dataclasses import replace
+
+    from tubelet.recipes.finetune import FinetuneConfig, finetune
+
+    cfg = _config_from_args(FinetuneConfig, args)
+    if cfg.freeze not in ("none", "backbone"):
+        raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
+    print(json.dumps(finetune(replace(cfg, freeze="backbone"))))
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    from tubelet.recipes.pretrain import PretrainConfig
+
+    _config_flags(p, PretrainConfig)
+
+
+def _pretrain_run(args) -> None:
+    from tubelet.recipes.pretrain import PretrainConfig, pretrain
+
+    cfg = _config_from_args(PretrainConfig, args)
+    print(json.dumps(pretrain(cfg)))
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best)")
     p.add_argument("--data", required=True, help="class folders, a folder with split manifests, or a manifest")
@@ -287,7 +312,17 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "sample-data": ("write a labeled sample dataset of real encoded videos", _sample_data_args, _sample_data_run),
     "scan": ("probe every file of a dataset once: classes, rates, sizes, unreadable files", _scan_args, _scan_run),
+    "pretrain": (
+        "masked video pretraining on unlabeled video; writes RUN/best, RUN/last, RUN/reconstructions",
+        _pretrain_args,
+        _pretrain_run,
+    ),
     "finetune": ("supervised fine-tuning of a classifier; writes RUN/best and RUN/last", _finetune_args, _finetune_run),
+    "probe-linear": (
+        "linear probe: finetune with the encoder frozen (freeze=backbone)",
+        _finetune_args,
+        _probe_linear_run,
+    ),
     "evaluate": ("held-out test report: report.json, report.md, confusion_matrix.png", _evaluate_args, _evaluate_run),
     "predict": ("labels and scores for new videos, per window in seconds for long ones", _predict_args, _predict_run),
 }

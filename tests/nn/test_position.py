@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tubelet.nn import TIME_MODES, RotaryPositions, SpanEmbedding
+from tubelet.nn import TIME_MODES, RotaryPositions, SpanEmbedding, grid_index, grid_sinusoids
 
 HEAD_DIM = 16
 HEADS = 2
@@ -147,3 +147,21 @@ def test_span_embedding_trains():
     embed = SpanEmbedding(4)
     embed(torch.tensor([1, 2, 5])).sum().backward()
     assert embed.embed.weight.grad[[0, 1, 3]].abs().sum() > 0
+
+
+def test_grid_index_is_row_major_in_each_clips_own_grid():
+    grids = [(2, 3, 4), (1, 2, 5)]
+    ti, y, x = torch.tensor([1, 0, 0, 0]), torch.tensor([2, 1, 1, 0]), torch.tensor([3, 0, 4, 2])
+    seq = torch.tensor([0, 0, 1, 1])
+    assert grid_index(ti, y, x, seq, grids).tolist() == [1 * 12 + 2 * 4 + 3, 4, 5 + 4, 2]
+
+
+@pytest.mark.parametrize("dim", [32, 7])
+def test_grid_sinusoids_are_rows_of_the_videomae_table(dim):
+    # transformers' get_sinusoid_encoding_table, written out: angle n / 10000^(2 (j // 2) / dim), sin even, cos odd.
+    n = torch.arange(1600, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)
+    angles = n / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    table = torch.where(j.long() % 2 == 0, angles.sin(), angles.cos()).float()
+    index = torch.tensor([0, 1, 783, 1567, 1599])
+    assert torch.equal(grid_sinusoids(index, dim), table[index])

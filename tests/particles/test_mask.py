@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tubelet.particles import MASK_MODES, mask_particles, tokenize
+from tubelet.particles import MASK_MODES, mask_batch, mask_particles, pack, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,70 @@ def test_unknown_mode_raises_value_error(particles):
 def test_ratio_outside_0_1_raises_value_error(particles, ratio):
     with pytest.raises(ValueError, match="mask ratio"):
         mask_particles(particles, ratio)
+
+
+# --- mask_batch: a packed batch split into what the encoder sees and what the decoder reconstructs ---
+
+
+def _batch(prune=None):
+    rng = np.random.default_rng(3)
+    clips = []
+    for frames, height, width in ((8, 64, 96), (4, 32, 48), (6, 48, 48)):
+        video = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+        if prune:
+            video[2:] = video[:2].repeat(frames // 2 - 1, axis=0)  # still after the first tubelet: runs collapse
+        clips.append(tokenize(video, timestamps=np.arange(frames) / 8, tubelet=(2, 16, 16), prune_threshold=prune))
+    return pack(clips)
+
+
+def _places(packed, index=None):
+    """Set of (clip, ti, y, x) of the particles at `index` (all when None)."""
+    index = torch.arange(len(packed)) if index is None else index
+    return set(zip(*(getattr(packed, name)[index].tolist() for name in ("seq", "ti", "y", "x"))))
+
+
+@pytest.mark.parametrize("mode", MASK_MODES)
+def test_mask_batch_splits_every_clip_into_visible_and_hidden(mode):
+    batch = _batch()
+    plan = mask_batch(batch, 0.75, mode=mode, generator=seeded())
+
+    assert plan.visible.num_clips == plan.queries.num_clips == batch.num_clips
+    assert len(plan.visible) + len(plan.queries) == len(batch) == len(plan.visible) + plan.hidden
+    hidden = _places(batch, plan.target_index)
+    assert _places(plan.queries) == hidden and _places(plan.visible) == _places(batch) - hidden
+    # Targets are the batch's own values at target_index; the queries carry positions only.
+    assert plan.queries.values.shape == (len(plan.queries), 0)
+    visible_rows = torch.tensor(sorted(set(range(len(batch))) - set(plan.target_index.tolist())))
+    assert torch.equal(plan.visible.values, batch.values[visible_rows])
+    assert torch.equal(plan.queries.t, batch.t[plan.target_index])
+
+
+def test_the_encoder_input_is_a_tenth_of_the_batch_at_ratio_0_9():
+    batch = _batch()
+    plan = mask_batch(batch, 0.9, mode="tube", generator=seeded())
+    # Per clip: 24, 6 and 9 places; round(0.9 * places) hidden at every time.
+    assert plan.visible.lengths.tolist() == [4 * 2, 2 * 1, 3 * 1]
+    assert 0.05 < len(plan.visible) / len(batch) < 0.15
+
+
+def test_decoder_masking_reconstructs_a_subset_of_the_hidden_particles():
+    batch = _batch()
+    full = mask_batch(batch, 0.75, mode="random", generator=seeded(5))
+    half = mask_batch(batch, 0.75, mode="random", decoder_ratio=0.5, generator=seeded(5))
+
+    assert torch.equal(half.visible.values, full.visible.values)  # the encoder's side does not change
+    assert set(half.target_index.tolist()) < set(full.target_index.tolist())
+    assert half.hidden == full.hidden
+    per_clip = [round(0.5 * n) for n in full.queries.lengths.tolist()]
+    assert half.queries.lengths.tolist() == per_clip
+    assert _places(half.queries) == _places(batch, half.target_index)
+    with pytest.raises(ValueError, match="decoder mask ratio"):
+        mask_batch(batch, 0.75, decoder_ratio=1.0)
+
+
+def test_pruned_particles_are_neither_encoded_nor_targets():
+    batch = _batch(prune=1.0)
+    assert len(batch) < sum(g[0] * g[1] * g[2] for g in batch.grids)  # static runs were collapsed
+    plan = mask_batch(batch, 0.5, mode="tube", generator=seeded())
+    assert len(plan.visible) + len(plan.queries) == len(batch)
+    assert _places(plan.visible) | _places(plan.queries) == _places(batch)

@@ -98,6 +98,25 @@ def test_labels_and_args_are_optional(tmp_path):
     assert load_config(tmp_path / "ckpt") == {}
 
 
+def test_extra_weights_are_saved_beside_the_model_in_the_same_swap(tmp_path):
+    model, other = nn.Linear(2, 2), nn.Linear(3, 1)
+    save_checkpoint(
+        tmp_path / "ckpt", model=model, config={}, extra_weights={"decoder.safetensors": other.state_dict()}
+    )
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json",
+        "decoder.safetensors",
+        "model.safetensors",
+    ]
+    saved = load_state_dict(tmp_path / "ckpt", "decoder.safetensors")
+    assert saved.keys() == other.state_dict().keys() and torch.equal(saved["weight"], other.weight.detach())
+    assert load_state_dict(tmp_path / "ckpt").keys() == model.state_dict().keys()
+    for bad in ("model.safetensors", "trainer/tensors.safetensors", "decoder.pt"):
+        with pytest.raises(ConfigError, match="extra weights"):
+            save_checkpoint(tmp_path / "ckpt", model=model, config={}, extra_weights={bad: other.state_dict()})
+    assert (tmp_path / "ckpt" / "decoder.safetensors").exists()  # a refused save leaves the old checkpoint
+
+
 class _Tied(nn.Module):
     def __init__(self):
         super().__init__()

@@ -2,5 +2,16 @@
 
 from tubelet.models.encoder import Encoder, EncoderConfig, mean_pool
 from tubelet.models.registry import create_model, model_config, model_names
+from tubelet.models.videomae import VideoMAEImport, is_videomae_checkpoint, load_videomae
 
-__all__ = ["Encoder", "EncoderConfig", "create_model", "mean_pool", "model_config", "model_names"]
+__all__ = [
+    "Encoder",
+    "EncoderConfig",
+    "VideoMAEImport",
+    "create_model",
+    "is_videomae_checkpoint",
+    "load_videomae",
+    "mean_pool",
+    "model_config",
+    "model_names",
+]

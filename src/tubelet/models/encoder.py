@@ -2,6 +2,10 @@
 
 Uniform interface (after timm): `forward_features(packed) -> (N, D)`, `pool(features, packed) -> (B, D)`,
 `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`.
+
+Two fields exist for imported Hugging Face VideoMAE checkpoints (`tubelet.models.videomae`): ``positions="videomae"``
+adds VideoMAE's fixed sin-cos embedding of the flat grid index instead of rotating by (seconds, row, column), and
+``final_norm="pooled"`` moves the last LayerNorm after pooling (VideoMAE's ``fc_norm``).
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import torch
 from torch import nn
 
 from tubelet.nn.layers import AttentionContext, Block
-from tubelet.nn.position import TIME_MODES, RotaryPositions, SpanEmbedding
+from tubelet.nn.position import POSITIONS, TIME_MODES, RotaryPositions, SpanEmbedding, grid_index, grid_sinusoids
 from tubelet.particles.structure import PackedParticles
 
 POOLING = ("mean", "attention")
+FINAL_NORMS = ("tokens", "pooled")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class EncoderConfig:
     time_mode: str = "seconds"  # rotary time from seconds, or from tubelet index (ablation)
     attention: str = "auto"  # attention backend (see tubelet.nn.attention)
     norm_eps: float = 1e-6  # LayerNorm epsilon
+    positions: str = "rope"  # rope (rotary over seconds, row, column) or videomae (sin-cos of the flat grid index)
+    final_norm: str = "tokens"  # last LayerNorm on every particle's features, or on the pooled vector (fc_norm)
+    final_norm_eps: float | None = None  # epsilon of that last LayerNorm; None uses norm_eps
 
     @property
     def patch_dim(self) -> int:
@@ -61,8 +69,12 @@ class EncoderConfig:
     def validate(self) -> None:
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if (self.dim // self.heads) % 2:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "rope" and (self.dim // self.heads) % 2:
             raise ValueError(f"head dim {self.dim // self.heads} must be even for rotary positions")
+        if self.final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
         if self.pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.time_mode not in TIME_MODES:
@@ -121,7 +133,8 @@ class Encoder(nn.Module):
         self.config = config
         self.patch_embed = nn.Linear(config.patch_dim, config.dim)
         self.span_embed = SpanEmbedding(config.dim)
-        self.rope = RotaryPositions(config.dim // config.heads, time_mode=config.time_mode)
+        head_dim = config.dim // config.heads
+        self.rope = RotaryPositions(head_dim, time_mode=config.time_mode) if config.positions == "rope" else None
         rates = torch.linspace(0, config.drop_path, config.depth).tolist()
         self.blocks = nn.ModuleList(
             Block(
@@ -135,7 +148,8 @@ class Encoder(nn.Module):
             )
             for rate in rates
         )
-        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        final_eps = config.norm_eps if config.final_norm_eps is None else config.final_norm_eps
+        self.norm = nn.LayerNorm(config.dim, eps=final_eps)  # on (N, D) features, or on (B, D) when "pooled"
         self.attn_pool = AttentionPool(config.dim, config.heads) if config.pooling == "attention" else None
         self.head_drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.dim, config.num_classes) if config.num_classes else nn.Identity()
@@ -153,28 +167,36 @@ class Encoder(nn.Module):
             keep_attention: also collect per-layer attention maps (returned via `self.last_attention`).
 
         Returns:
-            (N, D) after the final norm.
+            (N, D) after the final norm (before it when ``final_norm`` is "pooled": `pool` applies it then).
         """
         x = self.patch_embed(packed.values) + self.span_embed(packed.span)  # (N, D)
+        angles = None
+        if self.rope is not None:
+            angles = self.rope.angles(packed.t, packed.ti, packed.y, packed.x)  # (N, head_dim/2)
+        else:  # "videomae": a fixed embedding of the particle's flat index in its clip's grid, added once
+            index = grid_index(packed.ti, packed.y, packed.x, packed.seq, packed.grids)  # (N,)
+            x = x + grid_sinusoids(index, self.config.dim).to(x.dtype)
         ctx = AttentionContext(
             packed.cu_seqlens,
             packed.max_seqlen,
             packed.seq,
             packed.num_clips,
-            self.rope.angles(packed.t, packed.ti, packed.y, packed.x),
+            angles,
             backend=self.config.attention,
             keep_attention=keep_attention,
         )
         for block in self.blocks:
             x = block(x, ctx)
         self.last_attention = ctx.attention_maps if keep_attention else None
-        return self.norm(x)
+        return self.norm(x) if self.config.final_norm == "tokens" else x
 
     def pool(self, features: torch.Tensor, packed: PackedParticles) -> torch.Tensor:
-        """(N, D) -> (B, D) one vector per clip."""
+        """(N, D) -> (B, D) one vector per clip (normalized here when ``final_norm`` is "pooled")."""
         if self.attn_pool is not None:
-            return self.attn_pool(features, packed.seq, packed.num_clips)
-        return mean_pool(features, packed.seq, packed.num_clips)
+            pooled = self.attn_pool(features, packed.seq, packed.num_clips)
+        else:
+            pooled = mean_pool(features, packed.seq, packed.num_clips)
+        return self.norm(pooled) if self.config.final_norm == "pooled" else pooled
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, num_classes) logits (or (B, D) when there is no head)."""

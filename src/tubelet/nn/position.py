@@ -3,6 +3,10 @@
 Nothing here is a table indexed by position, so any frame rate, clip length, resolution or aspect ratio
 works as is. Time enters as real seconds (never floored to an index); the ``index`` mode, which uses the
 tubelet's index along time instead, exists as the ablation that shows why seconds matter.
+
+The one exception is `grid_sinusoids`, VideoMAE's fixed 1-D sin-cos embedding of the flattened grid index, kept
+for imported VideoMAE checkpoints (``EncoderConfig.positions = "videomae"``): its values are computed on the fly
+from each particle's (ti, y, x) and its clip's grid, but what an index means still depends on that grid.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import torch
 from torch import nn
 
 TIME_MODES = ("seconds", "index")
+POSITIONS = ("rope", "videomae")  # rotary over (seconds, row, column), or VideoMAE's sin-cos of the grid index
 
 
 class RotaryPositions(nn.Module):
@@ -97,3 +102,35 @@ class SpanEmbedding(nn.Module):
     def forward(self, span: torch.Tensor) -> torch.Tensor:
         bucket = torch.ceil(torch.log2(span.float().clamp(min=1))).long().clamp(max=self.buckets - 1)
         return self.embed(bucket)
+
+
+def grid_index(
+    ti: torch.Tensor, y: torch.Tensor, x: torch.Tensor, seq: torch.Tensor, grids: list[tuple[int, int, int]]
+) -> torch.Tensor:
+    """(N,) int64 row-major index ``ti * H' * W' + y * W' + x`` of each particle in its own clip's grid.
+
+    Args:
+        ti, y, x: (N,) tubelet index along time, grid row and column.
+        seq: (N,) clip of each particle, indexing `grids`.
+        grids: (T', H', W') of each clip of the batch.
+    """
+    sizes = torch.tensor([(h * w, w) for _, h, w in grids], dtype=torch.long, device=ti.device)  # (B, 2)
+    per_particle = sizes[seq]  # (N, 2)
+    return ti.long() * per_particle[:, 0] + y.long() * per_particle[:, 1] + x.long()
+
+
+def grid_sinusoids(index: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, dim) float32 rows of VideoMAE's fixed sin-cos table at (N,) integer positions, without building the table.
+
+    Channel j of position n is ``sin(n / 10000 ** (2 * (j // 2) / dim))`` for even j and ``cos(...)`` for odd j,
+    as transformers' ``get_sinusoid_encoding_table``. Computed in float64 (as that table is) where the device has it,
+    so index ~1500 angles keep their precision.
+    """
+    dtype = torch.float32 if index.device.type == "mps" else torch.float64
+    channel = torch.arange(dim, dtype=dtype, device=index.device)  # (dim,)
+    periods = 10000.0 ** (2 * torch.floor(channel / 2) / dim)  # (dim,) radians per position, inverted
+    angles = index.to(dtype)[:, None] / periods  # (N, dim)
+    out = torch.empty_like(angles)  # (N, dim)
+    out[:, 0::2] = angles[:, 0::2].sin()
+    out[:, 1::2] = angles[:, 1::2].cos()
+    return out.float()

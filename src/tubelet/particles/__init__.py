@@ -1,6 +1,6 @@
 """The basic particle: spacetime patches with real times and grid positions; pruning, masking, packing."""
 
-from tubelet.particles.mask import MASK_MODES, mask_particles
+from tubelet.particles.mask import MASK_MODES, MaskedBatch, mask_batch, mask_particles
 from tubelet.particles.pack import pack, unpack
 from tubelet.particles.patchify import grid_shape, patchify, to_grid, unpatchify
 from tubelet.particles.prune import static_runs
@@ -10,9 +10,11 @@ from tubelet.particles.tokenize import DEFAULT_TUBELET, normalize, tokenize, tub
 __all__ = [
     "DEFAULT_TUBELET",
     "MASK_MODES",
+    "MaskedBatch",
     "PackedParticles",
     "Particles",
     "grid_shape",
+    "mask_batch",
     "mask_particles",
     "normalize",
     "pack",

@@ -1,8 +1,9 @@
-"""What several recipes share: resolving a model spec (registry name or checkpoint directory)."""
+"""What several recipes share: resolving a model spec (registry name, checkpoint directory or hub id)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.encoder import Encoder, EncoderConfig
 from tubelet.models.registry import model_config, model_names
+from tubelet.models.videomae import is_videomae_checkpoint, load_videomae
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train import checkpoint
 from tubelet.train.dataset import ClipDataset
@@ -24,6 +26,21 @@ log = logging.getLogger("tubelet")
 MODEL_TYPE = "tubelet-encoder"
 # Fields that may differ from a checkpoint's without changing its weights.
 RUNTIME_FIELDS = ("dropout", "attn_dropout", "drop_path", "attention")
+# What an import of a Hugging Face VideoMAE checkpoint may also choose: positions="rope" drops its fixed sin-cos table
+# for rotary positions over seconds and grid cells (the weights load the same; the model needs fine-tuning after).
+IMPORT_FIELDS = ("positions",)
+# A Hugging Face hub model id, "owner/name": tried on the hub only when no such local directory exists.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w-]*/[\w][\w.-]*")
+# What a hub download fetches: configs, labels and safetensors weights; never pickles or training state.
+HUB_FILES = (
+    "config.json",
+    "labels.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+)
 
 
 @dataclass
@@ -44,11 +61,13 @@ class LoadedModel:
 
 
 def load_model(spec: str, **runtime) -> LoadedModel:
-    """A registered size (fresh weights) or a checkpoint directory (its weights, preprocessing and labels).
+    """A registered size (fresh weights) or a checkpoint (its weights, preprocessing and labels).
 
     Args:
-        spec: a name from the registry, or a checkpoint directory.
-        runtime: overrides of `RUNTIME_FIELDS` (and, for a registry size, any `EncoderConfig` field).
+        spec: a name from the registry; a checkpoint directory (tubelet's, or a Hugging Face VideoMAE one written by
+            ``save_pretrained``); or a hub id ``owner/name`` of either, downloaded only when no such directory exists.
+        runtime: overrides of `RUNTIME_FIELDS` (for a registry size, any `EncoderConfig` field; for a VideoMAE
+            checkpoint, also `IMPORT_FIELDS`).
 
     Raises:
         ConfigError: unknown name, a directory that is not a checkpoint, or weights that do not fit.
@@ -58,21 +77,45 @@ def load_model(spec: str, **runtime) -> LoadedModel:
         return load_checkpoint_model(path, **runtime)
     if spec in model_names():
         return LoadedModel(Encoder(model_config(spec, **runtime)), None, None, spec)
+    if HUB_ID.fullmatch(spec) and not path.exists():
+        loaded = load_checkpoint_model(_hub_snapshot(spec), **runtime)
+        loaded.source = spec
+        return loaded
     if "/" in spec or path.suffix:
         raise ConfigError(f"--model {spec}: no such checkpoint directory")
     model_config(spec)  # raises the unknown-name error listing the registry
     raise AssertionError("unreachable")
 
 
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local copy of a hub model's configs and safetensors weights (downloaded once, then from the cache)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES)))
+    except Exception as exc:  # offline, unknown repo, gated repo: huggingface_hub raises many kinds
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"--model {repo_id}: no such checkpoint directory, and no Hugging Face hub model could be fetched "
+            f"({type(exc).__name__}: {reason})"
+        ) from None
+
+
 def load_checkpoint_model(directory: str | Path, **runtime) -> LoadedModel:
+    """A tubelet checkpoint directory, or a Hugging Face VideoMAE one (see `tubelet.models.videomae`)."""
     directory = Path(directory)
+    if is_videomae_checkpoint(directory):
+        _check_runtime(directory, runtime, allowed=RUNTIME_FIELDS + IMPORT_FIELDS)
+        try:
+            imported = load_videomae(directory, **runtime)
+        except ValueError as exc:  # a runtime value EncoderConfig rejects
+            raise ConfigError(f"{directory}: {exc}") from exc
+        return LoadedModel(imported.model, imported.preprocessing, imported.labels, str(directory))
     config = checkpoint.load_config(directory)
     kind = config.get("model_type")
     if kind != MODEL_TYPE:
         raise ConfigError(f"{directory}/config.json: model_type {kind!r} is not a tubelet checkpoint")
-    bad = sorted(set(runtime) - set(RUNTIME_FIELDS))
-    if bad:
-        raise ConfigError(f"{directory}: cannot change {', '.join(bad)} of a trained model")
+    _check_runtime(directory, runtime)
     try:
         encoder_config = EncoderConfig.from_dict(config["encoder"]).replace(**runtime)
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
@@ -81,6 +124,12 @@ def load_checkpoint_model(directory: str | Path, **runtime) -> LoadedModel:
     model = Encoder(encoder_config)
     checkpoint.load_weights(model, directory)
     return LoadedModel(model, preprocessing, checkpoint.load_labels(directory), str(directory))
+
+
+def _check_runtime(directory: Path, runtime: dict, allowed: tuple[str, ...] = RUNTIME_FIELDS) -> None:
+    bad = sorted(set(runtime) - set(allowed))
+    if bad:
+        raise ConfigError(f"{directory}: cannot change {', '.join(bad)} of a trained model")
 
 
 def checkpoint_config(model: Encoder, preprocessing: Preprocessing) -> dict:

@@ -8,26 +8,23 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
-import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
+from tubelet.models.registry import model_names
 from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
 from tubelet.train.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
-from tubelet.train.loop import EarlyStopping, autocast, resolve_device, steps_in
+from tubelet.train.loop import EarlyStopping, autocast, optimizer_step, resolve_device, seed_everything, steps_in
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, parse_freeze, warmup_cosine
 
@@ -110,7 +107,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
     # --- data ------------------------------------------------------------------------------------------
@@ -121,7 +118,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     # --- model -----------------------------------------------------------------------------------------
     loaded = _build_model(cfg, labels)
     model = loaded.model.to(device)
-    pre = _preprocessing(cfg, loaded)
+    pre = preprocessing_for(cfg, loaded)
     apply_freeze(model, cfg.freeze)
     train_module = _wrap_peft(model, cfg) if cfg.peft == "lora" else model
     groups = param_groups(
@@ -220,7 +217,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 continue
             if step_clips == 0:  # every clip of these batches failed to decode: nothing to learn from
                 continue
-            grad_norm = _step(train_module, optimizer, scheduler, cfg.grad_clip)
+            grad_norm = optimizer_step(train_module, optimizer, scheduler, cfg.grad_clip)
             state["step"] += 1
             state["batch_in_epoch"] = i + 1
             rate = seen / max(time.perf_counter() - started, 1e-9)
@@ -298,12 +295,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
 # --- helpers (plain functions; the loop above is the recipe) -----------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _load_val(cfg: FinetuneConfig, labels: list[str]) -> VideoDataset | None:
     if not cfg.val_split or cfg.val_split == "none" or Path(cfg.data).is_file():
         return None
@@ -324,7 +315,7 @@ def _load_val(cfg: FinetuneConfig, labels: list[str]) -> VideoDataset | None:
 
 def _build_model(cfg: FinetuneConfig, labels: list[str]) -> LoadedModel:
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
-    if Path(cfg.model).is_dir():
+    if Path(cfg.model).is_dir() or cfg.model not in model_names():  # a checkpoint: a directory or a hub id
         loaded = load_model(cfg.model, **runtime)
         if loaded.labels != labels:
             loaded.model.reset_head(len(labels))
@@ -338,7 +329,8 @@ def _build_model(cfg: FinetuneConfig, labels: list[str]) -> LoadedModel:
         raise ConfigError(f"model {cfg.model}: {exc}") from exc
 
 
-def _preprocessing(cfg: FinetuneConfig, loaded: LoadedModel) -> Preprocessing:
+def preprocessing_for(cfg, loaded: LoadedModel) -> Preprocessing:
+    """The model's preprocessing with the run's sampling, resizing and pruning (a FinetuneConfig or PretrainConfig)."""
     tubelet = loaded.model.config.tubelet
     if cfg.tubelet is not None and tuple(cfg.tubelet) != tuple(tubelet):
         raise ConfigError(f"tubelet: {cfg.model} was trained with {'x'.join(map(str, tubelet))}; it cannot change")
@@ -401,15 +393,6 @@ def _epoch_batches(cfg, estimates, epoch, quarantine) -> list[list[int]]:
         max_clips=cfg.max_clips_per_batch,
         exclude=quarantine,
     )
-
-
-def _step(module, optimizer, scheduler, grad_clip) -> float:
-    params = [p for p in module.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf) if params else torch.zeros(())
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
-    return float(norm)
 
 
 def _indices(data: VideoDataset, paths: list[str]) -> list[int]:

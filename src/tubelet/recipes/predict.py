@@ -127,7 +127,7 @@ def _plot_timeline(plot_dir: str, path: Path, rows, labels: list[str]) -> Path:
     from matplotlib.figure import Figure
 
     os.makedirs(plot_dir, exist_ok=True)
-    fig = Figure(figsize=(8, 3), dpi=110, layout="constrained")
+    fig = Figure(figsize=(9, 3), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     centres = [(w[1] + w[2]) / 2 for w, _ in rows]
     probs = np.stack([p for _, p in rows]) if rows else np.zeros((0, len(labels)))
@@ -137,7 +137,7 @@ def _plot_timeline(plot_dir: str, path: Path, rows, labels: list[str]) -> Path:
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title(path.name)
-    ax.legend(fontsize=7, ncol=min(len(labels), 5), loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a curve
     target = Path(plot_dir) / f"{path.stem}_timeline.png"
     fig.savefig(target)
     return target

@@ -67,6 +67,7 @@ def save_checkpoint(
     labels: list[str] | None = None,
     training_args: dict | None = None,
     trainer: dict | None = None,
+    extra_weights: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically, replacing any checkpoint already there.
 
@@ -81,6 +82,8 @@ def save_checkpoint(
             best metric, ...), ``rng`` (True to store the torch, CUDA, python and numpy RNG states now) and
             ``module`` (the training module's ``state_dict()`` when it differs from ``model``, e.g. a peft
             wrapper whose merged weights are in ``model``).
+        extra_weights: more safetensors files beside ``model.safetensors``, file name -> state dict (e.g.
+            ``{"decoder.safetensors": decoder.state_dict()}``), written in the same atomic swap.
 
     Returns:
         The checkpoint directory.
@@ -100,6 +103,10 @@ def save_checkpoint(
     if training_args is not None:
         texts[TRAINING_ARGS] = _to_json(training_args, directory / TRAINING_ARGS)
     tensors = {WEIGHTS: _prepare_tensors(model.state_dict(), directory / WEIGHTS)}
+    for name, named in (extra_weights or {}).items():
+        if name in (WEIGHTS, TRAINER_TENSORS) or not name.endswith(".safetensors") or "/" in name:
+            raise ConfigError(f"{directory / name}: extra weights need a plain *.safetensors name of their own")
+        tensors[name] = _prepare_tensors(named, directory / name)
     if trainer is not None:
         state, trainer_tensors = _split_trainer(trainer)
         texts[TRAINER_STATE] = _to_json(state, directory / TRAINER_STATE)
@@ -151,9 +158,9 @@ def load_training_args(directory: str | os.PathLike) -> dict | None:
     return _read_json(path, dict) if path.exists() else None
 
 
-def load_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint (CPU tensors), without a model."""
-    return _read_tensors(_resolve(directory) / WEIGHTS)
+def load_state_dict(directory: str | os.PathLike, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint (CPU tensors), without a model; `name` picks another file (e.g. extra weights)."""
+    return _read_tensors(_resolve(directory) / name)
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike, *, strict: bool = True) -> LoadReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (initialisation; sampling and masks take their own seeded streams)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def optimizer_step(module: torch.nn.Module, optimizer, scheduler, grad_clip: float | None) -> float:
+    """Clip the global gradient norm (None: measure only), step the optimizer and the schedule; the norm."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf) if params else torch.zeros(())
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return float(norm)
 
 
 def autocast(device: torch.device, precision: str = "auto"):

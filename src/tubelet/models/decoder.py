@@ -1,0 +1,116 @@
+"""The MAE decoder over particles: encoder features of the visible particles in, pixels of hidden ones out.
+
+After VideoMAE (and MAE): a light transformer that sees the encoder's features of the visible particles plus one
+learned mask token per particle to reconstruct, each placed by that particle's own seconds, grid cell and span
+(rotary positions as in the encoder, so no position table). With VideoMAE V2's decoder masking, only a subset of
+the hidden particles is given as queries and the decoder attends over the visible ones and that subset alone.
+
+The decoder returns raw predictions; targets, pixel normalization and the loss live in `tasks.reconstruction`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tubelet.models.encoder import _init_weights
+from tubelet.nn.layers import AttentionContext, Block
+from tubelet.nn.position import TIME_MODES, RotaryPositions, SpanEmbedding
+from tubelet.particles.structure import PackedParticles
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Shape of a `MaskedDecoder`. Stored under ``decoder`` in a pretraining checkpoint's ``config.json``."""
+
+    encoder_dim: int  # width of the encoder features it reads
+    patch_dim: int  # pixels per particle it predicts: t*p*q*C
+    dim: int = 128  # decoder width
+    depth: int = 4  # decoder blocks
+    heads: int = 4  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden width / dim
+    time_mode: str = "seconds"  # rotary time from seconds or from tubelet index (as the encoder's)
+    attention: str = "auto"  # attention backend (see tubelet.nn.attention)
+    norm_eps: float = 1e-6  # LayerNorm epsilon
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"decoder dim {self.dim} must split into {self.heads} heads of even width")
+        if self.time_mode not in TIME_MODES:
+            raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+
+
+class MaskedDecoder(nn.Module):
+    """Reconstructs hidden particles from the visible ones' features.
+
+    Args:
+        config: a `DecoderConfig`.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embed = nn.Linear(config.encoder_dim, config.dim)
+        self.mask_token = nn.Parameter(torch.zeros(config.dim))
+        self.span_embed = SpanEmbedding(config.dim)
+        self.rope = RotaryPositions(config.dim // config.heads, time_mode=config.time_mode)
+        self.blocks = nn.ModuleList(
+            Block(config.dim, config.heads, mlp_ratio=config.mlp_ratio, norm_eps=config.norm_eps)
+            for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
+        self.head = nn.Linear(config.dim, config.patch_dim)
+        self.apply(_init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, features: torch.Tensor, visible: PackedParticles, queries: PackedParticles) -> torch.Tensor:
+        """Predict the pixels of the query particles.
+
+        Args:
+            features: (Nv, encoder_dim) encoder features of the `visible` particles, in their packed order.
+            visible: the particles the encoder saw (positions are read; values are not).
+            queries: the particles to reconstruct, packed in the same clip order (positions only).
+
+        Returns:
+            (Nq, patch_dim) predictions, one row per query in `queries` order, laid out as the particles'
+            values ``(t p q c)``.
+        """
+        if features.shape[0] != len(visible):
+            raise ValueError(f"{features.shape[0]} feature rows for {len(visible)} visible particles")
+        if queries.num_clips != visible.num_clips:
+            raise ValueError(f"queries have {queries.num_clips} clips, visible particles {visible.num_clips}")
+        num_clips = visible.num_clips
+        embedded = self.embed(features)  # (Nv, dim)
+        tokens = torch.cat([embedded, self.mask_token.expand(len(queries), -1).to(embedded.dtype)])  # (Nv+Nq, dim)
+        fields = {name: torch.cat([getattr(visible, name), getattr(queries, name)]) for name in _POSITIONS}
+        # Regroup clip by clip (visible first, then queries, within each clip): attention runs per clip.
+        order = torch.argsort(fields["seq"], stable=True)  # (Nv+Nq,)
+        x = tokens[order] + self.span_embed(fields["span"][order])  # (Nv+Nq, dim)
+        seq, t, ti, y, x_pos = (fields[name][order] for name in ("seq", "t", "ti", "y", "x"))
+        lengths = torch.bincount(seq, minlength=num_clips)  # (B,)
+        cu_seqlens = torch.zeros(num_clips + 1, dtype=torch.int32, device=x.device)
+        cu_seqlens[1:] = lengths.cumsum(0)
+        ctx = AttentionContext(
+            cu_seqlens,
+            int(lengths.max()),
+            seq,
+            num_clips,
+            self.rope.angles(t, ti, y, x_pos),
+            backend=self.config.attention,
+        )
+        for block in self.blocks:
+            x = block(x, ctx)
+        # Row k of the regrouped sequence came from row order[k] of [visible; queries]: keep the queries' rows.
+        is_query = order >= len(visible)
+        out = torch.empty_like(x[: len(queries)])
+        out[order[is_query] - len(visible)] = x[is_query]
+        return self.head(self.norm(out))  # (Nq, patch_dim)
+
+
+_POSITIONS = ("seq", "t", "ti", "y", "x", "span")
