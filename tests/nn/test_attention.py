@@ -121,3 +121,13 @@ def test_unknown_backend_raises_value_error(name):
 def test_cuda_only_backend_on_cpu_raises_value_error():
     with pytest.raises(ValueError, match="not available"):
         resolve_backend("flex", "cpu")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "dense"])
+def test_clips_of_equal_length_match_the_reference(backend):
+    # sdpa batches equal-length clips into one call: it must still keep them apart.
+    lengths = [6, 6, 6]
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(18, HEADS, HEAD_DIM, generator=gen) for _ in range(3))
+    out = packed_attention(q, k, v, cu_seqlens_of(lengths), 6, backend=backend)
+    torch.testing.assert_close(out, reference_attention(q, k, v, lengths), atol=1e-5, rtol=1e-5)

@@ -58,8 +58,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """x: (N, D) -> (N, D)."""
         q, k, v = self.qkv(x).unflatten(1, (3, self.heads, self.head_dim)).unbind(1)  # each (N, h, d)
-        if ctx.angles is not None:
-            q, k = RotaryPositions.rotate(q, ctx.angles), RotaryPositions.rotate(k, ctx.angles)
+        if ctx.cos is not None:
+            q, k = RotaryPositions.rotate_with(q, ctx.cos, ctx.sin), RotaryPositions.rotate_with(k, ctx.cos, ctx.sin)
         out = packed_attention(
             q,
             k,
@@ -88,6 +88,9 @@ class AttentionContext:
         self.seq = seq
         self.num_clips = num_clips
         self.angles = angles
+        # (N, 1, head_dim/2): computed once per forward pass, shared by every block.
+        self.cos = angles.cos()[:, None, :] if angles is not None else None
+        self.sin = angles.sin()[:, None, :] if angles is not None else None
         self.backend = backend
         self.keep_attention = keep_attention
         self.attention_maps: list[list[torch.Tensor]] = []

@@ -73,8 +73,15 @@ class RotaryPositions(nn.Module):
     @staticmethod
     def rotate(q: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         """Rotate (N, heads, head_dim) by (N, head_dim/2) angles; channel pairs are (2i, 2i+1)."""
-        cos = angles.cos()[:, None, :].to(q.dtype)  # (N, 1, d/2)
-        sin = angles.sin()[:, None, :].to(q.dtype)
+        return RotaryPositions.rotate_with(q, angles.cos()[:, None, :], angles.sin()[:, None, :])
+
+    @staticmethod
+    def rotate_with(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate (N, heads, head_dim) by precomputed (N, 1, head_dim/2) cosines and sines of the angles.
+
+        A forward pass computes them once and every block reuses them.
+        """
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         even, odd = q[..., 0::2], q[..., 1::2]
         out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (N, h, d/2, 2)
         return out.flatten(-2)
