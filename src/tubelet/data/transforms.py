@@ -7,11 +7,13 @@ reproduce training's sampling, resizing, normalization, tubelet and pruning with
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tubelet.typed import from_dict
 
 
 @dataclass(frozen=True)
@@ -32,15 +34,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown preprocessing field(s): {', '.join(unknown)}")
-        data = dict(data)
-        for key in ("tubelet", "mean", "std"):
-            if key in data and data[key] is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return from_dict(cls, data, what="preprocessing")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) a source frame is resized to."""

@@ -10,7 +10,7 @@ adds VideoMAE's fixed sin-cos embedding of the flat grid index instead of rotati
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch import nn
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import POSITIONS, TIME_MODES, RotaryPositions, SpanEmbedding, grid_index, grid_sinusoids
 from tubelet.particles.structure import PackedParticles
+from tubelet.typed import from_dict
 
 POOLING = ("mean", "attention")
 FINAL_NORMS = ("tokens", "pooled")
@@ -55,14 +56,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder config field(s): {', '.join(unknown)}")
-        data = dict(data)
-        if "tubelet" in data:
-            data["tubelet"] = tuple(data["tubelet"])
-        config = cls(**data)
+        config = from_dict(cls, data, what="encoder config")
         config.validate()
         return config
 
