@@ -222,6 +222,13 @@ def _pretrain_run(args) -> None:
     print(json.dumps(pretrain(cfg)))
 
 
+def _inference_flags(p: argparse.ArgumentParser, *, workers: int) -> None:
+    """Flags every command that runs a model shares."""
+    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
+    p.add_argument("--workers", type=int, default=workers, help=f"decoding processes (default {workers})")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best)")
     p.add_argument("--data", required=True, help="class folders, a folder with split manifests, or a manifest")
@@ -231,9 +238,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=3, help="windows averaged per video (default 3)")
     p.add_argument("--sample-fps", type=positive_float, default=None, help="override the checkpoint's sampling rate")
     p.add_argument("--clip-seconds", type=positive_float, default=None, help="override the checkpoint's window")
-    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
-    p.add_argument("--workers", type=int, default=2, help="decoding processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    _inference_flags(p, workers=2)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -270,9 +275,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows")
     p.add_argument("--topk", type=int, default=5, help="classes listed per file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a timeline PNG per file into DIR")
-    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    _inference_flags(p, workers=0)
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable line)")
 
 
