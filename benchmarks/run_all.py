@@ -1,0 +1,47 @@
+"""Run every benchmark, each in its own process (so the memory soak starts from a clean interpreter).
+
+Run from the repository root: ``python -m benchmarks.run_all [--quick]``. Each benchmark replaces its own
+section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.common import BENCH_DIR
+
+BENCHMARKS = (
+    "bench_decode",
+    "bench_tokenize",
+    "bench_memory",
+    "bench_encoder",
+    "bench_fps_robustness",
+    *("bench_pretrain_speed", "bench_pretrain"),  # pretraining: step speed vs VideoMAE; few-label benefit
+    "bench_gpu",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs of every benchmark")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run just these")
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.only or BENCHMARKS:
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else [])]
+        print(f"== {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.call(cmd, cwd=BENCH_DIR.parent)
+        print(f"== {name}: exit {code} after {time.perf_counter() - t0:.0f} s\n", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
