@@ -108,10 +108,13 @@ class AttentionPool(nn.Module):
 
 
 def mean_pool(x: torch.Tensor, seq: torch.Tensor, num_clips: int) -> torch.Tensor:
-    """(N, D) particle features -> (B, D) per-clip means."""
-    sums = torch.zeros(num_clips, x.shape[1], device=x.device, dtype=x.dtype).index_add_(0, seq, x)
-    counts = torch.bincount(seq, minlength=num_clips).clamp(min=1).to(x.dtype)
-    return sums / counts[:, None]
+    """(N, D) particle features -> (B, D) per-clip means.
+
+    Clips are contiguous in a packed batch, so each mean is over one slice (index_add_ over `seq` is several times
+    slower on the CPU).
+    """
+    lengths = torch.bincount(seq, minlength=num_clips).tolist()
+    return torch.stack([chunk.mean(dim=0) for chunk in x.split(lengths)])
 
 
 class Encoder(nn.Module):

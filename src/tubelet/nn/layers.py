@@ -88,9 +88,8 @@ class AttentionContext:
         self.seq = seq
         self.num_clips = num_clips
         self.angles = angles
-        # (N, 1, head_dim/2): computed once per forward pass, shared by every block.
-        self.cos = angles.cos()[:, None, :] if angles is not None else None
-        self.sin = angles.sin()[:, None, :] if angles is not None else None
+        # (N, 1, head_dim): computed once per forward pass, shared by every block.
+        self.cos, self.sin = RotaryPositions.cos_sin(angles) if angles is not None else (None, None)
         self.backend = backend
         self.keep_attention = keep_attention
         self.attention_maps: list[list[torch.Tensor]] = []

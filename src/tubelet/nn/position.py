@@ -71,20 +71,29 @@ class RotaryPositions(nn.Module):
         return torch.cat(parts, dim=1)
 
     @staticmethod
-    def rotate(q: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        """Rotate (N, heads, head_dim) by (N, head_dim/2) angles; channel pairs are (2i, 2i+1)."""
-        return RotaryPositions.rotate_with(q, angles.cos()[:, None, :], angles.sin()[:, None, :])
-
-    @staticmethod
-    def rotate_with(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate (N, heads, head_dim) by precomputed (N, 1, head_dim/2) cosines and sines of the angles.
+    def cos_sin(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, head_dim/2) angles -> (N, 1, head_dim) cosines and sines, each half repeated for `rotate_with`.
 
         A forward pass computes them once and every block reuses them.
         """
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        even, odd = q[..., 0::2], q[..., 1::2]
-        out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (N, h, d/2, 2)
-        return out.flatten(-2)
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat((cos, cos), dim=-1)[:, None, :], torch.cat((sin, sin), dim=-1)[:, None, :]
+
+    @staticmethod
+    def rotate(q: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """Rotate (N, heads, head_dim) by (N, head_dim/2) angles."""
+        return RotaryPositions.rotate_with(q, *RotaryPositions.cos_sin(angles))
+
+    @staticmethod
+    def rotate_with(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate (N, heads, head_dim) by `cos_sin` output.
+
+        Channel i is paired with channel i + head_dim/2 ("rotate half", as in GPT-NeoX and Llama): contiguous
+        halves instead of interleaved pairs, so no strided copies on the hot path.
+        """
+        half = q.shape[-1] // 2
+        rotated = torch.cat((-q[..., half:], q[..., :half]), dim=-1)  # (N, h, d)
+        return q * cos.to(q.dtype) + rotated * sin.to(q.dtype)
 
 
 def _geometric_freqs(count: int, min_period: float, max_period: float) -> torch.Tensor:
