@@ -376,9 +376,11 @@ def report(a: dict, b: dict, runs: int, quick: bool) -> str:
             "VideoMAE: `VideoMAEForVideoClassification`, hidden 384, 6 heads, MLP 1536, 16 frames of 112x112, tubelet "
             f"2x16x16, mean pooling, attention implementation `{b['attn']}`. Both get the same 8 clips at 112x112; "
             "ours unpruned sees the same 392 tokens per clip, the pruned row the same clips with threshold 4. "
-            "Peak RSS: a fresh process per variant (set-up = imports + model + inputs); forward peak over one call "
-            "after a warm-up, train peak over one step after a warm-up step (so AdamW state already exists); "
-            "in brackets the rise during the call.",
+            "Peak RSS: one fresh process per variant builds both models and all inputs (the same set-up for every "
+            "row) and runs that variant's forward once; then RSS before and the peak during a second forward "
+            "(psutil every 2 ms), then a warm-up train step (allocating the AdamW state) and the peak during a second "
+            "step. In brackets the rise during the measured call; forward rises little because the warm-up call "
+            "already grew the heap, so the train peak is the number to compare.",
             "",
             table(
                 [
@@ -389,7 +391,7 @@ def report(a: dict, b: dict, runs: int, quick: bool) -> str:
                     "fwd vs VideoMAE",
                     "train clips/s",
                     "train vs VideoMAE",
-                    "RSS set-up MiB",
+                    "RSS before fwd MiB",
                     "fwd peak MiB",
                     "train peak MiB",
                 ],

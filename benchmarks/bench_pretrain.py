@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import tubelet
 from benchmarks.common import BENCH_DIR, machine_markdown, table, work_dir, write_section
 from tubelet.data.manifest import load_dataset
 from tubelet.data.sample import generate
@@ -278,15 +279,24 @@ def report(data, few, pretrained, results, seeds, args, pre_epochs, probe_epochs
                 name,
                 str(NORM_PIX[name]),
                 f"{len(losses)} of {pre_epochs}" + (" (stopped for time)" if p["summary"].get("partial") else ""),
-                f"{losses[0]:.4f}" if losses else "-",
+                " -> ".join(f"{x:.4f}" for x in losses) or "-",
                 f"{min(losses):.4f}" if losses else "-",
-                f"{losses[-1]:.4f}" if losses else "-",
                 f"{p['seconds']:.0f}" + (" (reused)" if p["reused"] else ""),
             ]
         )
     n_test = next(iter(results.values()))[0]["num_samples"] if results else 0
+    finetune_lines = [
+        "Fine-tuning on `few_train` (val split for `best/`): linear probe = `freeze='backbone'`, "
+        f"lr {args.probe_lr:g}, {probe_epochs} epochs; full fine-tune = `freeze='none'`, lr 2e-3, {ft_epochs} epochs; "
+        "everything else the `FinetuneConfig` defaults (8 fps, 2 s, short side 112, batch_particles 4096, workers 2); "
+        "random init = `model='micro'` with the same seed. Test: `evaluate(RUN/best, split='test', views=3)`. Each "
+        f"test clip is {1 / max(n_test, 1):.3f} of accuracy.",
+        "",
+        table(header, rows),
+    ]
     lines = [
         machine_markdown(),
+        f"- tubelet imported from: `{Path(tubelet.__file__).parent}`",
         "",
         f"Data: `generate(clips_per_class=24, seed=0)` in `{data.relative_to(BENCH_DIR.parent)}` (70 train, 25 val, "
         f"{n_test} test clips). Few labels: `few_train.csv`, {sum(few.values())} clips "
@@ -296,16 +306,9 @@ def report(data, few, pretrained, results, seeds, args, pre_epochs, probe_epochs
         "fields the recipe's defaults (tube mask 0.9, lr 1e-3, 1 warmup epoch, decoder 128 wide x 4, "
         "batch_particles 16384, prune 4): the 70 TRAIN clips, labels ignored (val and test never seen).",
         "",
-        table(["variant", "norm_pix", "epochs", "loss epoch 1", "min loss", "last loss", "seconds"], pre_rows),
+        table(["variant", "norm_pix", "epochs", "loss per epoch", "min loss", "seconds"], pre_rows),
         "",
-        "Fine-tuning on `few_train` (val split for `best/`): linear probe = `freeze='backbone'`, "
-        f"lr {args.probe_lr:g}, {probe_epochs} epochs; full fine-tune = `freeze='none'`, lr 2e-3, {ft_epochs} epochs; "
-        "everything else "
-        "the `FinetuneConfig` defaults (8 fps, 2 s, short side 112, batch_particles 4096, workers 2); random init = "
-        "`model='micro'` with the same seed. Test: `evaluate(RUN/best, split='test', views=3)`. Each test clip is "
-        f"{1 / max(n_test, 1):.3f} of accuracy.",
-        "",
-        table(header, rows),
+        *(finetune_lines if rows else ["No fine-tuning arm was run (`--arms` empty)."]),
         "",
         f"Total run time {(time.perf_counter() - started) / 60:.1f} min (reused runs count only their evaluation).",
     ]

@@ -33,6 +33,7 @@ import time
 
 import torch
 
+import tubelet
 from benchmarks.bench_encoder import NUM_CLIPS, NUM_FRAMES, PRE, load_clips, particles_of, rss_peak, videomae_pixels
 from benchmarks.common import BENCH_DIR, machine_markdown, median, table, time_interleaved, write_section
 from tubelet.models import create_model
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join(
         [
             machine_markdown(),
+            f"- tubelet imported from: `{os.path.dirname(tubelet.__file__)}`",
             "",
             f"Shape: encoder 384 wide, **{args.depth} blocks** (`small` has 12; reduced for time on a shared 2-core "
             f"machine), 6 heads, MLP 1536; decoder 192 wide, {args.decoder_depth} blocks, 6 heads, MLP 768 for both. "
