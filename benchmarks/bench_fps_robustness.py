@@ -238,7 +238,7 @@ def report(
             n = results[mode, name]["num_samples"]
             cells.append(f"{acc:.3f} ({round(acc * n)}/{n})" + ("" if name == "native" else f", {acc - native:+.3f}"))
         summary = runs[mode]["summary"]
-        seconds = f"{runs[mode]['seconds']:.0f}" + (" (reused run)" if runs[mode]["reused"] else "")
+        seconds = f"{runs[mode]['seconds']:.0f}" + (" (earlier run)" if runs[mode]["reused"] else "")
         cells += [f"{summary['best_val_accuracy']:.3f}", summary["epochs_run"], seconds]
         rows.append(cells)
     header = ["time mode", *[f"test {n}" + ("" if n == "native" else " (drop vs native)") for n in names]]
@@ -306,6 +306,16 @@ def report(
             stat_rows,
         ),
         "",
+        *(
+            [
+                "Training runs were reused from an earlier invocation (`--reuse`): their train s is the time between "
+                "the run's `config.json` (written before the loop) and its `summary.json`; everything else above was "
+                "measured again by this invocation.",
+                "",
+            ]
+            if any(r["reused"] for r in runs.values())
+            else []
+        ),
         f"Total run time {total_s / 60:.1f} min (data generation, re-encoding, two trainings unless reused, six "
         "evaluations and the per-clip pass).",
     ]
