@@ -160,10 +160,21 @@ def train_fn(model, call, labels):
     return run
 
 
-def rate_rows(times: dict[str, list[float]], reference: str, clips: int) -> dict[str, tuple[float, float, float]]:
-    """name -> (median s/step, clips/s, speed-up vs `reference`)."""
+def rate_rows(times: dict[str, list[float]], reference: str, clips: int) -> dict[str, tuple[str, str]]:
+    """name -> ("clips/s median (best)", "speed-up vs `reference` from medians (from bests)")."""
     med = {name: median(values) for name, values in times.items()}
-    return {name: (sec, clips / sec, med[reference] / sec) for name, sec in med.items()}
+    best = {name: min(values) for name, values in times.items()}
+    return {
+        name: (
+            f"{clips / med[name]:.2f} ({clips / best[name]:.2f})",
+            f"{med[reference] / med[name]:.2f}x ({best[reference] / best[name]:.2f}x)",
+        )
+        for name in times
+    }
+
+
+def train_rounds(runs: int) -> int:
+    return max(2, runs - 2)
 
 
 def rss_peak(fn) -> tuple[float, float]:
@@ -207,7 +218,7 @@ def part_a(depth: int, runs: int) -> dict:
     }
     forward = time_interleaved({n: forward_fn(model, c) for n, c in calls.items()}, runs=runs)
     train = time_interleaved(
-        {n: train_fn(copy.deepcopy(model), c, labels) for n, c in calls.items()}, runs=max(2, runs - 2)
+        {n: train_fn(copy.deepcopy(model), c, labels) for n, c in calls.items()}, runs=train_rounds(runs)
     )
     tokens = {
         "padded dense (no pruning, key-padding mask)": padded["mask"].numel(),
@@ -282,7 +293,7 @@ def part_b(depth: int, runs: int) -> dict:
     models, labels, facts = build_b(depth)
     forward = time_interleaved({n: forward_fn(m, c) for n, (m, c) in models.items()}, runs=runs)
     train = time_interleaved(
-        {n: train_fn(copy.deepcopy(m), c, labels) for n, (m, c) in models.items()}, runs=max(2, runs - 2)
+        {n: train_fn(copy.deepcopy(m), c, labels) for n, (m, c) in models.items()}, runs=train_rounds(runs)
     )
     memory = {name: measure_memory_subprocess(name, depth) for name in models}
     return {"forward": forward, "train": train, "memory": memory, **facts}
@@ -319,10 +330,10 @@ def report(a: dict, b: dict, runs: int, quick: bool) -> str:
             name,
             a["tokens"][name],
             f"{a['tokens'][name] / a['real']:.3f}",
-            f"{fwd[name][1]:.2f}",
-            f"{fwd[name][2]:.2f}x",
-            f"{trn[name][1]:.2f}",
-            f"{trn[name][2]:.2f}x",
+            fwd[name][0],
+            fwd[name][1],
+            trn[name][0],
+            trn[name][1],
         ]
         for name in a["tokens"]
     ]
@@ -337,18 +348,18 @@ def report(a: dict, b: dict, runs: int, quick: bool) -> str:
                 name,
                 f"{b['params'][name] / 1e6:.2f}M",
                 b["tokens"][name],
-                f"{fwd_b[name][1]:.2f}",
-                f"{fwd_b[name][2]:.2f}x",
-                f"{trn_b[name][1]:.2f}",
-                f"{trn_b[name][2]:.2f}x",
+                fwd_b[name][0],
+                fwd_b[name][1],
+                trn_b[name][0],
+                trn_b[name][1],
                 f"{mem['setup']:.0f}",
                 f"{mem['forward_peak']:.0f} (+{mem['forward_peak'] - mem['setup']:.0f})",
                 f"{mem['train_peak']:.0f} (+{mem['train_peak'] - mem['train_before']:.0f})",
             ]
         )
-    train_runs = max(2, runs - 2)
+    train_runs = train_rounds(runs)
     header = ["variant", "tokens / batch", "vs unpadded unpruned", "fwd clips/s", "fwd speed-up"]
-    header += ["train clips/s", "train speed-up"]
+    header += ["train clips/s", "train speed-up"]  # each cell: median (best)
     return "\n".join(
         [
             machine_markdown(),
@@ -356,9 +367,11 @@ def report(a: dict, b: dict, runs: int, quick: bool) -> str:
             f"Batch: {NUM_CLIPS} clips of {NUM_FRAMES} frames from the sample data (fixed cameras, one moving object; "
             "`decode(num_frames=16, size=(h, w))`), tubelet 2x16x16, 5 classes. Median of "
             f"{runs} interleaved rounds for forward (`inference_mode`, eval) and {train_runs} for a train step "
-            "(forward + cross-entropy + backward + AdamW), after one warm-up round; clips/s = 8 / median seconds. "
+            "(forward + cross-entropy + backward + AdamW), after one warm-up round. Each cell gives the median and, in "
+            "brackets, the best round: clips/s = 8 / seconds, speed-up = the reference's seconds / the variant's. "
             f"torch on CPU with {torch.get_num_threads()} threads. The machine was shared with other jobs "
-            "(load averages below), so absolute rates are pessimistic and noisy; the ratios come from the same rounds.",
+            "(load averages below): absolute rates are pessimistic and noisy, and parts A and B ran minutes apart, "
+            "so compare rates within a table only; the ratios come from the same rounds.",
             "",
             f"### A. Packed + pruned vs padded dense, `small` ({a['params'] / 1e6:.1f}M parameters), {depth_note}",
             "",
@@ -412,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory:
         print(json.dumps(memory_probe(args.memory, depth)))
         return
-    runs = 2 if args.quick else 5
+    runs = 2 if args.quick else 7
     load = os.getloadavg()
     t0 = time.perf_counter()
     a = part_a(depth, runs)
