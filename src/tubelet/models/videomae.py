@@ -42,11 +42,11 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file
 
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models.encoder import Encoder, EncoderConfig
+from tubelet.tensor_files import read_safetensors
 
 log = logging.getLogger("tubelet.models")
 
@@ -294,10 +294,10 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
             raise ConfigError(f"{index}: no weight_map")
         tensors: dict[str, torch.Tensor] = {}
         for shard in shards:
-            tensors.update(_read_safetensors(directory / shard))
+            tensors.update(read_safetensors(directory / shard))
         return tensors
     if (directory / WEIGHTS).is_file():
-        return _read_safetensors(directory / WEIGHTS)
+        return read_safetensors(directory / WEIGHTS)
     pickles = sorted({p.name for pattern in PICKLES for p in directory.glob(pattern)})
     if pickles:
         raise ConfigError(
@@ -307,15 +307,6 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
             "saved as)"
         )
     raise ConfigError(f"{directory}: no {WEIGHTS} (a VideoMAE checkpoint saved with save_pretrained has one)")
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        return load_file(path)
-    except Exception as exc:  # safetensors raises its own SafetensorError for a corrupt file
-        raise ConfigError(f"{path}: not a valid safetensors file ({' '.join(str(exc).split())})") from None
 
 
 def convert_state_dict(

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from tubelet.errors import ConfigError
+from tubelet.tensor_files import read_safetensors
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -160,7 +161,7 @@ def load_training_args(directory: str | os.PathLike) -> dict | None:
 
 def load_state_dict(directory: str | os.PathLike, name: str = WEIGHTS) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint (CPU tensors), without a model; `name` picks another file (e.g. extra weights)."""
-    return _read_tensors(_resolve(directory) / name)
+    return read_safetensors(_resolve(directory) / name)
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike, *, strict: bool = True) -> LoadReport:
@@ -179,7 +180,7 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, *, strict: bool
         ConfigError: (strict) the weights do not fit; one line naming the file and the keys. Nothing is loaded.
     """
     path = _resolve(directory) / WEIGHTS
-    saved = _read_tensors(path)
+    saved = read_safetensors(path)
     expected = model.state_dict()
     report = LoadReport(
         missing=[k for k in expected if k not in saved],
@@ -232,7 +233,7 @@ def load_trainer(
     saved = _read_json(path, dict)
     if saved.get("format") != FORMAT or not set(TRAINER_KEYS) <= saved.keys():
         raise ConfigError(f"{path}: not a tubelet trainer state (format {FORMAT})")
-    tensors = _read_tensors(root / TRAINER_TENSORS)
+    tensors = read_safetensors(root / TRAINER_TENSORS)
     try:
         saved = _join(saved, tensors)
     except (KeyError, TypeError, ValueError) as e:
@@ -461,15 +462,6 @@ def _read_json(path: Path, expect: type[dict] | type[list]):
         kind = {dict: "an object", list: "a list"}
         raise ConfigError(f"{path}: expected {kind[expect]} in JSON, got {kind.get(type(data), type(data).__name__)}")
     return data
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        return load_file(path)
-    except Exception as e:  # safetensors raises its own SafetensorError for a corrupt file
-        raise ConfigError(f"{path}: not a valid safetensors file ({_one_line(e)})") from None
 
 
 def _describe(report: LoadReport) -> str:
