@@ -306,6 +306,55 @@ def _predict_run(args) -> None:
         raise TubeletError(f"{failures} file(s) could not be read (see above)")
 
 
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    from tubelet.explain.methods import METHODS
+
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint directory (e.g. RUN/best)")
+    p.add_argument("file", metavar="FILE", help="the video to explain")
+    p.add_argument("--method", default="occlusion", choices=METHODS, help="attribution method (default occlusion)")
+    p.add_argument("--target", default=None, metavar="LABEL", help="class to explain (default: the predicted one)")
+    p.add_argument("--out", required=True, help="directory for report.html, heatmap.mp4/.gif, timeline.png, CSV")
+    p.add_argument("--start", type=non_negative_float, default=None, help="window start in seconds (default: centred)")
+    p.add_argument("--seconds", type=positive_float, default=None, help="window length (default: training's)")
+    p.add_argument("--topk", type=int, default=10, help="top particles listed (default 10)")
+    p.add_argument(
+        "--occlusion-window", type=tubelet_size, default=(1, 1, 1), metavar="TxHxW",
+        help="tubelets removed together by occlusion: time x rows x cols (default 1x1x1)",
+    )  # fmt: skip
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print explanation.json")
+
+
+def _explain_run(args) -> None:
+    from tubelet.recipes.explain import explain
+
+    result = explain(
+        args.checkpoint,
+        args.file,
+        out=args.out,
+        method=args.method,
+        target=args.target,
+        start=args.start,
+        seconds=args.seconds,
+        topk=args.topk,
+        window=args.occlusion_window,
+        steps=args.steps,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return
+    window = result["window"]
+    print(
+        f"{result['path']} [{window['start']:.2f}-{window['end']:.2f} s]: predicted {result['prediction']['label']} "
+        f"{result['prediction']['score']:.3f}; explaining {result['target']} with {result['method']}"
+    )
+    for rank, row in enumerate(result["top_particles"][:5], start=1):
+        print(f"  #{rank} t={row['t']:.2f}s row {row['row']} col {row['col']} score {row['score']:.4g}")
+    print(f"report: {result['files'].get('html', result['files']['particles'])}")
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -328,6 +377,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "evaluate": ("held-out test report: report.json, report.md, confusion_matrix.png", _evaluate_args, _evaluate_run),
     "predict": ("labels and scores for new videos, per window in seconds for long ones", _predict_args, _predict_run),
+    "explain": (
+        "which particles (where, when) drove a prediction: heatmap video, timeline, HTML report",
+        _explain_args,
+        _explain_run,
+    ),
 }
 
 

@@ -353,3 +353,41 @@ def test_config_round_trips_through_a_dict():
 def test_impossible_config_is_rejected(changes, field):
     with pytest.raises(ValueError, match=field):
         model_config("test").replace(**changes)
+
+
+def test_interleaved_rope_checkpoints_load_to_the_same_function(tmp_path, monkeypatch):
+    """Weights trained when rotary pairs were (2i, 2i+1) compute the same outputs after `interleaved_to_half`."""
+    from tubelet.models.encoder import interleaved_to_half
+    from tubelet.nn.position import RotaryPositions
+    from tubelet.particles import pack, tokenize
+
+    torch.manual_seed(0)
+    model = Encoder(model_config("test", num_classes=3, tubelet=(2, 8, 8))).eval()
+    for param in model.parameters():  # weights big enough for rotations to matter
+        param.data.normal_(0, 0.3)
+    frames = torch.randint(0, 255, (4, 24, 32, 3), dtype=torch.uint8)
+    times = torch.arange(4) / 10.0
+    packed = pack([tokenize(frames, timestamps=times, tubelet=(2, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3)])
+
+    def interleaved_cos_sin(angles):
+        cos, sin = angles.cos(), angles.sin()
+        return cos.repeat_interleave(2, -1)[:, None, :], sin.repeat_interleave(2, -1)[:, None, :]
+
+    def interleaved_rotate(q, cos, sin):
+        rotated = torch.stack((-q[..., 1::2], q[..., ::2]), dim=-1).flatten(-2)
+        return q * cos + rotated * sin
+
+    with monkeypatch.context() as patch:  # the code as it was before the rotate-half change
+        patch.setattr(RotaryPositions, "cos_sin", staticmethod(interleaved_cos_sin))
+        patch.setattr(RotaryPositions, "rotate_with", staticmethod(interleaved_rotate))
+        with torch.no_grad():
+            before = model(packed)
+    with torch.no_grad():
+        assert not torch.allclose(model(packed), before, atol=1e-3)  # read as rotate-half, the weights differ
+        interleaved_to_half(model)
+        torch.testing.assert_close(model(packed), before, atol=1e-5, rtol=1e-5)
+
+
+def test_an_encoder_is_never_built_with_interleaved_rope():
+    with pytest.raises(ValueError, match="interleaved_to_half"):
+        Encoder(model_config("test", rope_layout="interleaved"))

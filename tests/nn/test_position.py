@@ -165,3 +165,10 @@ def test_grid_sinusoids_are_rows_of_the_videomae_table(dim):
     table = torch.where(j.long() % 2 == 0, angles.sin(), angles.cos()).float()
     index = torch.tensor([0, 1, 783, 1567, 1599])
     assert torch.equal(grid_sinusoids(index, dim), table[index])
+
+
+def test_rotation_layout_is_pinned():
+    """Channel i pairs with i + head_dim/2 (rotate half). Changing this silently changes every trained checkpoint."""
+    q = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])  # (N=1, heads=1, head_dim=4): pairs (1, 3) and (2, 4)
+    angles = torch.tensor([[torch.pi / 2, 0.0]])  # pair 0 turns a quarter, pair 1 stays
+    torch.testing.assert_close(RotaryPositions.rotate(q, angles), torch.tensor([[[-3.0, 2.0, 1.0, 4.0]]]))

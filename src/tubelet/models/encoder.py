@@ -22,6 +22,7 @@ from tubelet.typed import from_dict
 
 POOLING = ("mean", "attention")
 FINAL_NORMS = ("tokens", "pooled")
+ROPE_LAYOUTS = ("half", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class EncoderConfig:
     positions: str = "rope"  # rope (rotary over seconds, row, column) or videomae (sin-cos of the flat grid index)
     final_norm: str = "tokens"  # last LayerNorm on every particle's features, or on the pooled vector (fc_norm)
     final_norm_eps: float | None = None  # epsilon of that last LayerNorm; None uses norm_eps
+    rope_layout: str = "half"  # rotary channel pairs: half (i, i + d/2); interleaved (2i, 2i+1) is converted on load
 
     @property
     def patch_dim(self) -> int:
@@ -69,6 +71,8 @@ class EncoderConfig:
             raise ValueError(f"head dim {self.dim // self.heads} must be even for rotary positions")
         if self.final_norm not in FINAL_NORMS:
             raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
+        if self.rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"rope_layout must be one of {ROPE_LAYOUTS}, got {self.rope_layout!r}")
         if self.pooling not in POOLING:
             raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.time_mode not in TIME_MODES:
@@ -127,6 +131,11 @@ class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         config.validate()
+        if config.rope_layout != "half":
+            raise ValueError(
+                "rope_layout: an Encoder computes rotate-half; build it with 'half' and convert "
+                "interleaved weights with interleaved_to_half after loading them"
+            )
         self.config = config
         self.patch_embed = nn.Linear(config.patch_dim, config.dim)
         self.span_embed = SpanEmbedding(config.dim)
@@ -156,17 +165,24 @@ class Encoder(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def forward_features(self, packed: PackedParticles, *, keep_attention: bool = False) -> torch.Tensor:
+    def embed(self, packed: PackedParticles) -> torch.Tensor:
+        """(N, D) particle embeddings: pixels and span, before any position (what gradient explanations perturb)."""
+        return self.patch_embed(packed.values) + self.span_embed(packed.span)
+
+    def forward_features(
+        self, packed: PackedParticles, *, keep_attention: bool = False, embedded: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-particle features.
 
         Args:
             packed: values (N, t*p*q*C) normalized pixels, with t, ti, y, x, span, seq, cu_seqlens.
             keep_attention: also collect per-layer attention maps (returned via `self.last_attention`).
+            embedded: (N, D) to use instead of ``self.embed(packed)`` (e.g. interpolated embeddings).
 
         Returns:
             (N, D) after the final norm (before it when ``final_norm`` is "pooled": `pool` applies it then).
         """
-        x = self.patch_embed(packed.values) + self.span_embed(packed.span)  # (N, D)
+        x = self.embed(packed) if embedded is None else embedded  # (N, D)
         angles = None
         if self.rope is not None:
             angles = self.rope.angles(packed.t, packed.ti, packed.y, packed.x)  # (N, head_dim/2)
@@ -217,6 +233,25 @@ class Encoder(nn.Module):
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
         return self.config.depth + 1
+
+
+@torch.no_grad()
+def interleaved_to_half(model: Encoder) -> None:
+    """Convert weights trained with interleaved rotary pairs (channels 2i, 2i+1) to the rotate-half layout in place.
+
+    Rotary pair i rotates channels (2i, 2i+1) in the old layout and (i, i + d/2) now, by the same angle. Moving the
+    query and key projection rows accordingly gives the same attention scores; values are untouched. Checkpoints
+    written before the rotate-half change carry no ``rope_layout``: set it to "interleaved" in their config.json.
+    """
+    heads, head_dim = model.config.heads, model.config.dim // model.config.heads
+    within = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])  # new channel j <- old within[j]
+    rows = (torch.arange(heads)[:, None] * head_dim + within).flatten()
+    dim = model.config.dim
+    for block in model.blocks:
+        for tensor in (block.attn.qkv.weight, block.attn.qkv.bias):
+            for part in (0, 1):  # queries and keys; values keep their order
+                section = tensor[part * dim : (part + 1) * dim]
+                section.copy_(section[rows].clone())
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -13,7 +13,7 @@ from tubelet import __version__
 from tubelet.data.manifest import VideoDataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
-from tubelet.models.encoder import Encoder, EncoderConfig
+from tubelet.models.encoder import Encoder, EncoderConfig, interleaved_to_half
 from tubelet.models.registry import model_config, model_names
 from tubelet.models.videomae import is_videomae_checkpoint, load_videomae
 from tubelet.tasks.classification import classification_metrics
@@ -121,8 +121,10 @@ def load_checkpoint_model(directory: str | Path, **runtime) -> LoadedModel:
         preprocessing = Preprocessing.from_dict(config["preprocessing"])
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"{directory}/config.json: {exc}") from exc
-    model = Encoder(encoder_config)
+    model = Encoder(encoder_config.replace(rope_layout="half"))
     checkpoint.load_weights(model, directory)
+    if encoder_config.rope_layout == "interleaved":  # written before the rotate-half change: move q/k rows
+        interleaved_to_half(model)
     return LoadedModel(model, preprocessing, checkpoint.load_labels(directory), str(directory))
 
 
