@@ -9,6 +9,7 @@ from tubelet.particles.pack import pack, unpack
 from tubelet.particles.patchify import grid_shape, patchify, to_grid, unpatchify
 from tubelet.particles.prune import static_runs
 from tubelet.particles.structure import AUDIO, MODALITIES, TEXT, VIDEO, PackedParticles, Particles
+from tubelet.particles.text import tokenize_text
 from tubelet.particles.tokenize import DEFAULT_TUBELET, normalize, tokenize, tubelet_times
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "log_mel",
     "mel_filterbank",
     "tokenize_audio",
+    "tokenize_text",
     "DEFAULT_TUBELET",
     "MASK_MODES",
     "MaskedBatch",
