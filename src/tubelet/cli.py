@@ -115,15 +115,23 @@ def _sample_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (same seed, same files)")
     p.add_argument("--clips-per-class", type=int, default=12, help="clips per class (at least 3)")
     p.add_argument("--workers", type=int, default=2, help="encoding processes")
+    p.add_argument(
+        "--multimodal",
+        action="store_true",
+        help="write the audio-visual dataset instead: soundtracks, captions, question/answer pairs, and classes "
+        "decided by sound, by vision or by both",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _sample_data_run(args) -> None:
     from tubelet.data.sample import generate
+    from tubelet.data.sample_av import generate_av
 
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
-    _print(generate(args.out, seed=args.seed, clips_per_class=args.clips_per_class, workers=args.workers), args.json)
+    write = generate_av if args.multimodal else generate
+    _print(write(args.out, seed=args.seed, clips_per_class=args.clips_per_class, workers=args.workers), args.json)
 
 
 def _scan_args(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,11 @@ def pack(clips: list[Particles]) -> PackedParticles:
     tubelet = clips[0].tubelet
     if any(c.tubelet != tubelet for c in clips):
         raise ValueError("all clips of a batch must share one tubelet size")
+    widths = {tuple(c.values.shape[1:]) for c in clips}
+    if len(widths) > 1:
+        # Video pixels, audio log-mel patches and text token ids have different widths: pack each modality
+        # on its own, embed each to (N, D), then the embedded particles of all modalities can share a batch.
+        raise ValueError(f"all clips of a batch must share one values width, got {sorted(widths)}")
     lengths = torch.tensor([len(c) for c in clips], dtype=torch.int32)
     cu_seqlens = torch.zeros(len(clips) + 1, dtype=torch.int32)
     cu_seqlens[1:] = lengths.cumsum(0)

@@ -7,7 +7,17 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 # Per-particle fields, all indexed by particle; everything else in the dataclasses is per clip.
-PER_PARTICLE = ("values", "t", "ti", "y", "x", "span", "seq")
+PER_PARTICLE = ("values", "t", "ti", "y", "x", "span", "seq", "modality")
+
+# The `modality` tag of a particle. Video is 0 so that every particle made before tags existed is video.
+MODALITIES = {"video": 0, "audio": 1, "text": 2}
+VIDEO, AUDIO, TEXT = MODALITIES["video"], MODALITIES["audio"], MODALITIES["text"]
+
+
+def _fill_modality(obj) -> None:
+    """Default an untagged structure's (N,) int64 `modality` to video, on the device of its times."""
+    if obj.modality is None:
+        obj.modality = torch.full((len(obj.t),), VIDEO, dtype=torch.int64, device=obj.t.device)
 
 
 @dataclass
@@ -25,6 +35,13 @@ class Particles:
         tubelet: (t, p, q) frames, rows, columns per tubelet.
         frame_shape: (T, H, W) of the video before padding to whole tubelets (`unpatchify` crops back to it).
         channels: colour channels C per pixel.
+        modality: (N,) int64 tag from `MODALITIES` (video 0, audio 1, text 2); None at construction means video.
+
+    The same structure holds the other modalities (see `tubelet.particles.audio` and `tubelet.particles.text`):
+    one clip's audio is a `Particles` of log-mel patches (grid over time patches x mel bands x 1), its text a
+    `Particles` of token ids. Only particles of one modality share a `values` width, so `pack` batches one
+    modality at a time; each modality has its own embedding to (N, D), after which particles of all modalities
+    of a clip can share one sequence.
     """
 
     values: torch.Tensor
@@ -38,6 +55,10 @@ class Particles:
     tubelet: tuple[int, int, int]
     frame_shape: tuple[int, int, int]
     channels: int = 3
+    modality: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        _fill_modality(self)
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -72,6 +93,7 @@ class PackedParticles:
         max_seqlen: particles in the longest clip (for varlen attention kernels).
         grids, frame_shapes: per clip, as in `Particles`.
         tubelet, channels: shared by every clip of the batch.
+        modality: (N,) int64 as in `Particles`.
     """
 
     values: torch.Tensor
@@ -87,6 +109,10 @@ class PackedParticles:
     frame_shapes: list[tuple[int, int, int]]
     tubelet: tuple[int, int, int]
     channels: int = 3
+    modality: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        _fill_modality(self)
 
     def __len__(self) -> int:
         return self.values.shape[0]
