@@ -12,7 +12,9 @@ from pathlib import Path
 from tubelet.data.manifest import load_dataset
 from tubelet.errors import ConfigError
 from tubelet.recipes.common import check_labels, evaluate_classifier, load_model
+from tubelet.recipes.fusion import evaluate_fusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.report import write_report
+from tubelet.train.av_dataset import check_audio
 from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.evaluate")
@@ -47,7 +49,10 @@ def evaluate(
     device_ = resolve_device(device)
     split = None if Path(data).is_file() or split == "all" else split
     dataset = load_dataset(data, split=split)
-    loaded = load_model(checkpoint)
+    fusion = is_fusion_checkpoint(checkpoint)  # a model over video and audio particles (recipes.fusion)
+    if fusion and baseline is not None:
+        raise ConfigError("--baseline: not supported for a fusion checkpoint")
+    loaded = load_fusion(checkpoint) if fusion else load_model(checkpoint)
     dataset = check_labels(dataset, loaded.labels, checkpoint)
     pre = loaded.preprocessing
     if sample_fps is not None:
@@ -56,6 +61,10 @@ def evaluate(
         pre = replace(pre, clip_seconds=clip_seconds)
 
     def score(model) -> dict:
+        if fusion:
+            check_audio(dataset, loaded.audio)
+            fused = replace(loaded, model=model.to(device_), preprocessing=pre)
+            return evaluate_fusion(fused, dataset, views=views, budget=batch_particles, device=device_, workers=workers)
         return evaluate_classifier(
             model.to(device_),
             dataset,
@@ -86,6 +95,8 @@ def evaluate(
         "tubelet": "x".join(map(str, pre.tubelet)),
         "prune_threshold": pre.prune_threshold,
     }
+    if fusion:
+        details["modalities"] = ",".join(loaded.model.config.modalities)
     if baseline is not None:
         details["baseline"] = str(baseline)
     paths = write_report(

@@ -19,6 +19,7 @@ from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.registry import model_names
 from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model
+from tubelet.recipes.fusion import finetune_fusion, parse_modalities
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
@@ -82,6 +83,9 @@ class FinetuneConfig:
     save_every_steps: int = 0  # also save last/ every this many optimizer steps (0: each epoch only)
     resume: bool = False  # continue from out/last if it holds trainer state
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
+    modalities: str = "video"  # comma-separated: video, audio; video,audio trains one early-fusion model
+    ablate: bool = True  # with several modalities, also train each alone (same budget) and report all arms
+    allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
 
     def validate(self) -> None:
         if not self.data:
@@ -100,11 +104,14 @@ class FinetuneConfig:
         if self.clip_seconds <= 0:
             raise ConfigError(f"clip_seconds: must be positive, got {self.clip_seconds}")
         parse_freeze(self.freeze)
+        parse_modalities(self.modalities)
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Run fine-tuning; returns a summary with the best validation metrics and the checkpoint paths."""
     cfg.validate()
+    if parse_modalities(cfg.modalities) != ("video",):  # audio, or video with audio: `tubelet.recipes.fusion`
+        return finetune_fusion(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)

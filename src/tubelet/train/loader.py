@@ -47,9 +47,11 @@ def iterate_batches(
         on_crash: called with (path, reason) when a file crashed a worker; it is then left out.
         max_crashes: give up (RuntimeError) after this many worker deaths in one pass.
     """
+    # A dataset whose items are not single-modality `Particles` brings its own `collate` (e.g. `AVClipDataset`).
+    collate_fn = getattr(dataset, "collate", collate)
     if workers == 0:
         for indices in batches:
-            yield collate([dataset[i] for i in indices])
+            yield collate_fn([dataset[i] for i in indices])
         return
     own_dir = dataset.crash_dir is None
     if own_dir:
@@ -62,7 +64,7 @@ def iterate_batches(
                 dataset,
                 batch_sampler=remaining,
                 num_workers=workers,
-                collate_fn=collate,
+                collate_fn=collate_fn,
                 worker_init_fn=_worker_init,
                 multiprocessing_context="fork" if "fork" in _start_methods() else None,
             )

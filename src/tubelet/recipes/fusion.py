@@ -1,0 +1,376 @@
+"""Audio-visual fine-tuning (``tubelet finetune --modalities video,audio``): one early-fusion model, and its ablation.
+
+`finetune` hands a run here when ``--modalities`` is anything but ``video``. With several modalities and
+``ablate`` (the default), the same command trains one arm per modality too, each a `FusionModel` reading that
+modality alone, with the same data, seed, schedule and budget; then every arm is evaluated on the test split:
+
+    RUN/best, RUN/last                    the model of all the modalities asked for
+    RUN/ablation/<modality>/{best,last}   the single-modality arms
+    RUN/report/report.json                test accuracy, macro F1, per class of RUN/best, and ``ablation``:
+                                          {arm: {accuracy, macro_f1, per_class}} for every arm
+    RUN/summary.json                      training summaries and the ablation table
+
+Read top to bottom: data -> per arm (model -> optimizer -> loop -> checkpoints) -> test report.
+Not supported here (a `ConfigError` says so): peft, freeze, resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tubelet import __version__
+from tubelet.data.manifest import VideoDataset, load_dataset
+from tubelet.data.transforms import Augment, Preprocessing
+from tubelet.errors import ConfigError, DataError
+from tubelet.models.fusion import MODEL_TYPE, FusionConfig, FusionModel
+from tubelet.models.registry import model_config, model_names
+from tubelet.recipes.common import LoadedModel
+from tubelet.recipes.report import write_report
+from tubelet.tasks.classification import classification_loss, classification_metrics
+from tubelet.train import checkpoint
+from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
+from tubelet.train.config import to_dict
+from tubelet.train.dataset import budget_batches
+from tubelet.train.loader import iterate_batches
+from tubelet.train.loop import (
+    EarlyStopping,
+    autocast,
+    mean_over_videos,
+    optimizer_step,
+    predict_items,
+    resolve_device,
+    seed_everything,
+    steps_in,
+    view_windows,
+)
+from tubelet.train.metrics_log import MetricsLog
+from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
+
+log = logging.getLogger("tubelet.fusion")
+
+READABLE = ("video", "audio")  # modalities a video file gives (text comes from captions: not wired here yet)
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
+    """``"video,audio"`` -> ``("video", "audio")``; ConfigError naming the field for anything else."""
+    names = tuple(name.strip() for name in str(text).split(",") if name.strip())
+    bad = [n for n in names if n not in READABLE]
+    if not names or bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"modalities: expected distinct names from {', '.join(READABLE)} like video,audio, got {text!r}"
+        )
+    return names
+
+
+@dataclass
+class LoadedFusion:
+    """A fusion checkpoint: the model, the preprocessing of both modalities, the labels."""
+
+    model: FusionModel
+    preprocessing: Preprocessing
+    audio: AudioPreprocessing
+    labels: list[str] | None
+
+
+def fusion_checkpoint_config(model: FusionModel, pre: Preprocessing, audio: AudioPreprocessing) -> dict:
+    """The ``config.json`` of a fusion checkpoint."""
+    return {
+        "model_type": MODEL_TYPE,
+        "tubelet_version": __version__,
+        "fusion": model.config.to_dict(),
+        "preprocessing": pre.to_dict(),
+        "audio": audio.to_dict(),
+    }
+
+
+def is_fusion_checkpoint(directory: str | Path) -> bool:
+    path = Path(directory)
+    return (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("model_type") == MODEL_TYPE
+
+
+def load_fusion(directory: str | Path, **runtime) -> LoadedFusion:
+    """A fusion checkpoint directory; `runtime` may change dropout, drop_path and attention only."""
+    directory = Path(directory)
+    config = checkpoint.load_config(directory)
+    if config.get("model_type") != MODEL_TYPE:
+        raise ConfigError(f"{directory}/config.json: model_type {config.get('model_type')!r} is not a fusion model")
+    bad = sorted(set(runtime) - {"dropout", "attn_dropout", "drop_path", "attention"})
+    if bad:
+        raise ConfigError(f"{directory}: cannot change {', '.join(bad)} of a trained model")
+    try:
+        fusion = FusionConfig.from_dict(config["fusion"]).replace(**runtime)
+        pre = Preprocessing.from_dict(config["preprocessing"])
+        audio = AudioPreprocessing.from_dict(config["audio"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{directory}/config.json: {exc}") from exc
+    model = FusionModel(fusion)
+    checkpoint.load_weights(model, directory)
+    return LoadedFusion(model, pre, audio, checkpoint.load_labels(directory))
+
+
+def finetune_fusion(cfg) -> dict:
+    """Train the fused model (and, with ``cfg.ablate``, each modality alone) and report on the test split.
+
+    Args:
+        cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``modalities`` is not just ``video``.
+    """
+    for name, off in (("peft", "none"), ("freeze", "none"), ("resume", False)):
+        if getattr(cfg, name) != off:
+            raise ConfigError(f"{name}: not supported with --modalities {cfg.modalities} (fusion fine-tuning)")
+    modalities = parse_modalities(cfg.modalities)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
+
+    # --- data ------------------------------------------------------------------------------------------
+    from tubelet.recipes.finetune import _load_val  # the same split handling as video fine-tuning
+
+    train_data = load_dataset(cfg.data, split=cfg.train_split)
+    val_data = _load_val(cfg, train_data.labels)
+    if "audio" in modalities:
+        for data in (train_data, val_data):
+            if data is not None:
+                check_audio(data, audio)
+    labels = train_data.labels
+
+    # --- arms: the fused model first (RUN/best, RUN/last), then each modality alone --------------------------
+    arms = {"+".join(modalities): (modalities, out)}
+    if cfg.ablate and len(modalities) > 1:
+        arms.update({name: ((name,), out / "ablation" / name) for name in modalities})
+    summaries = {}
+    for arm, (mods, arm_out) in arms.items():
+        log.info("training arm %s (%s)", arm, ", ".join(mods))
+        summaries[arm] = _train_arm(cfg, mods, arm_out, train_data, val_data, labels, audio)
+
+    result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last"), "arms": summaries}
+    test = _test_split(cfg, labels)
+    if test is not None:
+        if "audio" in modalities:
+            check_audio(test, audio)
+        scores = {}
+        for arm, (_, arm_out) in arms.items():
+            loaded = load_fusion(arm_out / "best")
+            scores[arm] = evaluate_fusion(
+                loaded,
+                test,
+                views=cfg.eval_views,
+                budget=cfg.batch_particles,
+                device=resolve_device(cfg.device),
+                precision=cfg.precision,
+                workers=cfg.workers,
+            )
+        main = next(iter(arms))
+        metrics = dict(scores[main])
+        metrics["ablation"] = {arm: _summary(m) for arm, m in scores.items()}
+        details = {"checkpoint": str(out / "best"), "data": cfg.data, "split": "test", "modalities": main}
+        paths = write_report(metrics, out / "report", title=f"Test evaluation of {out / 'best'}", details=details)
+        with open(paths["markdown"], "a") as f:
+            f.write("\n" + ablation_markdown(metrics["ablation"], labels))
+        result["report"] = str(paths["json"])
+        result["ablation"] = {arm: {k: m[k] for k in ("accuracy", "macro_f1")} for arm, m in scores.items()}
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _summary(metrics: dict) -> dict:
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "per_class": metrics["per_class"]}
+
+
+def ablation_markdown(ablation: dict, labels: list[str]) -> str:
+    """The ablation table: one row per arm, accuracy, macro F1 and each class's recall."""
+    lines = ["## Ablation (test split)", "", "| arm | accuracy | macro F1 | " + " | ".join(labels) + " |"]
+    lines.append("|---|" + "---:|" * (2 + len(labels)))
+    for arm, m in ablation.items():
+        recalls = " | ".join(f"{m['per_class'][label]['recall']:.3f}" for label in labels)
+        lines.append(f"| {arm} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {recalls} |")
+    return (
+        "\n".join(lines) + "\n\nPer-class numbers are recall (the fraction of that class's clips classified right).\n"
+    )
+
+
+def _test_split(cfg, labels: list[str]) -> VideoDataset | None:
+    if Path(cfg.data).is_file():
+        return None
+    try:
+        test = load_dataset(cfg.data, split="test")
+    except DataError as exc:
+        log.warning("%s; no test report", exc)
+        return None
+    unknown = sorted(set(test.labels) - set(labels))
+    if unknown:
+        raise DataError(f"{cfg.data}: label(s) {', '.join(unknown)} of split 'test' not in the training split")
+    test.labels = list(labels)
+    return test
+
+
+def build_fusion(cfg, modalities: tuple[str, ...], labels: list[str]) -> tuple[FusionModel, Preprocessing | None]:
+    """A fresh model of a registered size, or a fusion checkpoint's (and its preprocessing), head reset if needed."""
+    runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
+    if Path(cfg.model).is_dir():
+        loaded = load_fusion(cfg.model, **runtime)
+        if loaded.model.config.modalities != modalities:
+            raise ConfigError(
+                f"--model {cfg.model}: reads {','.join(loaded.model.config.modalities)}, not {','.join(modalities)}"
+            )
+        if loaded.labels != labels:
+            loaded.model.reset_head(len(labels))
+        return loaded.model, loaded.preprocessing
+    if cfg.model not in model_names():
+        raise ConfigError(
+            f"--model {cfg.model}: fusion starts from a registered size ({', '.join(model_names())}) "
+            "or a fusion checkpoint directory"
+        )
+    shape = model_config(cfg.model)
+    tubelet = tuple(cfg.tubelet) if cfg.tubelet is not None else shape.tubelet
+    fusion = FusionConfig(
+        modalities=modalities,
+        dim=shape.dim,
+        depth=shape.depth,
+        heads=shape.heads,
+        mlp_ratio=shape.mlp_ratio,
+        tubelet=tubelet,
+        num_classes=len(labels),
+        audio_bands=AudioPreprocessing().bands,
+        **runtime,
+    )
+    return FusionModel(fusion), None
+
+
+def _train_arm(cfg, modalities, out: Path, train_data, val_data, labels, audio) -> dict:
+    from tubelet.recipes.finetune import preprocessing_for
+
+    seed_everything(cfg.seed)  # every arm starts from the same seed: equal budget, same batches
+    device = resolve_device(cfg.device)
+    model, base = build_fusion(cfg, modalities, labels)
+    model = model.to(device)
+    pre = preprocessing_for(cfg, LoadedModel(model, base, labels, cfg.model))
+    groups = param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index)
+    optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
+    augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
+    train_set = AVClipDataset(train_data, pre, audio, modalities=modalities, augment=augment, seed=cfg.seed)
+    estimates = train_set.estimates()
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        return budget_batches(
+            estimates, cfg.batch_particles, shuffle=True, seed=cfg.seed, epoch=epoch, max_clips=cfg.max_clips_per_batch
+        )
+
+    total_steps = sum(steps_in(epoch_batches(e), cfg.accum_steps) for e in range(cfg.epochs))
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup = round(cfg.warmup_epochs * steps_in(epoch_batches(0), cfg.accum_steps))
+    scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
+    stopper = EarlyStopping(cfg.early_stopping)
+    metrics_log = MetricsLog(out)
+    step, skipped = 0, []
+
+    def save(name: str) -> None:
+        checkpoint.save_checkpoint(
+            out / name,
+            model=model,
+            config=fusion_checkpoint_config(model, pre, audio),
+            labels=labels,
+            training_args={**to_dict(cfg), "arm_modalities": list(modalities)},
+        )
+
+    # --- loop ------------------------------------------------------------------------------------------
+    for epoch in range(cfg.epochs):
+        if step >= total_steps or stopper.should_stop:
+            break
+        train_set.set_epoch(epoch)
+        batches = epoch_batches(epoch)
+        model.train()
+        seen, loss_sum, started = 0, 0.0, time.perf_counter()
+        for i, batch in enumerate(iterate_batches(train_set, batches, workers=cfg.workers)):
+            for item in batch.failed:
+                log.warning("skipping %s: %s", item.path, item.error)
+                skipped.append({"path": item.path, "reason": item.error})
+            if batch.packed is not None:
+                with autocast(device, cfg.precision):
+                    logits = model(batch.packed.to(device))
+                loss = classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
+                (loss / cfg.accum_steps).backward()
+                seen += len(batch.labels)
+                loss_sum += loss.item() * len(batch.labels)
+            if (i + 1) % cfg.accum_steps and i + 1 != len(batches):
+                continue
+            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
+            step += 1
+            metrics_log.write(
+                "train",
+                step,
+                loss=loss_sum / max(seen, 1),
+                lr=scheduler.get_last_lr()[0],
+                grad_norm=grad_norm,
+                epoch=epoch,
+            )
+            if step >= total_steps:
+                break
+        if seen == 0:
+            raise DataError(f"{cfg.data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
+        summary = {
+            "arm": "+".join(modalities),
+            "epoch": epoch + 1,
+            "train_loss": round(loss_sum / seen, 5),
+            "clips_per_s": round(seen / max(time.perf_counter() - started, 1e-9), 2),
+        }
+        if val_data is not None:
+            loaded = LoadedFusion(model, pre, audio, labels)
+            metrics = evaluate_fusion(
+                loaded,
+                val_data,
+                views=cfg.eval_views,
+                budget=cfg.batch_particles,
+                device=device,
+                precision=cfg.precision,
+                workers=cfg.workers,
+            )
+            summary.update(val_accuracy=round(metrics["accuracy"], 4), val_macro_f1=round(metrics["macro_f1"], 4))
+            metrics_log.write("val", step, accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], epoch=epoch + 1)
+            if stopper.update(metrics[cfg.metric]):
+                save("best")
+                (out / "best" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        save("last")
+        print(json.dumps(summary), flush=True)
+    if val_data is None:
+        save("best")
+    metrics_log.close()
+    return {"out": str(out), "steps": step, f"best_val_{cfg.metric}": stopper.best, "skipped": skipped}
+
+
+def evaluate_fusion(
+    loaded: LoadedFusion,
+    data: VideoDataset,
+    *,
+    views: int = 1,
+    budget: int = 8192,
+    device,
+    precision: str = "auto",
+    workers: int = 0,
+) -> dict:
+    """Accuracy, macro F1 and per-class scores of a fusion model on labeled `data`, `views` windows per video.
+
+    As `tubelet.recipes.common.evaluate_classifier`, with each window's audio decoded beside its frames.
+    """
+    pre = loaded.preprocessing
+    windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
+    dataset = AVClipDataset(data, pre, loaded.audio, modalities=loaded.model.config.modalities, windows=windows)
+    probs, failed = predict_items(
+        loaded.model.to(device), dataset, budget=budget, device=device, precision=precision, workers=workers
+    )
+    for path, reason in failed:
+        log.warning("skipping %s: %s", path, reason)
+    per_video = mean_over_videos(probs, [w[0] for w in windows], len(data))
+    scored = ~np.isnan(per_video).any(axis=1)
+    index = {label: i for i, label in enumerate(loaded.labels)}
+    y_true = [index[s.label] for s, ok in zip(data.samples, scored) if ok]
+    metrics = classification_metrics(y_true, per_video[scored], loaded.labels)
+    metrics["skipped"] = sorted({path for path, _ in failed})
+    return metrics

@@ -1,0 +1,119 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tubelet.cli import main
+from tubelet.data.manifest import load_dataset
+from tubelet.data.sample_av import generate_av
+from tubelet.data.transforms import Preprocessing
+from tubelet.errors import ConfigError, DataError
+from tubelet.io.write import write_video
+from tubelet.recipes.finetune import FinetuneConfig, finetune
+from tubelet.recipes.fusion import load_fusion
+from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
+from tubelet.train.loader import iterate_batches
+
+FAST = [
+    "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",
+    "--batch-particles", "600", "--workers", "0", "--epochs", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def av_data(tmp_path_factory):
+    """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test clips."""
+    out = tmp_path_factory.mktemp("fusion") / "data"
+    generate_av(out, seed=1, clips_per_class=3, workers=1)
+    return out
+
+
+def test_cli_trains_every_arm_and_reports_the_ablation(av_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(av_data), "--out", str(run), "--modalities", "video,audio", *FAST]) == 0
+    for ckpt in (run / "best", run / "last", run / "ablation/video/best", run / "ablation/audio/best"):
+        assert {"config.json", "model.safetensors", "labels.json"} <= set(os.listdir(ckpt))
+    assert load_fusion(run / "best").model.config.modalities == ("video", "audio")
+    assert load_fusion(run / "ablation/audio/best").model.config.modalities == ("audio",)
+    report = json.loads((run / "report/report.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class"} <= report.keys() and report["num_samples"] == 6
+    assert set(report["ablation"]) == {"video+audio", "video", "audio"}
+    for arm in report["ablation"].values():
+        assert {"accuracy", "macro_f1", "per_class"} <= arm.keys() and len(arm["per_class"]) == 6
+    assert "## Ablation" in (run / "report/report.md").read_text()
+
+    # `tubelet evaluate` reads a fusion checkpoint too (dispatch on its model_type), and agrees with the report
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(run / "best"), "--data", str(av_data), "--out", str(out), "--workers", "0"]
+    assert main([*args, "--views", "1", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["details"]["modalities"] == "video,audio" and evaluated["num_samples"] == 6
+    assert evaluated["accuracy"] == report["accuracy"]  # both use 1 view (eval_views default) on the test split
+
+
+def test_audio_only_run_without_ablation_writes_one_model(av_data, tmp_path):
+    cfg = FinetuneConfig(
+        data=str(av_data), out=str(tmp_path / "run"), model="test", size=48, sample_fps=4.0, clip_seconds=1.0,
+        workers=0, epochs=1, modalities="audio", val_split="none",
+    )  # fmt: skip
+    summary = finetune(cfg)
+    assert list(summary["ablation"]) == ["audio"] and not (tmp_path / "run/ablation").exists()
+
+
+def test_bad_modalities_name_the_field():
+    with pytest.raises(ConfigError, match="modalities"):
+        FinetuneConfig(data="x", modalities="video,smell").validate()
+
+
+def test_video_and_audio_of_a_window_share_its_seconds(av_data):
+    data = load_dataset(av_data, split="test")
+    pre = Preprocessing(size=48, sample_fps=4.0, clip_seconds=1.0, tubelet=(2, 16, 16))
+    windows = [(0, 0.5, 1.5)]  # not the file's start: both must be measured from the window's start
+    dataset = AVClipDataset(data, pre, AudioPreprocessing(), modalities=("video", "audio"), windows=windows)
+    batch = next(iterate_batches(dataset, [[0]]))
+    v, a = batch.packed.parts["video"], batch.packed.parts["audio"]
+    assert 0.0 < v.t.min() < 0.3 and 0.6 < v.t.max() < 1.0  # tubelet centres of frames at 0, .25, .5, .75 s
+    assert 0.0 < a.t.min() < 0.1 and 0.9 < a.t.max() < 1.0  # 160 ms patches over the same second
+    assert len(a) == dataset.estimates()[0] - pre.estimate_particles(data.infos[0].height, data.infos[0].width,
+                                                                     data.infos[0].fps, 1.0)  # fmt: skip
+
+
+@pytest.fixture
+def with_silent_file(av_data, tmp_path):
+    """A copy of the train manifest plus one file with no audio stream."""
+    root = tmp_path / "data"
+    root.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (16, 48, 64, 3), dtype=np.uint8)
+    write_video(root / "silent.mp4", frames, fps=8)
+    for split in ("train", "val", "test"):
+        with open(av_data / f"{split}.csv") as f:
+            rows = list(csv.DictReader(f))
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows([str(av_data / r["path"]), r["label"]] for r in rows)
+            if split == "train":
+                writer.writerow([str(root / "silent.mp4"), rows[0]["label"]])
+    return root
+
+
+def test_missing_audio_is_a_one_line_error_naming_the_file(with_silent_file, tmp_path, capsys):
+    args = ["finetune", "--data", str(with_silent_file), "--out", str(tmp_path / "run"), "--modalities", "video,audio"]
+    assert main([*args, *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "silent.mp4: no audio stream" in err and "--allow-missing-audio" in err
+    with pytest.raises(DataError, match="silent.mp4"):  # audio only as well
+        finetune(FinetuneConfig(data=str(with_silent_file), out=str(tmp_path / "r2"), modalities="audio"))
+
+
+def test_allow_missing_audio_fills_silence(with_silent_file):
+    path = str(with_silent_file / "silent.mp4")
+    audio = AudioPreprocessing(allow_missing_audio=True)
+    particles = audio_particles(path, (0.0, 1.0), audio)
+    assert len(particles) == audio.estimate_particles(1.0)
+    assert torch.allclose(particles.values, torch.full_like(particles.values, (np.log(1e-6) - audio.mean) / audio.std))
+    with pytest.raises(Exception, match="no audio stream"):
+        audio_particles(path, (0.0, 1.0), AudioPreprocessing())
