@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.bench_pretrain import make_data, run_cached
-from benchmarks.common import BENCH_DIR, machine_markdown, table, work_dir, write_section
+from benchmarks.bench_pretrain import run_cached
+from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.manifest import read_manifest
 from tubelet.data.sample import load_scenes, object_box
 from tubelet.explain import (
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     started = time.perf_counter()
     root = work_dir() / "explain"
-    data = make_data(work_dir() / "pretrain" / "sample", 24, 0)
+    data = cached_sample_data(work_dir() / "pretrain" / "sample", 24, 0)
     checkpoint = train_classifier(root, data)
     loaded = load_model(str(checkpoint))
     model, pre, labels = loaded.model.eval(), loaded.preprocessing, loaded.labels

@@ -37,9 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import BENCH_DIR, machine_markdown, table, work_dir, write_section
+from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.manifest import load_dataset
-from tubelet.data.sample import generate
 from tubelet.io import decode, write_video
 from tubelet.recipes.common import check_labels, load_model
 from tubelet.recipes.evaluate import evaluate
@@ -50,19 +49,6 @@ from tubelet.train.loop import mean_over_videos, predict_items, view_windows
 
 TEST_RATES = (15, 60)
 TIME_MODES = ("seconds", "index")
-
-
-def make_data(root: Path, clips_per_class: int, seed: int) -> Path:
-    """The sample dataset (cached: reused when a finished one with the same parameters is there)."""
-    stamp = root / "bench_params.json"
-    params = {"clips_per_class": clips_per_class, "seed": seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    generate(root, clips_per_class=clips_per_class, seed=seed, workers=2)
-    stamp.write_text(json.dumps(params))
-    return root
 
 
 def resample_test_split(data: Path, fps: int, out: Path) -> Path:
@@ -196,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     epochs = args.epochs or (2 if args.quick else 25)
     started = time.perf_counter()
     root = work_dir() / ("fps_quick" if args.quick else "fps")
-    data = make_data(root / "sample", clips_per_class, 0)
+    data = cached_sample_data(root / "sample", clips_per_class, 0)
     t0 = time.perf_counter()
     test_sets = {"native": data}
     for fps in TEST_RATES:

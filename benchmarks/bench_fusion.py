@@ -23,24 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_markdown, table, work_dir, write_section
+from benchmarks.common import cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.sample_av import AV_CLASSES, generate_av
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
 ARMS = ("video", "audio", "video+audio")
-
-
-def make_data(root: Path, clips_per_class: int, seed: int) -> Path:
-    """The AV sample dataset, reused when one with the same parameters is there."""
-    stamp = root / "bench_params.json"
-    params = {"clips_per_class": clips_per_class, "seed": seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    generate_av(root, clips_per_class=clips_per_class, seed=seed, workers=2)
-    stamp.write_text(json.dumps(params))
-    return root
 
 
 def main() -> None:
@@ -54,7 +41,7 @@ def main() -> None:
     if args.quick:
         args.clips_per_class, args.epochs, args.model = 5, 2, "test"
     logging.basicConfig(level=logging.WARNING)
-    data = make_data(work_dir() / "fusion_data", args.clips_per_class, seed=0)
+    data = cached_sample_data(work_dir() / "fusion_data", args.clips_per_class, 0, generate_av)
     settings = dict(
         model=args.model,
         epochs=args.epochs,

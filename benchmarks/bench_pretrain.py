@@ -35,9 +35,8 @@ import numpy as np
 import torch
 
 import tubelet
-from benchmarks.common import BENCH_DIR, machine_markdown, table, work_dir, write_section
+from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.manifest import load_dataset
-from tubelet.data.sample import generate
 from tubelet.particles import pack
 from tubelet.recipes.common import load_model
 from tubelet.recipes.evaluate import evaluate
@@ -65,19 +64,6 @@ ARMS = {  # name -> (freeze, start from pretrained?)
 }
 
 
-def make_data(root: Path, clips_per_class: int, seed: int) -> Path:
-    """The sample dataset (cached: reused when a finished one with the same parameters is there)."""
-    stamp = root / "bench_params.json"
-    params = {"clips_per_class": clips_per_class, "seed": seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
-        return root
-    if root.exists():
-        shutil.rmtree(root)
-    generate(root, clips_per_class=clips_per_class, seed=seed, workers=2)
-    stamp.write_text(json.dumps(params))
-    return root
-
-
 def write_few_labels(data: Path, per_class: int, seed: int) -> dict[str, int]:
     """``data/few_train.csv``: `per_class` clips of each class drawn from ``train.csv``; returns counts per class."""
     with open(data / "train.csv", newline="") as f:
@@ -100,7 +86,9 @@ def _same(out: Path, cfg, *, finished: bool = True) -> bool:
     if not (config.exists() and (summary.exists() or not finished)):
         return False
     saved, wanted = json.loads(config.read_text()), json.loads(json.dumps(to_dict(cfg)))
-    return all(saved.get(key) == value for key, value in wanted.items())
+    # A field added to the config after the run was saved matches when it holds its default (the run used it).
+    defaults = json.loads(json.dumps(to_dict(type(cfg)())))
+    return all(saved.get(key, defaults.get(key)) == value for key, value in wanted.items())
 
 
 def run_cached(fn, cfg, *, fresh: bool) -> tuple[dict, float, bool]:
@@ -193,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     started = time.perf_counter()
     root = work_dir() / ("pretrain_quick" if args.quick else "pretrain")
-    data = make_data(root / "sample", 6 if args.quick else 24, 0)
+    data = cached_sample_data(root / "sample", 6 if args.quick else 24, 0)
     few = write_few_labels(data, 2 if args.quick else FEW_PER_CLASS, seed=0)
 
     pretrained = {}

@@ -203,3 +203,26 @@ def write_section(name: str, body: str, *, title: str | None = None, path: Path 
         tmp.write_text(text)
         os.replace(tmp, path)
     return path
+
+
+def cached_sample_data(root: Path, clips_per_class: int, seed: int, generator: Callable | None = None) -> Path:
+    """A generated sample dataset in `root`, reused when a finished one with the same parameters is there.
+
+    Args:
+        generator: ``tubelet.data.sample.generate`` (default) or another generator with the same signature
+            (e.g. ``tubelet.data.sample_av.generate_av``).
+    """
+    import json
+    import shutil
+
+    if generator is None:
+        from tubelet.data.sample import generate as generator
+    stamp = root / "bench_params.json"
+    params = {"clips_per_class": clips_per_class, "seed": seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == params:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    generator(root, clips_per_class=clips_per_class, seed=seed, workers=2)
+    stamp.write_text(json.dumps(params))
+    return root
