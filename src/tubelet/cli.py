@@ -363,6 +363,55 @@ def _explain_run(args) -> None:
     print(f"report: {result['files'].get('html', result['files']['particles'])}")
 
 
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="retrieval checkpoint (tubelet finetune --task retrieval)")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
+    p.add_argument("--out", required=True, metavar="INDEX", help="index directory to write")
+    p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
+    p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows (default: half)")
+    _inference_flags(p, workers=0)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _index_run(args) -> None:
+    from tubelet.recipes.search import build_index
+
+    summary = build_index(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        window_seconds=args.window_seconds,
+        stride_seconds=args.stride_seconds,
+        batch_particles=args.batch_particles,
+        workers=args.workers,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return
+    for row in summary["skipped"]:
+        print(f"{row['path']}: skipped: {row['reason']}")
+    print(f"indexed {summary['windows']} windows of {summary['files']} files into {summary['index']}")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index directory (tubelet index)")
+    p.add_argument("query", help='text query, e.g. "a red ball moves left"')
+    p.add_argument("--topk", type=int, default=10, help="windows listed (default 10)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+
+
+def _search_run(args) -> None:
+    from tubelet.recipes.search import search
+
+    for row in search(args.index, args.query, topk=args.topk, device=args.device):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['path']} {row['start']:.2f}-{row['end']:.2f} {row['score']:.4f}")
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -390,6 +439,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _explain_args,
         _explain_run,
     ),
+    "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
+    "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
 }
 
 

@@ -20,6 +20,7 @@ from tubelet.errors import ConfigError, DataError
 from tubelet.models.registry import model_names
 from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model
 from tubelet.recipes.fusion import finetune_fusion, parse_modalities
+from tubelet.recipes.retrieval import finetune_retrieval
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
@@ -30,6 +31,8 @@ from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, parse_freeze, warmup_cosine
 
 log = logging.getLogger("tubelet.finetune")
+
+TASKS = ("classification", "retrieval")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class FinetuneConfig:
     modalities: str = "video"  # comma-separated: video, audio; video,audio trains one early-fusion model
     ablate: bool = True  # with several modalities, also train each alone (same budget) and report all arms
     allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
+    task: str = "classification"  # classification, or retrieval: video and text towers on (clip, caption) pairs
+    tokenizer: str | None = None  # retrieval: tokenizer dir, tokenizer.json or hub id; none trains one on captions
 
     def validate(self) -> None:
         if not self.data:
@@ -103,6 +108,8 @@ class FinetuneConfig:
             raise ConfigError(f"metric: expected accuracy or macro_f1, got {self.metric!r}")
         if self.clip_seconds <= 0:
             raise ConfigError(f"clip_seconds: must be positive, got {self.clip_seconds}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task: expected one of {', '.join(TASKS)}, got {self.task!r}")
         parse_freeze(self.freeze)
         parse_modalities(self.modalities)
 
@@ -110,6 +117,8 @@ class FinetuneConfig:
 def finetune(cfg: FinetuneConfig) -> dict:
     """Run fine-tuning; returns a summary with the best validation metrics and the checkpoint paths."""
     cfg.validate()
+    if cfg.task == "retrieval":  # two towers on (clip, caption) pairs: `tubelet.recipes.retrieval`
+        return finetune_retrieval(cfg)
     if parse_modalities(cfg.modalities) != ("video",):  # audio, or video with audio: `tubelet.recipes.fusion`
         return finetune_fusion(cfg)
     out = Path(cfg.out)

@@ -1,0 +1,119 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tubelet.data.text import encode, train_tokenizer
+from tubelet.data.transforms import Preprocessing
+from tubelet.models.registry import model_config
+from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
+from tubelet.particles.pack import pack
+from tubelet.particles.tokenize import tokenize
+from tubelet.recipes.retrieval import LoadedRetrieval, caption_batch, load_retrieval, save_retrieval
+from tubelet.tasks.retrieval import info_nce, recall_at_k, retrieval_metrics
+
+CAPTIONS = ["a red disc moves left", "a blue square stays still while a low tone plays", "something beeps"]
+
+
+def _model(vocab_size: int = 40) -> RetrievalModel:
+    torch.manual_seed(0)
+    video = model_config("test", tubelet=(2, 8, 8))
+    return RetrievalModel(video, RetrievalConfig(vocab_size=vocab_size, text_dim=32, text_depth=1, text_heads=2,
+                                                 embed_dim=16))  # fmt: skip
+
+
+def _video_batch(clips: int = 2):
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for c in range(clips):
+        frames = torch.randint(0, 256, (4, 16 + 8 * c, 16, 3), generator=gen, dtype=torch.uint8).numpy()
+        out.append(tokenize(frames, timestamps=np.arange(4) / 8.0, tubelet=(2, 8, 8), prune_threshold=0.0))
+    return pack(out)
+
+
+def test_info_nce_is_lower_for_matched_than_shuffled_pairs():
+    gen = torch.Generator().manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=-1)
+    text = torch.nn.functional.normalize(video + 0.1 * torch.randn(8, 16, generator=gen), dim=-1)
+    shuffled = text[torch.roll(torch.arange(8), 1)]
+    matched, wrong = info_nce(video, text, 10.0), info_nce(video, shuffled, 10.0)
+    assert matched < 0.1 < math.log(8) < wrong
+
+
+def test_info_nce_counts_equal_captions_as_positives():
+    gen = torch.Generator().manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(4, 16, generator=gen), dim=-1)
+    text = video.clone()
+    swapped = text[[1, 0, 2, 3]]  # clips 0 and 1 share a caption: swapping their texts changes nothing
+    groups = torch.tensor([0, 0, 1, 2])
+    same = info_nce(video, text, 10.0, groups=groups)
+    assert torch.allclose(same, info_nce(video, swapped, 10.0, groups=groups))
+    assert not torch.allclose(info_nce(video, text, 10.0), info_nce(video, swapped, 10.0))  # without groups it does
+
+
+def test_text_tower_attends_within_each_caption_and_reads_word_order():
+    tokenizer = train_tokenizer(CAPTIONS)
+    model = _model(tokenizer.get_vocab_size()).eval()
+    ids = [encode(tokenizer, c) for c in CAPTIONS]
+    assert len({len(i) for i in ids}) == 3  # variable lengths, packed with no padding
+    with torch.no_grad():
+        together = model.encode_text(caption_batch(ids))  # (3, E)
+        alone = torch.cat([model.encode_text(caption_batch([i])) for i in ids])
+        reordered = model.encode_text(caption_batch([[ids[0][0], *ids[0][:0:-1]]]))  # words reversed after [CLS]
+    assert together.shape == (3, 16)
+    assert torch.allclose(together, alone, atol=1e-5)  # a longer caption in the batch changes no other caption
+    assert torch.allclose(together.norm(dim=-1), torch.ones(3))
+    assert not torch.allclose(reordered[0], alone[0], atol=1e-3)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = _model()
+    video, text = model(_video_batch(), caption_batch([[2, 5, 6], [2, 7]]))
+    info_nce(video, text, model.scale()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
+    tokenizer = train_tokenizer(CAPTIONS)
+    model = _model(tokenizer.get_vocab_size()).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(3.0)
+    pre = Preprocessing(tubelet=(2, 8, 8), size=16)
+    save_retrieval(tmp_path / "ckpt", LoadedRetrieval(model, pre, tokenizer))
+    loaded = load_retrieval(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "tokenizer.json").is_file()
+    assert loaded.tokenizer.encode(CAPTIONS[0]).ids == tokenizer.encode(CAPTIONS[0]).ids
+    assert loaded.preprocessing == pre and loaded.model.logit_scale.item() == 3.0
+    ids = [encode(tokenizer, c) for c in CAPTIONS]
+    video = _video_batch()
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(caption_batch(ids)), loaded.model.encode_text(caption_batch(ids)))
+        assert torch.equal(model.encode_video(video), loaded.model.encode_video(video))
+
+
+def test_recall_at_k_on_a_hand_made_similarity_matrix():
+    similarity = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.0],  # query 0: its item ranked 1st
+            [0.8, 0.1, 0.7, 0.6],  # query 1: its item (1) ranked 4th
+            [0.5, 0.9, 0.6, 0.0],  # query 2: its item (2) ranked 2nd
+            [0.1, 0.2, 0.3, 0.0],  # query 3: its item (3) ranked 4th
+        ]
+    )
+    got = recall_at_k(similarity, np.eye(4, dtype=bool), ks=(1, 2, 3, 10))
+    assert got == {"R@1": 0.25, "R@2": 0.5, "R@3": 0.5, "R@10": 1.0}
+    relevant = np.eye(4, dtype=bool)
+    relevant[1, 0] = True  # another item answers query 1 too: now found at rank 1
+    assert recall_at_k(similarity, relevant, ks=(1,))["R@1"] == 0.5
+
+
+def test_retrieval_metrics_count_an_equal_caption_as_a_hit():
+    video = np.eye(3, dtype=np.float32)
+    text = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)  # clips 0 and 1 swapped their texts
+    metrics = retrieval_metrics(video, text, ["a cat", "A  cat", "a dog"])  # 0 and 1: the same caption
+    assert metrics["video_to_text"]["R@1"] == 1.0 and metrics["text_to_video"]["R@1"] == 1.0
+    assert metrics["instance"]["video_to_text"]["R@1"] == pytest.approx(1 / 3)
+    assert metrics["num_captions"] == 2 and metrics["mean_recall"] == 1.0

@@ -1,0 +1,104 @@
+import csv
+import json
+import re
+import shutil
+
+import pytest
+
+from tubelet.cli import main
+from tubelet.data.manifest import load_dataset
+from tubelet.data.sample_av import generate_av
+from tubelet.errors import DataError
+from tubelet.recipes.retrieval import load_retrieval, read_captions
+
+FAST = [
+    "--model", "test", "--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1",
+    "--batch-particles", "2000", "--workers", "0", "--epochs", "2", "--lr", "3e-3",
+]  # fmt: skip
+LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")
+
+
+@pytest.fixture(scope="module")
+def av_data(tmp_path_factory):
+    """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test (clip, caption) pairs."""
+    out = tmp_path_factory.mktemp("retrieval") / "data"
+    generate_av(out, seed=3, clips_per_class=3, workers=1)
+    return out
+
+
+def test_train_index_and_search_end_to_end(av_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--task", "retrieval", "--data", str(av_data), "--out", str(run), *FAST]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] >= 2 and summary["best_val_mean_recall"] is not None
+    report = json.loads((run / "report/report.json").read_text())
+    for direction in ("video_to_text", "text_to_video"):
+        assert set(report[direction]) == {"R@1", "R@5", "R@10"}
+        assert all(0.0 <= v <= 1.0 for v in report[direction].values())
+        assert report[direction]["R@10"] == 1.0  # 6 test pairs: every item is in the top 10
+    assert report["num_pairs"] == 6
+    assert load_retrieval(run / "best").model.config.vocab_size > 10
+
+    # a folder of two videos and one file that is not a video: indexed with the file reported and skipped
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("left_beep/left_beep_000.mp4", "static_low/static_low_001.mp4"):
+        shutil.copy(av_data / name, folder / name.split("/")[1])
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    index = tmp_path / "index"
+    args = ["index", "--checkpoint", str(run / "best"), str(folder), "--out", str(index), "--stride-seconds", "0.5"]
+    assert main([*args, "--json"]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built["files"] == 2 and built["windows"] >= 4  # clips of 1.5-2.5 s, 1 s windows every 0.5 s
+    assert [s["path"] for s in built["skipped"]] == [str(folder / "broken.mp4")]
+    meta = json.loads((index / "index.json").read_text())
+    assert meta["window_seconds"] == 1.0 and meta["stride_seconds"] == 0.5
+
+    assert main(["search", str(index), "a red disc moves left while something beeps", "--topk", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    scores = [float(m.group(4)) for m in parsed]
+    assert scores == sorted(scores, reverse=True)
+    for m in parsed:
+        start, end = float(m.group(2)), float(m.group(3))
+        assert m.group(1).startswith(str(folder)) and 0.0 <= start < end and end - start == pytest.approx(1.0, abs=0.01)
+
+    assert main(["search", str(index), "zebra quokka", "--topk", "50", "--json"]) == 0  # unseen words
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == built["windows"] and [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+
+    assert main(["search", str(index), "   "]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "query" in err and "empty" in err
+
+
+def test_search_of_a_folder_that_is_not_an_index_is_one_line(tmp_path, capsys):
+    assert main(["search", str(tmp_path), "a red disc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not an index" in err
+
+
+def test_missing_caption_column_and_empty_caption_name_the_file(av_data, tmp_path):
+    data = load_dataset(av_data, split="val", require_labels=False)
+    assert len(read_captions(av_data, "val", data)) == len(data)
+    rows = list(csv.DictReader(open(av_data / "val.csv")))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for label in {r["label"] for r in rows}:
+        (copy / label).symlink_to(av_data / label)
+    with open(copy / "val.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label"])
+        writer.writeheader()
+        writer.writerows({"path": r["path"], "label": r["label"]} for r in rows)
+    copied = load_dataset(copy, split="val", require_labels=False)
+    with pytest.raises(DataError, match=r"val\.csv: no 'caption' column"):
+        read_captions(copy, "val", copied)
+    with open(copy / "val.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "caption"])
+        writer.writeheader()
+        writer.writerows({"path": r["path"], "label": r["label"], "caption": "" if i == 1 else r["caption"]}
+                         for i, r in enumerate(rows))  # fmt: skip
+    with pytest.raises(DataError, match=r"val\.csv:3: field 'caption' is empty"):
+        read_captions(copy, "val", copied)
