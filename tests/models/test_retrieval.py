@@ -67,6 +67,20 @@ def test_text_tower_attends_within_each_caption_and_reads_word_order():
     assert not torch.allclose(reordered[0], alone[0], atol=1e-3)
 
 
+def test_different_captions_are_told_apart_before_any_training():
+    """At init the words must outweigh the positions, or every caption pools to one vector and InfoNCE stalls."""
+    from tubelet.models.retrieval import TextTower
+
+    captions = ["a red disc moves left", "a blue square moves right", "a green disc stays still"]  # equal lengths
+    tokenizer = train_tokenizer(captions)
+    torch.manual_seed(0)
+    tower = TextTower(tokenizer.get_vocab_size(), 128, depth=1, heads=4).eval()  # micro's width
+    with torch.no_grad():
+        pooled = torch.nn.functional.normalize(tower(caption_batch([encode(tokenizer, c) for c in captions])))
+    cosines = (pooled @ pooled.T)[~torch.eye(3, dtype=torch.bool)]
+    assert cosines.max() < 0.97, cosines
+
+
 def test_every_parameter_gets_a_gradient():
     model = _model()
     video, text = model(_video_batch(), caption_batch([[2, 5, 6], [2, 7]]))
