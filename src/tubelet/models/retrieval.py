@@ -27,8 +27,8 @@ from tubelet.particles.structure import PackedParticles
 from tubelet.typed import from_dict
 
 MODEL_TYPE = "tubelet-retrieval"
-MAX_LOGIT_SCALE = math.log(100.0)
-POSITION_SCALE = 0.02  # the sin-cos token positions, scaled to the token embeddings' init std  # CLIP's clamp: the temperature never drops below 0.01
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: the temperature never drops below 0.01
+POSITION_SCALE = 0.02  # the sin-cos token positions, scaled to the token embeddings' init std
 
 
 @dataclass(frozen=True)
