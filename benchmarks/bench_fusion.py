@@ -32,8 +32,11 @@ ARMS = ("video", "audio", "video+audio")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips-per-class", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--clips-per-class", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--batch-particles", type=int, default=512, help="particle budget per batch (512: ~7 clips, ~12 steps/epoch)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--model", default="micro")
     parser.add_argument("--quick", action="store_true", help="5 clips per class, 2 epochs, test model (smoke run)")
@@ -49,7 +52,7 @@ def main() -> None:
         max_long_side=64,
         sample_fps=8.0,
         clip_seconds=1.5,
-        batch_particles=2048,
+        batch_particles=args.batch_particles,
         lr=2e-3,
         warmup_epochs=1.0,
         crop_scale_min=0.8,

@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tubelet.explain.methods import Explanation
 from tubelet.io import write_contact_sheet, write_gif, write_video
@@ -54,13 +55,23 @@ def enlarge(frames: np.ndarray) -> np.ndarray:
 
 
 def heatmap_frames(frames: np.ndarray, explanation: Explanation) -> np.ndarray:
-    """(T, H, W, 3) uint8 overlay of the normalised positive scores on the model's frames, enlarged for viewing."""
-    heat = normalise(score_volume(explanation))
+    """(T, H, W, 3) uint8 overlay of the normalised positive scores on `frames`, enlarged when small.
+
+    `frames` are the model's frames or the same frames at the source resolution: the heat is scaled to their size
+    (nearest, so each particle's cell stays a sharp rectangle).
+    """
+    heat = normalise(score_volume(explanation))  # (T, h, w) at the model's resolution
+    if heat.shape[1:] != frames.shape[1:3]:
+        scaled = torch.nn.functional.interpolate(torch.from_numpy(heat)[:, None], size=frames.shape[1:3])
+        heat = scaled[:, 0].numpy()
     return enlarge(overlay(frames, heat))
 
 
 def write_heatmap_video(folder: Path, frames: np.ndarray, times: np.ndarray, explanation: Explanation) -> dict:
-    """``heatmap.mp4``, ``heatmap.gif`` and a ``heatmap.png`` contact sheet; times are the frames' seconds."""
+    """``heatmap.mp4``, ``heatmap.gif`` and a ``heatmap.png`` contact sheet; times are the frames' seconds.
+
+    `frames`: (T, H, W, 3) uint8, the frames the model saw, at the model's or at the source resolution.
+    """
     shown = heatmap_frames(frames, explanation)
     side = np.concatenate([enlarge(frames), np.full((*shown.shape[:2], 4, 3), 255, np.uint8), shown], axis=2)
     side = enlarge(side) if side.shape[2] % 2 else side

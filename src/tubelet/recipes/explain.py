@@ -101,7 +101,10 @@ def explain(
     }
     if pictures:
         video_times = clip["times"]
-        result["files"].update(write_heatmap_video(out, clip["frames"], video_times, explanation))
+        # The overlay goes on the source-resolution frames at the same times (the model saw them resized).
+        source = decode(path, start=clip["start"], end=clip["end"], fps=pre.sample_fps)
+        shown = source.frames if len(source.frames) == len(clip["frames"]) else clip["frames"]
+        result["files"].update(write_heatmap_video(out, shown, video_times, explanation))
         timeline = plot_timeline(
             out / "timeline.png", explanation, video_times, label=labels[index], top=result["top_particles"]
         )
