@@ -68,7 +68,9 @@ class VideoDataset:
         return counts
 
 
-def read_samples(source: str | os.PathLike, *, split: str | None = None) -> tuple[list[Sample], list[str]]:
+def read_samples(
+    source: str | os.PathLike, *, split: str | None = None, label_column: str = "label"
+) -> tuple[list[Sample], list[str]]:
     """Samples of a dataset, without opening any video.
 
     Args:
@@ -77,6 +79,8 @@ def read_samples(source: str | os.PathLike, *, split: str | None = None) -> tupl
             unlabeled videos.
         split: ``train``, ``val``, ``test``... Required to pick a split's manifest or folder; with None a
             directory's class folders (or loose files) are read whole.
+        label_column: the manifest column holding the label (``sentiment``, ``emotion``...); class folders
+            ignore it.
 
     Returns:
         The samples and the declared class names (class folders count even when empty).
@@ -88,12 +92,12 @@ def read_samples(source: str | os.PathLike, *, split: str | None = None) -> tupl
     if not source.exists():
         raise DataError(f"{source}: no such file or directory")
     if source.is_file():
-        samples = read_manifest(source)
+        samples = read_manifest(source, label_column=label_column)
         return samples, sorted({s.label for s in samples if s.label is not None})
     if split is not None:
         for suffix in MANIFEST_SUFFIXES:
             if (source / f"{split}{suffix}").is_file():
-                return read_samples(source / f"{split}{suffix}")
+                return read_samples(source / f"{split}{suffix}", label_column=label_column)
         if (source / split).is_dir():
             return read_samples(source / split)
         raise DataError(f"{source}: no '{split}' split (expected {split}.csv, {split}.jsonl or a {split}/ folder)")
@@ -116,18 +120,37 @@ def _read_folders(root: Path) -> tuple[list[Sample], list[str]]:
     return samples, [d.name for d in class_dirs]
 
 
-def read_manifest(path: str | os.PathLike) -> list[Sample]:
+def read_manifest(path: str | os.PathLike, *, label_column: str = "label") -> list[Sample]:
     """Read a CSV (header ``path,label[,start,end]``) or JSONL manifest; relative paths are taken from its folder.
+
+    Args:
+        label_column: the column holding the label. The default ``label`` may be absent (unlabeled footage);
+            any other name was asked for, so a manifest without it is an error.
 
     Raises:
         DataError: naming the file, row and field when a row is malformed.
     """
     path = Path(path)
+    rows = manifest_rows(path, required=("path",) if label_column == "label" else ("path", label_column))
+    return [_sample_from_row(path, line, row, label_column) for line, row in rows]
+
+
+def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path",)) -> list[tuple[int, dict]]:
+    """The rows of a CSV or JSONL manifest, each with its line number (for error messages).
+
+    Args:
+        required: columns every row must have (a CSV's header, each JSONL object's keys).
+
+    Raises:
+        DataError: one line naming the file (and line) and the missing field, or a malformed file.
+    """
+    path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames is None or "path" not in reader.fieldnames:
-                raise DataError(f"{path}: manifest has no 'path' column (header: {reader.fieldnames})")
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: manifest has no '{missing[0]}' column (header: {reader.fieldnames})")
             rows = [(i + 2, row) for i, row in enumerate(reader)]
     elif path.suffix.lower() == ".jsonl":
         rows = []
@@ -142,12 +165,16 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{i}: each line must be a JSON object")
                 rows.append((i, row))
+        for line, row in rows:
+            missing = [c for c in required if c not in row]
+            if missing:
+                raise DataError(f"{path}:{line}: no '{missing[0]}' field")
     else:
         raise DataError(f"{path}: unknown manifest format (use .csv or .jsonl)")
-    return [_sample_from_row(path, line, row) for line, row in rows]
+    return rows
 
 
-def _sample_from_row(manifest: Path, line: int, row: dict) -> Sample:
+def _sample_from_row(manifest: Path, line: int, row: dict, label_column: str = "label") -> Sample:
     where = f"{manifest}:{line}"
     if None in row:  # csv.DictReader puts surplus cells under the key None
         raise DataError(f"{where}: more cells than header columns")
@@ -157,8 +184,10 @@ def _sample_from_row(manifest: Path, line: int, row: dict) -> Sample:
     video = Path(str(raw))
     if not video.is_absolute():
         video = manifest.parent / video
-    label = row.get("label")
+    label = row.get(label_column)
     label = str(label).strip() if label not in (None, "") else None
+    if label is None and label_column != "label":
+        raise DataError(f"{where}: field '{label_column}' is empty")
     times = {}
     for key in ("start", "end"):
         value = row.get(key)
@@ -179,6 +208,7 @@ def load_dataset(
     *,
     split: str | None = None,
     require_labels: bool = True,
+    label_column: str = "label",
     workers: int = 4,
 ) -> VideoDataset:
     """Read a dataset and probe every file once; unreadable files are logged and skipped.
@@ -186,16 +216,19 @@ def load_dataset(
     Args:
         source, split: as in `read_samples`.
         require_labels: every sample must have a label, and every class at least one usable clip.
+        label_column: the manifest column holding the label (see `read_manifest`).
         workers: threads probing files in parallel (FFmpeg releases the GIL while demuxing).
 
     Raises:
         DataError: no usable video, unlabeled samples where labels are required, or a class with no usable clip.
     """
-    samples, declared = read_samples(source, split=split)
+    samples, declared = read_samples(source, split=split, label_column=label_column)
     if require_labels:
         unlabeled = [s for s in samples if s.label is None]
         if unlabeled:
-            raise DataError(f"{unlabeled[0].path}: field 'label' is missing ({len(unlabeled)} unlabeled samples)")
+            raise DataError(
+                f"{unlabeled[0].path}: field '{label_column}' is missing ({len(unlabeled)} unlabeled samples)"
+            )
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(try_probe, [s.path for s in samples]))
     good, infos, skipped = [], [], []

@@ -21,6 +21,7 @@ from tubelet.models.registry import model_names
 from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model
 from tubelet.recipes.fusion import finetune_fusion, parse_modalities
 from tubelet.recipes.retrieval import finetune_retrieval
+from tubelet.recipes.vqa import finetune_vqa
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
@@ -32,7 +33,7 @@ from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, par
 
 log = logging.getLogger("tubelet.finetune")
 
-TASKS = ("classification", "retrieval")
+TASKS = ("classification", "retrieval", "vqa")
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,9 @@ class FinetuneConfig:
     modalities: str = "video"  # comma-separated: video, audio; video,audio trains one early-fusion model
     ablate: bool = True  # with several modalities, also train each alone (same budget) and report all arms
     allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
-    task: str = "classification"  # classification, or retrieval: video and text towers on (clip, caption) pairs
-    tokenizer: str | None = None  # retrieval: tokenizer dir, tokenizer.json or hub id; none trains one on captions
+    task: str = "classification"  # classification; retrieval: (clip, caption) pairs; vqa: qa_{split}.csv answers
+    tokenizer: str | None = None  # retrieval, vqa: tokenizer dir, tokenizer.json or hub id; none trains one
+    label_column: str = "label"  # classification: the manifest column holding the class (e.g. sentiment)
 
     def validate(self) -> None:
         if not self.data:
@@ -119,6 +121,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     cfg.validate()
     if cfg.task == "retrieval":  # two towers on (clip, caption) pairs: `tubelet.recipes.retrieval`
         return finetune_retrieval(cfg)
+    if cfg.task == "vqa":  # (clip, question) -> answer class with one fusion model: `tubelet.recipes.vqa`
+        return finetune_vqa(cfg)
     if parse_modalities(cfg.modalities) != ("video",):  # audio, or video with audio: `tubelet.recipes.fusion`
         return finetune_fusion(cfg)
     out = Path(cfg.out)
@@ -127,7 +131,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = resolve_device(cfg.device)
 
     # --- data ------------------------------------------------------------------------------------------
-    train_data = load_dataset(cfg.data, split=cfg.train_split)
+    train_data = load_dataset(cfg.data, split=cfg.train_split, label_column=cfg.label_column)
     val_data = _load_val(cfg, train_data.labels)
     labels = train_data.labels
 
@@ -315,7 +319,7 @@ def _load_val(cfg: FinetuneConfig, labels: list[str]) -> VideoDataset | None:
     if not cfg.val_split or cfg.val_split == "none" or Path(cfg.data).is_file():
         return None
     try:
-        val = load_dataset(cfg.data, split=cfg.val_split)
+        val = load_dataset(cfg.data, split=cfg.val_split, label_column=cfg.label_column)
     except DataError as exc:
         if f"no '{cfg.val_split}' split" in str(exc):
             log.warning("%s; training without validation", exc)

@@ -10,7 +10,11 @@ modality alone, with the same data, seed, schedule and budget; then every arm is
                                           {arm: {accuracy, macro_f1, per_class}} for every arm
     RUN/summary.json                      training summaries and the ablation table
 
-Read top to bottom: data -> per arm (model -> optimizer -> loop -> checkpoints) -> test report.
+The class is the manifest's ``label`` column, or any other with ``label_column`` (``--label-column sentiment``):
+sentiment or affect recognition is this same head over fused features with the label set the data gives. The
+AV sample data has no real affect; its tests relabel its clips with a made-up ``sentiment`` column.
+
+Read top to bottom: data -> per arm (model -> optimizer -> loop (`train_arm`) -> checkpoints) -> test report.
 Not supported here (a `ConfigError` says so): peft, freeze, resume.
 """
 
@@ -19,13 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from tubelet import __version__
 from tubelet.data.manifest import VideoDataset, load_dataset
+from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.fusion import MODEL_TYPE, FusionConfig, FusionModel
@@ -54,7 +61,7 @@ from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 
 log = logging.getLogger("tubelet.fusion")
 
-READABLE = ("video", "audio")  # modalities a video file gives (text comes from captions: not wired here yet)
+READABLE = ("video", "audio")  # modalities a video file gives (text: the questions of `tubelet.recipes.vqa`)
 
 
 def parse_modalities(text: str) -> tuple[str, ...]:
@@ -70,12 +77,13 @@ def parse_modalities(text: str) -> tuple[str, ...]:
 
 @dataclass
 class LoadedFusion:
-    """A fusion checkpoint: the model, the preprocessing of both modalities, the labels."""
+    """A fusion checkpoint: the model, the preprocessing of each modality, the labels, the tokenizer (text only)."""
 
     model: FusionModel
     preprocessing: Preprocessing
     audio: AudioPreprocessing
     labels: list[str] | None
+    tokenizer: Tokenizer | None = None
 
 
 def fusion_checkpoint_config(model: FusionModel, pre: Preprocessing, audio: AudioPreprocessing) -> dict:
@@ -111,7 +119,10 @@ def load_fusion(directory: str | Path, **runtime) -> LoadedFusion:
         raise ConfigError(f"{directory}/config.json: {exc}") from exc
     model = FusionModel(fusion)
     checkpoint.load_weights(model, directory)
-    return LoadedFusion(model, pre, audio, checkpoint.load_labels(directory))
+    tokenizer = load_tokenizer(directory) if (directory / TOKENIZER_FILE).is_file() else None
+    if "text" in fusion.modalities and tokenizer is None:
+        raise ConfigError(f"{directory}: the model reads text but the checkpoint has no {TOKENIZER_FILE}")
+    return LoadedFusion(model, pre, audio, checkpoint.load_labels(directory), tokenizer)
 
 
 def finetune_fusion(cfg) -> dict:
@@ -132,7 +143,7 @@ def finetune_fusion(cfg) -> dict:
     # --- data ------------------------------------------------------------------------------------------
     from tubelet.recipes.finetune import _load_val  # the same split handling as video fine-tuning
 
-    train_data = load_dataset(cfg.data, split=cfg.train_split)
+    train_data = load_dataset(cfg.data, split=cfg.train_split, label_column=cfg.label_column)
     val_data = _load_val(cfg, train_data.labels)
     if "audio" in modalities:
         for data in (train_data, val_data):
@@ -147,7 +158,24 @@ def finetune_fusion(cfg) -> dict:
     summaries = {}
     for arm, (mods, arm_out) in arms.items():
         log.info("training arm %s (%s)", arm, ", ".join(mods))
-        summaries[arm] = _train_arm(cfg, mods, arm_out, train_data, val_data, labels, audio)
+
+        def train_set(pre: Preprocessing, augment: Augment, mods=mods) -> AVClipDataset:
+            return AVClipDataset(train_data, pre, audio, modalities=mods, augment=augment, seed=cfg.seed)
+
+        def validate(loaded: LoadedFusion) -> dict:
+            return evaluate_fusion(
+                loaded,
+                val_data,
+                views=cfg.eval_views,
+                budget=cfg.batch_particles,
+                device=resolve_device(cfg.device),
+                precision=cfg.precision,
+                workers=cfg.workers,
+            )
+
+        summaries[arm] = train_arm(
+            cfg, mods, arm_out, train_set, labels, audio, validate=validate if val_data is not None else None
+        )
 
     result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last"), "arms": summaries}
     test = _test_split(cfg, labels)
@@ -199,7 +227,7 @@ def _test_split(cfg, labels: list[str]) -> VideoDataset | None:
     if Path(cfg.data).is_file():
         return None
     try:
-        test = load_dataset(cfg.data, split="test")
+        test = load_dataset(cfg.data, split="test", label_column=cfg.label_column)
     except DataError as exc:
         log.warning("%s; no test report", exc)
         return None
@@ -210,8 +238,13 @@ def _test_split(cfg, labels: list[str]) -> VideoDataset | None:
     return test
 
 
-def build_fusion(cfg, modalities: tuple[str, ...], labels: list[str]) -> tuple[FusionModel, Preprocessing | None]:
-    """A fresh model of a registered size, or a fusion checkpoint's (and its preprocessing), head reset if needed."""
+def build_fusion(
+    cfg, modalities: tuple[str, ...], labels: list[str], *, vocab_size: int = 0
+) -> tuple[FusionModel, Preprocessing | None]:
+    """A fresh model of a registered size, or a fusion checkpoint's (and its preprocessing), head reset if needed.
+
+    `vocab_size` is the tokenizer's, for a model that reads text.
+    """
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
     if Path(cfg.model).is_dir():
         loaded = load_fusion(cfg.model, **runtime)
@@ -238,23 +271,48 @@ def build_fusion(cfg, modalities: tuple[str, ...], labels: list[str]) -> tuple[F
         tubelet=tubelet,
         num_classes=len(labels),
         audio_bands=AudioPreprocessing().bands,
+        vocab_size=vocab_size,
         **runtime,
     )
     return FusionModel(fusion), None
 
 
-def _train_arm(cfg, modalities, out: Path, train_data, val_data, labels, audio) -> dict:
+def train_arm(
+    cfg,
+    modalities: tuple[str, ...],
+    out: Path,
+    train_set_for: Callable[[Preprocessing, Augment], AVClipDataset],
+    labels: list[str],
+    audio: AudioPreprocessing,
+    *,
+    validate: Callable[[LoadedFusion], dict] | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> dict:
+    """Train one `FusionModel` reading `modalities` as a classifier over `labels`; ``out/best``, ``out/last``.
+
+    Shared by the recipes that train a fusion model (audio-visual classification here, question answering in
+    `tubelet.recipes.vqa`); they differ only in what an item is, so they pass it in.
+
+    Args:
+        cfg: a `FinetuneConfig` (schedule, budget, seed, model spec).
+        train_set_for: the training dataset for the run's preprocessing and augmentation; its items' labels
+            index `labels`.
+        validate: metrics (``accuracy``, ``macro_f1``) of a model on the validation split, or None for no
+            validation (the last weights are then the best).
+        tokenizer: saved beside every checkpoint (``tokenizer.json``) when the model reads text.
+    """
     from tubelet.recipes.finetune import preprocessing_for
 
     seed_everything(cfg.seed)  # every arm starts from the same seed: equal budget, same batches
     device = resolve_device(cfg.device)
-    model, base = build_fusion(cfg, modalities, labels)
+    vocab_size = tokenizer.get_vocab_size() if tokenizer is not None else 0
+    model, base = build_fusion(cfg, modalities, labels, vocab_size=vocab_size)
     model = model.to(device)
     pre = preprocessing_for(cfg, LoadedModel(model, base, labels, cfg.model))
     groups = param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index)
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
-    train_set = AVClipDataset(train_data, pre, audio, modalities=modalities, augment=augment, seed=cfg.seed)
+    train_set = train_set_for(pre, augment)
     estimates = train_set.estimates()
 
     def epoch_batches(epoch: int) -> list[list[int]]:
@@ -279,6 +337,8 @@ def _train_arm(cfg, modalities, out: Path, train_data, val_data, labels, audio) 
             labels=labels,
             training_args={**to_dict(cfg), "arm_modalities": list(modalities)},
         )
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, out / name)
 
     # --- loop ------------------------------------------------------------------------------------------
     for epoch in range(cfg.epochs):
@@ -321,17 +381,8 @@ def _train_arm(cfg, modalities, out: Path, train_data, val_data, labels, audio) 
             "train_loss": round(loss_sum / seen, 5),
             "clips_per_s": round(seen / max(time.perf_counter() - started, 1e-9), 2),
         }
-        if val_data is not None:
-            loaded = LoadedFusion(model, pre, audio, labels)
-            metrics = evaluate_fusion(
-                loaded,
-                val_data,
-                views=cfg.eval_views,
-                budget=cfg.batch_particles,
-                device=device,
-                precision=cfg.precision,
-                workers=cfg.workers,
-            )
+        if validate is not None:
+            metrics = validate(LoadedFusion(model, pre, audio, labels, tokenizer))
             summary.update(val_accuracy=round(metrics["accuracy"], 4), val_macro_f1=round(metrics["macro_f1"], 4))
             metrics_log.write("val", step, accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], epoch=epoch + 1)
             if stopper.update(metrics[cfg.metric]):
@@ -339,7 +390,7 @@ def _train_arm(cfg, modalities, out: Path, train_data, val_data, labels, audio) 
                 (out / "best" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         save("last")
         print(json.dumps(summary), flush=True)
-    if val_data is None:
+    if validate is None:
         save("best")
     metrics_log.close()
     return {"out": str(out), "steps": step, f"best_val_{cfg.metric}": stopper.best, "skipped": skipped}

@@ -1,0 +1,372 @@
+"""Video question answering as answer classification (``tubelet finetune --task vqa``).
+
+`finetune` hands a run here when ``task`` is ``vqa``. An example is (a window of a clip, a question) and its class
+is the answer: the answer vocabulary is the distinct answers of the TRAIN question manifest, saved as the
+checkpoint's ``labels.json``. A val or test question whose answer is not in it can never be answered right: it is
+scored as wrong (and counted under ``unknown_answers``), never an error.
+
+Data: ``DATA/qa_{split}.csv`` (or ``.jsonl``) with columns ``path,question,answer[,question_type]`` (one row per
+question; ``tubelet sample-data --multimodal`` writes them). ``path`` is relative to the manifest's folder.
+
+Model: one `FusionModel` (`tubelet.recipes.fusion`) reading the clip's video (and audio, with
+``--modalities video,audio``) particles AND the question's text particles in one sequence per example. A question
+is asked about the whole window, so its tokens all take the window's centre as their time (seconds from the
+window's start, the origin of the clip's own particles); their order is the token position ``ti``. The tokenizer
+is a WordPiece trained on the train questions (`tubelet.data.text.train_tokenizer`) unless ``--tokenizer`` names
+one; it is saved beside every checkpoint as ``tokenizer.json``. A word it never saw splits into known pieces, an
+unseen character becomes ``[UNK]``.
+
+With ``ablate`` (the default) the same budget also trains a question-only arm (text particles alone): the answers of
+a balanced set ("left" or "right"?) cannot be guessed from the question, so the gap between the arms is what the
+model takes from the clip.
+
+    RUN/best, RUN/last                        the clip + question model (fusion checkpoints with tokenizer.json)
+    RUN/ablation/question-only/{best,last}    the question-only arm
+    RUN/report/report.json, report.md         test accuracy overall and per question_type, for every arm
+    RUN/summary.json                          training summaries
+
+Not supported here (a `ConfigError` says so): peft, freeze, resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from tubelet.data.manifest import MANIFEST_SUFFIXES, Sample, VideoDataset, manifest_rows, try_probe
+from tubelet.data.text import TOKENIZER_FILE, encode, load_tokenizer, train_tokenizer
+from tubelet.data.transforms import Augment, Preprocessing
+from tubelet.errors import ConfigError, DataError
+from tubelet.particles.text import tokenize_text
+from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
+from tubelet.tasks.classification import classification_metrics
+from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
+from tubelet.train.config import to_dict
+from tubelet.train.dataset import Item
+from tubelet.train.loop import mean_over_videos, predict_items, resolve_device, view_windows
+
+log = logging.getLogger("tubelet.vqa")
+
+QUESTION, ANSWER, QUESTION_TYPE = "question", "answer", "question_type"
+QUESTION_ONLY = "question-only"
+UNTYPED = "all"  # the question_type of rows of a manifest without that column
+
+
+@dataclass
+class QAData:
+    """The questions of one split, one sample per question.
+
+    Attributes:
+        data: one `Sample` per question (its clip, label = its answer) whose clip probed cleanly; ``labels`` is
+            the answer vocabulary (the train split's, for every split).
+        questions, types: the question text and ``question_type`` of each sample.
+        token_ids: each question's token ids (set by `tokenize_questions`).
+        manifest: the file they came from.
+    """
+
+    data: VideoDataset
+    questions: list[str]
+    types: list[str]
+    manifest: Path
+    token_ids: list[list[int]] | None = None
+
+
+def qa_manifest(source: str | Path, split: str) -> Path | None:
+    """``source/qa_{split}.csv`` (or ``.jsonl``), or `source` itself when it is a file and the split is train."""
+    source = Path(source)
+    if source.is_file():
+        return source if split == "train" else None
+    for suffix in MANIFEST_SUFFIXES:
+        if (source / f"qa_{split}{suffix}").is_file():
+            return source / f"qa_{split}{suffix}"
+    return None
+
+
+def load_qa(manifest: Path, *, answers: list[str] | None = None, workers: int = 4) -> QAData:
+    """Read a question manifest and probe each clip once; questions about unreadable clips are logged and skipped.
+
+    Args:
+        answers: the answer vocabulary (the train split's); None makes it this manifest's distinct answers.
+
+    Raises:
+        DataError: one line naming the file (and line) and field: no ``path``/``question``/``answer`` column, an
+            empty question or answer, or no readable clip.
+    """
+    rows = manifest_rows(manifest, required=("path", QUESTION, ANSWER))
+    entries = []
+    for line, row in rows:
+        for field in ("path", QUESTION, ANSWER):
+            if not str(row.get(field) or "").strip():
+                raise DataError(f"{manifest}:{line}: field '{field}' is empty")
+        video = Path(str(row["path"]))
+        video = video if video.is_absolute() else manifest.parent / video
+        qtype = str(row.get(QUESTION_TYPE) or UNTYPED).strip()
+        entries.append((video, str(row[QUESTION]).strip(), str(row[ANSWER]).strip(), qtype))
+    if not entries:
+        raise DataError(f"{manifest}: no questions")
+    paths = sorted({e[0] for e in entries})
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probed = dict(zip(paths, pool.map(try_probe, paths)))
+    samples, infos, questions, types, skipped = [], [], [], [], []
+    for video, question, answer, qtype in entries:
+        info, reason = probed[video]
+        if info is None:
+            skipped.append((str(video), reason))
+            continue
+        samples.append(Sample(path=video, label=answer))
+        infos.append(info)
+        questions.append(question)
+        types.append(qtype)
+    for path, reason in dict(skipped).items():
+        log.warning("skipping the questions about unreadable video %s", reason or path)
+    if not samples:
+        raise DataError(f"{manifest}: no question's video could be read ({len(skipped)} skipped)")
+    vocabulary = list(answers) if answers is not None else sorted({s.label for s in samples})
+    data = VideoDataset(samples=samples, infos=infos, labels=vocabulary, skipped=skipped, source=str(manifest))
+    return QAData(data, questions, types, manifest)
+
+
+def tokenize_questions(qa: QAData, tokenizer: Tokenizer) -> QAData:
+    """Set ``qa.token_ids``: each question's ids (``[CLS]`` first for a trained tokenizer)."""
+    qa.token_ids = [encode(tokenizer, q, field=QUESTION, source=str(qa.manifest)) for q in qa.questions]
+    return qa
+
+
+class QAClipDataset(AVClipDataset):
+    """`AVClipDataset` over questions: item i is question i's clip window, with the question's text particles.
+
+    Args:
+        qa: the questions (tokenized).
+        modalities: what the model reads, ``text`` included or not: ``video``/``audio`` are decoded from the
+            clip, ``text`` is the question; ``("text",)`` decodes nothing (the question-only arm).
+        pre, audio, augment, seed, windows: as `AVClipDataset` (windows index questions, not files).
+    """
+
+    def __init__(
+        self,
+        qa: QAData,
+        pre: Preprocessing,
+        audio: AudioPreprocessing,
+        *,
+        modalities: tuple[str, ...],
+        augment: Augment | None = None,
+        seed: int = 0,
+        windows: list[tuple[int, float, float]] | None = None,
+    ):
+        media = tuple(m for m in modalities if m != "text")
+        super().__init__(qa.data, pre, audio, modalities=media, augment=augment, seed=seed, windows=windows)
+        if qa.token_ids is None:
+            raise ValueError("tokenize the questions first (tokenize_questions)")
+        self.token_ids = qa.token_ids
+        self.read_text = "text" in modalities
+
+    def _question(self, item: int) -> int:
+        return item if self.windows is None else self.windows[item][0]
+
+    def estimates(self) -> list[int]:
+        base = super().estimates()
+        if not self.read_text:
+            return base
+        return [n + len(self.token_ids[self._question(i)]) for i, n in enumerate(base)]
+
+    def __getitem__(self, index: int) -> Item:
+        item = super().__getitem__(index)
+        if item.particles is not None and self.read_text:
+            start, end = item.window
+            # The question is about the whole window: its tokens sit at the window's centre, in seconds from the
+            # window's start (the origin of the clip's video and audio particles).
+            item.particles["text"] = tokenize_text(self.token_ids[item.sample], time=(end - start) / 2)
+        return item
+
+
+def finetune_vqa(cfg) -> dict:
+    """Train the clip + question model (and, with ``cfg.ablate``, the question-only arm); report on the test split.
+
+    Args:
+        cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``task`` is ``vqa``; ``modalities`` are what is
+            read from the clip (``video``, ``audio`` or both); the question's text is always read.
+    """
+    for name, off in (("peft", "none"), ("freeze", "none"), ("resume", False)):
+        if getattr(cfg, name) != off:
+            raise ConfigError(f"{name}: not supported with --task vqa")
+    media = parse_modalities(cfg.modalities)
+    modalities = (*media, "text")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
+    device = resolve_device(cfg.device)
+
+    # --- data: questions, answer vocabulary, tokenizer ---------------------------------------------------
+    manifest = qa_manifest(cfg.data, cfg.train_split)
+    if manifest is None:
+        raise DataError(f"{cfg.data}: no qa_{cfg.train_split}.csv or .jsonl (columns path,question,answer)")
+    train = load_qa(manifest)
+    answers = train.data.labels
+    if cfg.tokenizer:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    elif is_fusion_checkpoint(cfg.model) and (Path(cfg.model) / TOKENIZER_FILE).is_file():
+        tokenizer = load_tokenizer(cfg.model)  # continuing a VQA model: keep the vocabulary it learned
+    else:
+        tokenizer = train_tokenizer(train.questions)
+    tokenize_questions(train, tokenizer)
+    val = _split(cfg, cfg.val_split, answers, tokenizer) if cfg.val_split not in (None, "none") else None
+    if "audio" in media:
+        for qa in (train, val):
+            if qa is not None:
+                check_audio(qa.data, audio)
+
+    # --- arms: clip + question (RUN/best, RUN/last), then the question alone -------------------------------
+    arms = {"+".join(modalities): (modalities, out)}
+    if cfg.ablate:
+        arms[QUESTION_ONLY] = (("text",), out / "ablation" / QUESTION_ONLY)
+
+    def evaluate(loaded: LoadedFusion, qa: QAData) -> dict:
+        return evaluate_vqa(
+            loaded,
+            qa,
+            views=cfg.eval_views,
+            budget=cfg.batch_particles,
+            device=device,
+            precision=cfg.precision,
+            workers=cfg.workers,
+        )
+
+    summaries = {}
+    for arm, (mods, arm_out) in arms.items():
+        log.info("training arm %s (%s)", arm, ", ".join(mods))
+
+        def train_set(pre: Preprocessing, augment: Augment, mods=mods) -> QAClipDataset:
+            return QAClipDataset(train, pre, audio, modalities=mods, augment=augment, seed=cfg.seed)
+
+        validate = (lambda loaded: evaluate(loaded, val)) if val is not None else None
+        summaries[arm] = train_arm(
+            cfg, mods, arm_out, train_set, answers, audio, validate=validate, tokenizer=tokenizer
+        )
+
+    # --- test report -------------------------------------------------------------------------------------
+    result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last"), "arms": summaries}
+    test = _split(cfg, "test", answers, tokenizer)
+    if test is not None:
+        if "audio" in media:
+            check_audio(test.data, audio)
+        scores = {arm: evaluate(load_fusion(arm_out / "best"), test) for arm, (_, arm_out) in arms.items()}
+        main = next(iter(arms))
+        report = {
+            **scores[main],
+            "checkpoint": str(out / "best"),
+            "data": cfg.data,
+            "split": "test",
+            "modalities": main,
+            "arms": {arm: _summary(m) for arm, m in scores.items()},
+        }
+        result["report"] = str(write_vqa_report(report, out / "report"))
+        result["test"] = {arm: _summary(m) for arm, m in scores.items()}
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _split(cfg, split: str, answers: list[str], tokenizer: Tokenizer) -> QAData | None:
+    """A val or test split's questions, or None (with a warning) when the data has no manifest for it."""
+    manifest = qa_manifest(cfg.data, split)
+    if manifest is None:
+        log.warning("%s: no qa_%s.csv or .jsonl; no %s metrics", cfg.data, split, split)
+        return None
+    return tokenize_questions(load_qa(manifest, answers=answers), tokenizer)
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("accuracy", "macro_f1", "num_questions", "per_question_type")}
+
+
+@torch.no_grad()
+def evaluate_vqa(
+    loaded: LoadedFusion,
+    qa: QAData,
+    *,
+    views: int = 1,
+    budget: int = 8192,
+    device,
+    precision: str = "auto",
+    workers: int = 0,
+) -> dict:
+    """Answer accuracy of a VQA model over the questions of `qa`, overall and per ``question_type``.
+
+    Each question is answered from `views` windows of its clip (probabilities averaged). A question whose answer
+    is not in the model's vocabulary (``loaded.labels``) counts as wrong. Questions whose clip could not be
+    decoded are left out and listed under ``skipped``.
+
+    Returns:
+        ``accuracy``, ``num_questions``, ``per_question_type`` ({type: {accuracy, num_questions}}),
+        ``unknown_answers`` (questions answered outside the vocabulary), ``macro_f1`` (over the questions with a
+        known answer), ``predictions`` (one answer per scored question, in order) and ``skipped``.
+    """
+    if qa.token_ids is None:
+        tokenize_questions(qa, loaded.tokenizer)
+    pre = loaded.preprocessing
+    windows = view_windows([info.duration_s for info in qa.data.infos], pre.clip_seconds, views)
+    dataset = QAClipDataset(qa, pre, loaded.audio, modalities=loaded.model.config.modalities, windows=windows)
+    probs, failed = predict_items(
+        loaded.model.to(device), dataset, budget=budget, device=device, precision=precision, workers=workers
+    )
+    for path, reason in failed:
+        log.warning("skipping %s: %s", path, reason)
+    per_question = mean_over_videos(probs, [w[0] for w in windows], len(qa.data))  # (Q, answers)
+    scored = ~np.isnan(per_question).any(axis=1)
+    index = {answer: i for i, answer in enumerate(loaded.labels)}
+    truth = np.array([index.get(s.label, -1) for s in qa.data.samples])[scored]  # -1: not in the vocabulary
+    predicted = per_question[scored].argmax(axis=1)
+    correct = predicted == truth
+    types = np.array(qa.types)[scored]
+    known = truth >= 0
+    f1 = (
+        classification_metrics(truth[known], per_question[scored][known], loaded.labels)["macro_f1"]
+        if known.any()
+        else 0.0
+    )
+    return {
+        "accuracy": float(correct.mean()),
+        "num_questions": int(scored.sum()),
+        "per_question_type": {
+            t: {"accuracy": float(correct[types == t].mean()), "num_questions": int((types == t).sum())}
+            for t in sorted(set(types.tolist()))
+        },
+        "unknown_answers": int((~known).sum()),
+        "macro_f1": f1,
+        "predictions": [loaded.labels[p] for p in predicted.tolist()],
+        "skipped": sorted({path for path, _ in failed}),
+    }
+
+
+def write_vqa_report(report: dict, out_dir: Path) -> Path:
+    """``report.json`` and ``report.md`` (accuracy per arm and question type); returns the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    types = list(report["per_question_type"])
+    lines = [
+        f"# VQA test evaluation of {report['checkpoint']}",
+        "",
+        f"Data `{report['data']}`, split `{report['split']}`: {report['num_questions']} questions, "
+        f"{report['unknown_answers']} of them with an answer never seen in training (scored wrong).",
+        "",
+        "| arm | accuracy | " + " | ".join(types) + " |",
+        "|---|---:|" + "---:|" * len(types),
+    ]
+    for arm, m in report["arms"].items():
+        cells = " | ".join(f"{m['per_question_type'].get(t, {}).get('accuracy', float('nan')):.3f}" for t in types)
+        lines.append(f"| {arm} | {m['accuracy']:.4f} | {cells} |")
+    lines += [
+        "",
+        f"Per-type numbers are accuracy; the `{QUESTION_ONLY}` arm reads the question alone, so its gap to the "
+        "full model is what the model takes from the clip.",
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return path
