@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -143,3 +145,13 @@ def test_config_rejects_unknown_modalities_and_text_without_vocabulary():
         FusionConfig(modalities=("video", "smell")).validate()
     with pytest.raises(ValueError, match="vocab_size"):
         FusionConfig(modalities=("text",)).validate()
+
+
+def test_modality_pooling_weighs_each_modality_equally():
+    model = FusionModel(FusionConfig(modalities=("video", "audio"), dim=8, depth=1, heads=2, pooling="modality"))
+    features = torch.arange(5 * 8, dtype=torch.float32).view(5, 8)
+    modality = torch.tensor([VIDEO, VIDEO, VIDEO, AUDIO, VIDEO])  # clip 0: 3 video + 1 audio; clip 1: 1 video
+    merged = SimpleNamespace(modality=modality, seq=torch.tensor([0, 0, 0, 0, 1]), num_clips=2)
+    pooled = model.pool(features, merged)
+    torch.testing.assert_close(pooled[0], (features[:3].mean(0) + features[3]) / 2)  # not the mean of all four
+    torch.testing.assert_close(pooled[1], features[4])

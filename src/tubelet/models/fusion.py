@@ -37,6 +37,7 @@ from tubelet.particles.structure import MODALITIES, VIDEO, PackedParticles
 from tubelet.typed import from_dict
 
 MODEL_TYPE = "tubelet-fusion"
+FUSION_POOLING = ("mean", "modality")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class FusionConfig:
     drop_path: float = 0.0  # stochastic depth, reached linearly by the last block
     attention: str = "auto"  # attention backend (see tubelet.nn.attention)
     norm_eps: float = 1e-6  # LayerNorm epsilon
+    pooling: str = "mean"  # mean over all particles, or "modality": the mean of each modality's mean
 
     @property
     def patch_dim(self) -> int:
@@ -77,6 +79,8 @@ class FusionConfig:
     def validate(self) -> None:
         if not self.modalities:
             raise ValueError("modalities: choose at least one of video, audio, text")
+        if self.pooling not in FUSION_POOLING:
+            raise ValueError(f"pooling: expected {' | '.join(FUSION_POOLING)}, got {self.pooling!r}")
         unknown = sorted(set(self.modalities) - set(MODALITIES))
         if unknown or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities: expected distinct names from {', '.join(MODALITIES)}, got {self.modalities}")
@@ -199,8 +203,22 @@ class FusionModel(nn.Module):
         return self.norm(x), merged
 
     def pool(self, features: torch.Tensor, merged: PackedParticles) -> torch.Tensor:
-        """(N, D) -> (B, D): the mean over each clip's particles of all its modalities."""
-        return mean_pool(features, merged.seq, merged.num_clips)
+        """(N, D) -> (B, D): per clip, the mean over its particles ("mean") or the mean of each modality's mean.
+
+        "modality" weighs each modality the same whatever its particle count: a question of 7 tokens next to hundreds
+        of video and audio particles would otherwise barely move the pooled vector.
+        """
+        if self.config.pooling == "mean":
+            return mean_pool(features, merged.seq, merged.num_clips)
+        clips, total = merged.num_clips, features.new_zeros(merged.num_clips, features.shape[1])
+        present = features.new_zeros(clips, 1)
+        for tag in merged.modality.unique().tolist():
+            mine = merged.modality == tag
+            sums = features.new_zeros(total.shape).index_add_(0, merged.seq[mine], features[mine])
+            counts = torch.bincount(merged.seq[mine], minlength=clips).to(features.dtype)[:, None]
+            total = total + sums / counts.clamp(min=1)
+            present = present + (counts > 0).to(features.dtype)
+        return total / present.clamp(min=1)
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, num_classes) logits (or (B, D) when there is no head)."""

@@ -272,6 +272,7 @@ def build_fusion(
         num_classes=len(labels),
         audio_bands=AudioPreprocessing().bands,
         vocab_size=vocab_size,
+        pooling="modality" if "text" in modalities else "mean",  # a question's few tokens must count (vqa)
         **runtime,
     )
     return FusionModel(fusion), None
