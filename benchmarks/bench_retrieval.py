@@ -22,7 +22,7 @@ from math import comb
 import numpy as np
 import torch
 
-from benchmarks.common import cached_sample_data, machine_markdown, table, work_dir, write_section
+from benchmarks.common import AV_PREPROCESSING, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.sample_av import generate_av
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -57,15 +57,11 @@ def main() -> None:
         task="retrieval",
         model=args.model,
         epochs=args.epochs,
-        size=48,
-        max_long_side=64,
-        sample_fps=8.0,
-        clip_seconds=1.5,
+        **AV_PREPROCESSING,
         batch_particles=4096,
         max_clips_per_batch=24,
         lr=1e-3,
         warmup_epochs=1.0,
-        crop_scale_min=0.8,
         workers=1,
         device="cpu",
     )

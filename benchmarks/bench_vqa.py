@@ -20,7 +20,7 @@ import logging
 import shutil
 import time
 
-from benchmarks.common import cached_sample_data, machine_markdown, table, work_dir, write_section
+from benchmarks.common import AV_PREPROCESSING, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet.data.sample_av import generate_av
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
@@ -42,14 +42,10 @@ def main() -> None:
     settings = dict(
         model=args.model,
         epochs=args.epochs,
-        size=48,
-        max_long_side=64,
-        sample_fps=8.0,
-        clip_seconds=1.5,
+        **AV_PREPROCESSING,
         batch_particles=2048,
         lr=2e-3,
         warmup_epochs=1.0,
-        crop_scale_min=0.8,
         eval_views=1,
         workers=2,
         modalities="video,audio",

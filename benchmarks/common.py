@@ -20,6 +20,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = BENCH_DIR / "_work"  # git-ignored scratch: generated videos, temporary files
 RESULTS = BENCH_DIR / "RESULTS.md"
 
+# How the audio-visual benchmarks (bench_fusion, bench_vqa, bench_retrieval) read the AV sample data: small frames
+# and short windows, so three arms train in minutes on a CPU.
+AV_PREPROCESSING = {"size": 48, "max_long_side": 64, "sample_fps": 8.0, "clip_seconds": 1.5, "crop_scale_min": 0.8}
+
 _HEADER = (
     "# Benchmark results\n\n"
     "Written by the scripts in `benchmarks/` (see `benchmarks/README.md`); each section is replaced only by its own\n"

@@ -31,7 +31,7 @@ from torch import nn
 
 from tubelet.models.encoder import _init_weights, mean_pool
 from tubelet.nn.layers import AttentionContext, Block
-from tubelet.nn.position import RotaryPositions, SpanEmbedding, grid_sinusoids
+from tubelet.nn.position import RotaryPositions, SpanEmbedding, token_positions
 from tubelet.particles.modalities import ModalBatch, merge
 from tubelet.particles.structure import MODALITIES, VIDEO, PackedParticles
 from tubelet.typed import from_dict
@@ -150,7 +150,7 @@ class FusionModel(nn.Module):
         elif name == "audio":  # values (N, f*m) normalized log-mel; y is the mel band
             x = self.audio_embed(part.values) + self.band_embed(part.y.clamp(max=self.config.audio_bands - 1))
         else:  # text: values (N, 1) token ids; ti is the token's position in its caption
-            x = self.token_embed(part.values[:, 0].long()) + grid_sinusoids(part.ti, self.config.dim).to(self.dtype)
+            x = self.token_embed(part.values[:, 0].long()) + token_positions(part.ti, self.config.dim).to(self.dtype)
         return x + self.modality_embed(part.modality)
 
     @property

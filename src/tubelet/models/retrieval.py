@@ -22,13 +22,12 @@ from torch import nn
 
 from tubelet.models.encoder import Encoder, EncoderConfig, _init_weights, mean_pool
 from tubelet.nn.layers import AttentionContext, Block
-from tubelet.nn.position import grid_sinusoids
+from tubelet.nn.position import token_positions
 from tubelet.particles.structure import PackedParticles
 from tubelet.typed import from_dict
 
 MODEL_TYPE = "tubelet-retrieval"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: the temperature never drops below 0.01
-POSITION_SCALE = 0.02  # the sin-cos token positions, scaled to the token embeddings' init std
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,7 @@ class TextTower(nn.Module):
     def forward(self, packed: PackedParticles) -> torch.Tensor:
         """packed: text particles, values (N, 1) int64 token ids, ti their positions -> (B, dim) caption vectors."""
         ids = packed.values[:, 0].long()  # (N,)
-        # Positions at the tokens' scale (CLIP: token std 0.02, position std 0.01). Unscaled sin-cos (norm ~sqrt(D/2))
-        # drowned the tokens: every caption pooled to nearly the same vector (cosine 0.998) and training stalled.
-        position = POSITION_SCALE * grid_sinusoids(packed.ti, self.dim).to(self.token_embed.weight.dtype)
-        x = self.token_embed(ids) + position  # (N, D)
+        x = self.token_embed(ids) + token_positions(packed.ti, self.dim).to(self.token_embed.weight.dtype)  # (N, D)
         # No rotary angles: the order of a caption's tokens enters through the sin-cos position above.
         ctx = AttentionContext(
             packed.cu_seqlens, packed.max_seqlen, packed.seq, packed.num_clips, None, backend=self.attention

@@ -150,3 +150,15 @@ def grid_sinusoids(index: torch.Tensor, dim: int) -> torch.Tensor:
     out[:, 0::2] = angles[:, 0::2].sin()
     out[:, 1::2] = angles[:, 1::2].cos()
     return out.float()
+
+
+TOKEN_POSITION_SCALE = 0.02  # text token positions, at the token embeddings' init std (CLIP: 0.02 tokens, 0.01 pos)
+
+
+def token_positions(ti: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, dim) fixed positions of text tokens at (N,) indices in their caption, scaled to the token embeddings.
+
+    Unscaled sin-cos rows have norm ~sqrt(dim/2) and drown token embeddings initialised at std 0.02: captions of one
+    length then pool to nearly the same vector (cosine 0.9998 at dim 128) and training stalls.
+    """
+    return TOKEN_POSITION_SCALE * grid_sinusoids(ti, dim)
