@@ -66,7 +66,10 @@ def train_classifier(root: Path, data: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N test clips")
+    parser.add_argument("--quick", action="store_true", help="the first 3 test clips (the classifier is still trained)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.limit = args.limit or 3
     os.environ.setdefault("TQDM_DISABLE", "1")
     started = time.perf_counter()
     root = work_dir() / "explain"

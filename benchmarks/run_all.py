@@ -21,6 +21,8 @@ BENCHMARKS = (
     "bench_fps_robustness",
     *("bench_pretrain_speed", "bench_pretrain"),  # pretraining: step speed vs VideoMAE; few-label benefit
     "bench_gpu",
+    "bench_explain",  # explanations: pointing game, deletion, randomization check
+    *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
 )
 
 
