@@ -47,4 +47,8 @@ tubelet sample-data "$out/unseen" --clips-per-class 3 --seed 12345 > /dev/null
 tubelet predict --checkpoint "$run/best" "$out/unseen/move_left" "$out/unseen/rotate" "$out/unseen/static" \
   --plot "$out/timelines"
 
-echo; echo "demo done: data in $data, checkpoints in $run, report in $out/eval/report.md"
+echo; echo "== tubelet explain: which particles (where, when) made it say move_left"
+tubelet explain --checkpoint "$run/best" "$out/unseen/move_left/move_left_000.mp4" --out "$out/explain"
+
+echo; echo "demo done: data in $data, checkpoints in $run, report in $out/eval/report.md,"
+echo "explanation in $out/explain/report.html (open it in a browser)"
