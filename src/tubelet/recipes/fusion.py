@@ -49,11 +49,11 @@ from tubelet.train.loop import (
     EarlyStopping,
     autocast,
     mean_over_videos,
-    optimizer_step,
     predict_items,
     resolve_device,
     seed_everything,
     steps_in,
+    train_epoch,
     view_windows,
 )
 from tubelet.train.metrics_log import MetricsLog
@@ -341,6 +341,15 @@ def train_arm(
         if tokenizer is not None:
             save_tokenizer(tokenizer, out / name)
 
+    def loss_of(batch):
+        with autocast(device, cfg.precision):
+            logits = model(batch.packed.to(device))
+        return classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
+
+    def on_failed(item) -> None:
+        log.warning("skipping %s: %s", item.path, item.error)
+        skipped.append({"path": item.path, "reason": item.error})
+
     # --- loop ------------------------------------------------------------------------------------------
     for epoch in range(cfg.epochs):
         if step >= total_steps or stopper.should_stop:
@@ -348,32 +357,26 @@ def train_arm(
         train_set.set_epoch(epoch)
         batches = epoch_batches(epoch)
         model.train()
-        seen, loss_sum, started = 0, 0.0, time.perf_counter()
-        for i, batch in enumerate(iterate_batches(train_set, batches, workers=cfg.workers)):
-            for item in batch.failed:
-                log.warning("skipping %s: %s", item.path, item.error)
-                skipped.append({"path": item.path, "reason": item.error})
-            if batch.packed is not None:
-                with autocast(device, cfg.precision):
-                    logits = model(batch.packed.to(device))
-                loss = classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
-                (loss / cfg.accum_steps).backward()
-                seen += len(batch.labels)
-                loss_sum += loss.item() * len(batch.labels)
-            if (i + 1) % cfg.accum_steps and i + 1 != len(batches):
-                continue
-            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
-            step += 1
-            metrics_log.write(
-                "train",
-                step,
-                loss=loss_sum / max(seen, 1),
-                lr=scheduler.get_last_lr()[0],
-                grad_norm=grad_norm,
-                epoch=epoch,
-            )
-            if step >= total_steps:
-                break
+        started = time.perf_counter()
+
+        def on_step(step: int, grad_norm: float, seen: int, loss_sum: float, epoch: int = epoch) -> None:
+            lr = scheduler.get_last_lr()[0]
+            metrics_log.write("train", step, loss=loss_sum / max(seen, 1), lr=lr, grad_norm=grad_norm, epoch=epoch)
+
+        step, seen, loss_sum = train_epoch(
+            model,
+            iterate_batches(train_set, batches, workers=cfg.workers),
+            len(batches),
+            loss_of=lambda batch: (loss_of(batch), len(batch.labels)),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            grad_clip=cfg.grad_clip,
+            accum_steps=cfg.accum_steps,
+            step=step,
+            total_steps=total_steps,
+            on_failed=on_failed,
+            on_step=on_step,
+        )
         if seen == 0:
             raise DataError(f"{cfg.data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
         summary = {

@@ -45,7 +45,7 @@ from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
 from tubelet.train.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
-from tubelet.train.loop import autocast, optimizer_step, resolve_device, seed_everything, steps_in, view_windows
+from tubelet.train.loop import autocast, resolve_device, seed_everything, steps_in, train_epoch, view_windows
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 
@@ -204,6 +204,19 @@ def finetune_retrieval(cfg) -> dict:
     loaded = LoadedRetrieval(model, pre, tokenizer)
     best, step, skipped = None, 0, []
 
+    def loss_of(batch):
+        if len(batch.samples) < 2:  # one pair alone has no negative to learn from
+            return None
+        text = caption_batch([train_ids[s] for s in batch.samples]).to(device)
+        with autocast(device, cfg.precision):
+            video_emb, text_emb = model(batch.packed.to(device), text)
+        group = caption_group[batch.samples].to(device)
+        return info_nce(video_emb.float(), text_emb.float(), model.scale(), groups=group), len(batch.samples)
+
+    def on_failed(item) -> None:
+        log.warning("skipping %s: %s", item.path, item.error)
+        skipped.append({"path": item.path, "reason": item.error})
+
     # --- loop ------------------------------------------------------------------------------------------
     for epoch in range(cfg.epochs):
         if step >= total_steps:
@@ -211,24 +224,9 @@ def finetune_retrieval(cfg) -> dict:
         train_set.set_epoch(epoch)
         batches = epoch_batches(epoch)
         model.train()
-        seen, loss_sum, started = 0, 0.0, time.perf_counter()
-        for i, batch in enumerate(iterate_batches(train_set, batches, workers=cfg.workers)):
-            for item in batch.failed:
-                log.warning("skipping %s: %s", item.path, item.error)
-                skipped.append({"path": item.path, "reason": item.error})
-            if batch.packed is not None and len(batch.samples) > 1:  # one pair alone has no negative to learn from
-                text = caption_batch([train_ids[s] for s in batch.samples]).to(device)
-                with autocast(device, cfg.precision):
-                    video_emb, text_emb = model(batch.packed.to(device), text)
-                group = caption_group[batch.samples].to(device)
-                loss = info_nce(video_emb.float(), text_emb.float(), model.scale(), groups=group)
-                (loss / cfg.accum_steps).backward()
-                seen += len(batch.samples)
-                loss_sum += loss.item() * len(batch.samples)
-            if (i + 1) % cfg.accum_steps and i + 1 != len(batches):
-                continue
-            grad_norm = optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
-            step += 1
+        started = time.perf_counter()
+
+        def on_step(step: int, grad_norm: float, seen: int, loss_sum: float, epoch: int = epoch) -> None:
             metrics_log.write(
                 "train",
                 step,
@@ -238,8 +236,21 @@ def finetune_retrieval(cfg) -> dict:
                 temperature=1.0 / model.scale().item(),
                 epoch=epoch,
             )
-            if step >= total_steps:
-                break
+
+        step, seen, loss_sum = train_epoch(
+            model,
+            iterate_batches(train_set, batches, workers=cfg.workers),
+            len(batches),
+            loss_of=loss_of,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            grad_clip=cfg.grad_clip,
+            accum_steps=cfg.accum_steps,
+            step=step,
+            total_steps=total_steps,
+            on_failed=on_failed,
+            on_step=on_step,
+        )
         if seen == 0:
             raise DataError(f"{cfg.data}: no training batch held two decodable clips in epoch {epoch + 1}")
         summary = {

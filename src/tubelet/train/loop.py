@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,52 @@ def optimizer_step(module: torch.nn.Module, optimizer, scheduler, grad_clip: flo
     optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     return float(norm)
+
+
+def train_epoch(
+    module: torch.nn.Module,
+    batches: Iterable,
+    count: int,
+    *,
+    loss_of: Callable,
+    optimizer,
+    scheduler,
+    grad_clip: float | None,
+    accum_steps: int,
+    step: int,
+    total_steps: int,
+    on_failed: Callable,
+    on_step: Callable,
+) -> tuple[int, int, float]:
+    """One pass of gradient-accumulated training over `count` batches (the loop the multimodal recipes share).
+
+    Args:
+        loss_of: batch -> (loss, clips it averages over), or None when the batch has nothing to learn from.
+        on_failed: called with every item of a batch that failed to decode.
+        on_step: called as ``on_step(step, grad_norm, seen, loss_sum)`` after each optimizer step.
+        step, total_steps: optimizer steps so far and the most to take; the pass ends early at `total_steps`.
+
+    Returns:
+        (steps so far, clips learned from in this pass, their summed loss).
+    """
+    seen, loss_sum = 0, 0.0
+    for i, batch in enumerate(batches):
+        for item in batch.failed:
+            on_failed(item)
+        result = loss_of(batch) if batch.packed is not None else None
+        if result is not None:
+            loss, clips = result
+            (loss / accum_steps).backward()
+            seen += clips
+            loss_sum += loss.item() * clips
+        if (i + 1) % accum_steps and i + 1 != count:
+            continue
+        grad_norm = optimizer_step(module, optimizer, scheduler, grad_clip)
+        step += 1
+        on_step(step, grad_norm, seen, loss_sum)
+        if step >= total_steps:
+            break
+    return step, seen, loss_sum
 
 
 def autocast(device: torch.device, precision: str = "auto"):
