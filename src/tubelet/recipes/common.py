@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,23 +156,36 @@ def evaluate_classifier(
     device,
     precision: str = "auto",
     workers: int = 0,
+    dataset_for: Callable | None = None,
 ) -> dict:
     """Accuracy, macro F1 and per-class scores of `model` on labeled `data`, `views` windows averaged per video.
 
     Videos that cannot be decoded are reported and left out; the metrics say how many were scored.
+    `dataset_for(windows)` builds the windows' dataset (default a video `ClipDataset`; the fusion recipe's decodes
+    audio too).
     """
     windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
-    dataset = ClipDataset(data, pre, windows=windows)
-    probs, failed = predict_items(model, dataset, budget=budget, device=device, precision=precision, workers=workers)
-    for path, reason in failed:
-        log.warning("skipping %s: %s", path, reason)
-    per_video = mean_over_videos(probs, [w[0] for w in windows], len(data))
+    dataset = dataset_for(windows) if dataset_for is not None else ClipDataset(data, pre, windows=windows)
+    per_video, failed = windowed_probabilities(
+        model, dataset, windows, len(data), budget=budget, device=device, precision=precision, workers=workers
+    )
     scored = ~np.isnan(per_video).any(axis=1)
     index = {label: i for i, label in enumerate(labels)}
     y_true = [index[s.label] for s, ok in zip(data.samples, scored) if ok]
     metrics = classification_metrics(y_true, per_video[scored], labels)
     metrics["skipped"] = sorted({path for path, _ in failed})
     return metrics
+
+
+def windowed_probabilities(
+    model, dataset, windows: list, count: int, *, budget: int, device, precision: str, workers: int
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(count, classes) class probabilities averaged over each item's windows (NaN rows: nothing decoded), and the
+    (path, reason) of every file that failed, each reported once here."""
+    probs, failed = predict_items(model, dataset, budget=budget, device=device, precision=precision, workers=workers)
+    for path, reason in failed:
+        log.warning("skipping %s: %s", path, reason)
+    return mean_over_videos(probs, [w[0] for w in windows], count), failed
 
 
 def check_labels(data: VideoDataset, labels: list[str] | None, where: str) -> VideoDataset:

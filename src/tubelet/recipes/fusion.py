@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tokenizers import Tokenizer
 
 from tubelet import __version__
@@ -37,9 +36,9 @@ from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.fusion import MODEL_TYPE, FusionConfig, FusionModel
 from tubelet.models.registry import model_config, model_names
-from tubelet.recipes.common import LoadedModel
+from tubelet.recipes.common import LoadedModel, evaluate_classifier
 from tubelet.recipes.report import write_report
-from tubelet.tasks.classification import classification_loss, classification_metrics
+from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.train.config import to_dict
@@ -48,13 +47,10 @@ from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import (
     EarlyStopping,
     autocast,
-    mean_over_videos,
-    predict_items,
     resolve_device,
     seed_everything,
     steps_in,
     train_epoch,
-    view_windows,
 )
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
@@ -414,18 +410,16 @@ def evaluate_fusion(
 
     As `tubelet.recipes.common.evaluate_classifier`, with each window's audio decoded beside its frames.
     """
-    pre = loaded.preprocessing
-    windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
-    dataset = AVClipDataset(data, pre, loaded.audio, modalities=loaded.model.config.modalities, windows=windows)
-    probs, failed = predict_items(
-        loaded.model.to(device), dataset, budget=budget, device=device, precision=precision, workers=workers
+    pre, modalities = loaded.preprocessing, loaded.model.config.modalities
+    return evaluate_classifier(
+        loaded.model.to(device),
+        data,
+        pre,
+        loaded.labels,
+        views=views,
+        budget=budget,
+        device=device,
+        precision=precision,
+        workers=workers,
+        dataset_for=lambda windows: AVClipDataset(data, pre, loaded.audio, modalities=modalities, windows=windows),
     )
-    for path, reason in failed:
-        log.warning("skipping %s: %s", path, reason)
-    per_video = mean_over_videos(probs, [w[0] for w in windows], len(data))
-    scored = ~np.isnan(per_video).any(axis=1)
-    index = {label: i for i, label in enumerate(loaded.labels)}
-    y_true = [index[s.label] for s, ok in zip(data.samples, scored) if ok]
-    metrics = classification_metrics(y_true, per_video[scored], loaded.labels)
-    metrics["skipped"] = sorted({path for path, _ in failed})
-    return metrics

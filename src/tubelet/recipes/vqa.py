@@ -45,12 +45,13 @@ from tubelet.data.text import TOKENIZER_FILE, encode, load_tokenizer, train_toke
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.particles.text import tokenize_text
+from tubelet.recipes.common import windowed_probabilities
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.train.config import to_dict
 from tubelet.train.dataset import Item
-from tubelet.train.loop import mean_over_videos, predict_items, resolve_device, view_windows
+from tubelet.train.loop import resolve_device, view_windows
 
 log = logging.getLogger("tubelet.vqa")
 
@@ -313,12 +314,10 @@ def evaluate_vqa(
     pre = loaded.preprocessing
     windows = view_windows([info.duration_s for info in qa.data.infos], pre.clip_seconds, views)
     dataset = QAClipDataset(qa, pre, loaded.audio, modalities=loaded.model.config.modalities, windows=windows)
-    probs, failed = predict_items(
-        loaded.model.to(device), dataset, budget=budget, device=device, precision=precision, workers=workers
-    )
-    for path, reason in failed:
-        log.warning("skipping %s: %s", path, reason)
-    per_question = mean_over_videos(probs, [w[0] for w in windows], len(qa.data))  # (Q, answers)
+    per_question, failed = windowed_probabilities(  # (Q, answers)
+        loaded.model.to(device), dataset, windows, len(qa.data), budget=budget, device=device, precision=precision,
+        workers=workers,
+    )  # fmt: skip
     scored = ~np.isnan(per_question).any(axis=1)
     index = {answer: i for i, answer in enumerate(loaded.labels)}
     truth = np.array([index.get(s.label, -1) for s in qa.data.samples])[scored]  # -1: not in the vocabulary
