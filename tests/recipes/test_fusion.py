@@ -8,7 +8,6 @@ import torch
 
 from tubelet.cli import main
 from tubelet.data.manifest import load_dataset
-from tubelet.data.sample_av import generate_av
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.io.write import write_video
@@ -21,14 +20,6 @@ FAST = [
     "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",
     "--batch-particles", "600", "--workers", "0", "--epochs", "1",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def av_data(tmp_path_factory):
-    """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test clips."""
-    out = tmp_path_factory.mktemp("fusion") / "data"
-    generate_av(out, seed=1, clips_per_class=3, workers=1)
-    return out
 
 
 def test_cli_trains_every_arm_and_reports_the_ablation(av_data, tmp_path, capsys):

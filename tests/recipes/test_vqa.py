@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from tubelet.cli import main
-from tubelet.data.sample_av import generate_av
 from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
 from tubelet.particles.modalities import pack_modalities
@@ -19,14 +18,6 @@ FAST = [
     "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",
     "--batch-particles", "600", "--workers", "0", "--epochs", "1",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def av_data(tmp_path_factory):
-    """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test clips, 4 questions each."""
-    out = tmp_path_factory.mktemp("vqa") / "data"
-    generate_av(out, seed=1, clips_per_class=3, workers=1)
-    return out
 
 
 @pytest.fixture(scope="module")
