@@ -9,7 +9,16 @@ import pytest
 
 from tubelet.data import read_samples
 from tubelet.data.sample import render
-from tubelet.data.sample_av import AV_CLASSES, COLOURS, SOUND_HZ, generate_av, make_clip, scene_of
+from tubelet.data.sample_av import (
+    AV_CLASSES,
+    COLOURS,
+    SOUND_HZ,
+    generate_av,
+    make_clip,
+    scene_of,
+    sentiment,
+    sentiment_ceiling,
+)
 from tubelet.io import decode, decode_audio, probe
 
 RATE = 16000
@@ -136,6 +145,33 @@ def test_one_modality_caps_at_half_and_both_decide_every_class():
     assert set(by_motion.values()) == {2} and set(by_sound.values()) == {2}
     assert len({(m, s) for m, s, _ in AV_CLASSES.values()}) == len(AV_CLASSES)
     assert Counter(d for _, _, d in AV_CLASSES.values()) == {"sound": 2, "vision": 2, "both": 2}
+
+
+def test_sentiment_follows_colour_and_sound_and_needs_both(av):
+    root, _, rows = av
+    assert (sentiment("red", "high"), sentiment("blue", "low"), sentiment("yellow", "low")) == (
+        "positive",
+        "negative",
+        "neutral",
+    )
+    assert (sentiment("green", "beep"), sentiment("red", "beep")) == ("negative", "positive")
+    listed = {}
+    for split in ("train", "val", "test"):
+        listed |= {r["path"]: r["sentiment"] for r in csv.DictReader(open(root / f"{split}.csv"))}
+    assert listed == {path: sentiment(row["colour"], row["sound"]) for path, row in rows.items()}
+
+    # In expectation over many clips: sound alone 1/2, vision alone 2/3, balanced labels.
+    many = [make_clip(label, i, seed=5) for label in AV_CLASSES for i in range(200)]
+    ceiling = sentiment_ceiling(many)
+    assert ceiling["audio"] == pytest.approx(0.5, abs=0.04)
+    assert ceiling["video"] == pytest.approx(2 / 3, abs=0.04)
+    counts = Counter(r["sentiment"] for r in many)
+    assert min(counts.values()) / len(many) > 0.28
+    # Both modalities together: (motion, colour, sound) names the sentiment of every clip.
+    decided = {}
+    for r in many:
+        decided.setdefault((r["motion"], r["colour"], r["sound"]), set()).add(r["sentiment"])
+    assert all(len(s) == 1 for s in decided.values())
 
 
 def test_same_seed_same_data(tmp_path):
