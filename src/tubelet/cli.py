@@ -238,11 +238,18 @@ def _inference_flags(p: argparse.ArgumentParser, *, workers: int) -> None:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best)")
-    p.add_argument("--data", required=True, help="class folders, a folder with split manifests, or a manifest")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best): classifier, retrieval, VQA"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="class folders, a folder with split manifests (captions for retrieval, qa_SPLIT.csv for VQA), "
+        "or one manifest",
+    )
     p.add_argument("--split", default="test", help="split to evaluate (default test; all = every class folder)")
-    p.add_argument("--out", required=True, help="directory for report.json, report.md, confusion_matrix.png")
-    p.add_argument("--baseline", default=None, metavar="CKPT2", help="compare with this checkpoint (before/after)")
+    p.add_argument("--out", required=True, help="directory for report.json, report.md (classifiers: confusion matrix)")
+    p.add_argument("--baseline", default=None, metavar="CKPT2", help="compare with this checkpoint (classifier or VQA)")
     p.add_argument("--views", type=int, default=3, help="windows averaged per video (default 3)")
     p.add_argument("--sample-fps", type=positive_float, default=None, help="override the checkpoint's sampling rate")
     p.add_argument("--clip-seconds", type=positive_float, default=None, help="override the checkpoint's window")
@@ -269,10 +276,30 @@ def _evaluate_run(args) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   clips {report['num_samples']}")
-    print(f"{'class':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-    for label, row in report["per_class"].items():
-        print(f"{label:<24} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
+    task = report["details"]["task"]
+    if task == "retrieval":
+        ks = list(report["text_to_video"])
+        print(f"pairs {report['num_pairs']}   distinct captions {report['num_captions']}")
+        print(f"{'direction':<24} " + " ".join(f"{k:>7}" for k in ks))
+        for name, recall in (
+            ("text->video", report["text_to_video"]),
+            ("video->text", report["video_to_text"]),
+            ("chance", report["chance"]),
+        ):
+            print(f"{name:<24} " + " ".join(f"{recall[k]:>7.3f}" for k in ks))
+    elif task == "vqa":
+        print(
+            f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   questions "
+            f"{report['num_questions']}   unknown answers {report['unknown_answers']}"
+        )
+        print(f"{'question type':<24} {'accuracy':>9} {'questions':>9}")
+        for qtype, row in report["per_question_type"].items():
+            print(f"{qtype:<24} {row['accuracy']:>9.3f} {row['num_questions']:>9}")
+    else:
+        print(f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   clips {report['num_samples']}")
+        print(f"{'class':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for label, row in report["per_class"].items():
+            print(f"{label:<24} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
     print(f"report: {report['files']['markdown']}")
 
 
@@ -432,7 +459,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _finetune_args,
         _probe_linear_run,
     ),
-    "evaluate": ("held-out test report: report.json, report.md, confusion_matrix.png", _evaluate_args, _evaluate_run),
+    "evaluate": (
+        "held-out report of a classifier, retrieval or VQA checkpoint: report.json, report.md",
+        _evaluate_args,
+        _evaluate_run,
+    ),
     "predict": ("labels and scores for new videos, per window in seconds for long ones", _predict_args, _predict_run),
     "explain": (
         "which particles (where, when) drove a prediction: heatmap video, timeline, HTML report",

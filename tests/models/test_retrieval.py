@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.tokenize import tokenize
 from tubelet.recipes.retrieval import LoadedRetrieval, caption_batch, load_retrieval, save_retrieval
-from tubelet.tasks.retrieval import info_nce, recall_at_k, retrieval_metrics
+from tubelet.tasks.retrieval import chance_recall, info_nce, recall_at_k, retrieval_metrics
 
 CAPTIONS = ["a red disc moves left", "a blue square stays still while a low tone plays", "something beeps"]
 
@@ -131,3 +132,17 @@ def test_retrieval_metrics_count_an_equal_caption_as_a_hit():
     assert metrics["video_to_text"]["R@1"] == 1.0 and metrics["text_to_video"]["R@1"] == 1.0
     assert metrics["instance"]["video_to_text"]["R@1"] == pytest.approx(1 / 3)
     assert metrics["num_captions"] == 2 and metrics["mean_recall"] == 1.0
+
+
+def test_chance_recall_is_the_mean_over_every_ranking():
+    captions = ["a cat", "a cat", "a dog", "A  cat", "a bird"]  # three share one caption
+    keys = np.array(["a cat", "a cat", "a dog", "a cat", "a bird"])
+    relevant = keys[:, None] == keys[None, :]  # (5, 5)
+    rankings = list(itertools.permutations(range(5)))  # every order of the gallery, equally likely
+    mean = {f"R@{k}": 0.0 for k in (1, 2, 5)}
+    for order in rankings:
+        similarity = np.tile(-np.argsort(order).astype(float), (5, 1))  # every query ranks the gallery as `order`
+        for key, value in recall_at_k(similarity, relevant, ks=(1, 2, 5)).items():
+            mean[key] += value / len(rankings)
+    got = chance_recall(captions, ks=(1, 2, 5))
+    assert got == pytest.approx(mean) and got["R@5"] == 1.0 and got["R@1"] == pytest.approx((3 * 3 / 5 + 2 / 5) / 5)

@@ -1,5 +1,6 @@
 import pytest
 
+from tubelet.cli import main
 from tubelet.data.sample import generate
 from tubelet.data.sample_av import generate_av
 
@@ -21,3 +22,31 @@ def av_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("av") / "data"
     generate_av(out, seed=1, clips_per_class=3, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def retrieval_run(av_data, tmp_path_factory):
+    """One ``finetune --task retrieval`` CLI run on `av_data` (2 epochs, test size); returns its directory.
+
+    Shared by the retrieval tests and `tubelet evaluate`'s, which re-score its ``best`` against its report.
+    """
+    run = tmp_path_factory.mktemp("retrieval_run") / "run"
+    args = ["finetune", "--task", "retrieval", "--data", str(av_data), "--out", str(run), "--model", "test"]
+    fast = ["--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1"]
+    fast += ["--batch-particles", "2000", "--workers", "0", "--epochs", "2", "--lr", "3e-3"]
+    assert main([*args, *fast]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def vqa_run(av_data, tmp_path_factory):
+    """One ``finetune --task vqa`` CLI run (video + question, and the question-only arm); returns its directory.
+
+    Shared by the VQA tests and `tubelet evaluate`'s.
+    """
+    run = tmp_path_factory.mktemp("vqa_run") / "run"
+    args = ["finetune", "--task", "vqa", "--data", str(av_data), "--out", str(run), "--model", "test"]
+    fast = ["--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1"]
+    fast += ["--batch-particles", "600", "--workers", "0", "--epochs", "1"]
+    assert main([*args, *fast]) == 0
+    return run

@@ -7,36 +7,23 @@ import pytest
 
 from tubelet.cli import main
 from tubelet.data.manifest import load_dataset
-from tubelet.data.sample_av import generate_av
 from tubelet.errors import DataError
 from tubelet.recipes.retrieval import load_retrieval, read_captions
 
-FAST = [
-    "--model", "test", "--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1",
-    "--batch-particles", "2000", "--workers", "0", "--epochs", "2", "--lr", "3e-3",
-]  # fmt: skip
 LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")
 
 
-@pytest.fixture(scope="module")
-def av_data(tmp_path_factory):
-    """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test (clip, caption) pairs."""
-    out = tmp_path_factory.mktemp("retrieval") / "data"
-    generate_av(out, seed=3, clips_per_class=3, workers=1)
-    return out
-
-
-def test_train_index_and_search_end_to_end(av_data, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["finetune", "--task", "retrieval", "--data", str(av_data), "--out", str(run), *FAST]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_train_index_and_search_end_to_end(retrieval_run, av_data, tmp_path, capsys):
+    run = retrieval_run  # tubelet finetune --task retrieval, 2 epochs (conftest)
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] >= 2 and summary["best_val_mean_recall"] is not None
     report = json.loads((run / "report/report.json").read_text())
     for direction in ("video_to_text", "text_to_video"):
         assert set(report[direction]) == {"R@1", "R@5", "R@10"}
         assert all(0.0 <= v <= 1.0 for v in report[direction].values())
         assert report[direction]["R@10"] == 1.0  # 6 test pairs: every item is in the top 10
-    assert report["num_pairs"] == 6
+    assert report["num_pairs"] == 6 and report["chance"]["R@10"] == 1.0
+    assert "| text -> video |" in (run / "report/report.md").read_text()
     assert load_retrieval(run / "best").model.config.vocab_size > 10
 
     # a folder of two videos and one file that is not a video: indexed with the file reported and skipped

@@ -1,7 +1,9 @@
 """Evaluation reports: ``report.json``, ``report.md`` and ``confusion_matrix.png`` from a metrics dict.
 
 The metrics dict is the one `tubelet.tasks.classification.classification_metrics` returns. ``accuracy``,
-``macro_f1`` and ``per_class`` stay at the top level of ``report.json``: users script against them.
+``macro_f1`` and ``per_class`` stay at the top level of ``report.json``: users script against them. The retrieval
+and VQA reports (`tubelet.recipes.retrieval`, `tubelet.recipes.vqa`) open with the same Markdown
+(`heading_markdown`, `data_text`).
 """
 
 from __future__ import annotations
@@ -98,11 +100,7 @@ def report_markdown(report: dict, *, title: str) -> str:
     """The Markdown page of a report dict (metrics plus ``details`` and optional ``comparison``)."""
     labels = report["labels"]
     top5 = report.get("top5_accuracy")
-    lines = [f"# {title}", ""]
-    if report.get("details"):
-        lines += ["| detail | value |", "|---|---|"]
-        lines += [f"| {_cell(key)} | {_cell(_value_text(value))} |" for key, value in report["details"].items()]
-        lines.append("")
+    lines = [f"# {title}", "", *details_markdown(report.get("details"))]
 
     lines += [
         "## Overall",
@@ -132,6 +130,26 @@ def report_markdown(report: dict, *, title: str) -> str:
     for label, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"| **{_cell(label)}** | " + " | ".join(str(count) for count in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def details_markdown(details: dict | None) -> list[str]:
+    """The lines of a ``| detail | value |`` table (and a blank line after it); none for no details."""
+    if not details:
+        return []
+    rows = [f"| {_cell(key)} | {_cell(_value_text(value))} |" for key, value in details.items()]
+    return ["| detail | value |", "|---|---|", *rows, ""]
+
+
+def heading_markdown(task: str, report: dict) -> list[str]:
+    """The title (task, split, checkpoint) and details table that open a retrieval or VQA ``report.md``."""
+    split = f" {report['split']}" if report.get("split") else ""
+    return [f"# {task}{split} evaluation of {report['checkpoint']}", "", *details_markdown(report.get("details"))]
+
+
+def data_text(report: dict) -> str:
+    """``Data `D`, split `S``` of a retrieval or VQA report (no split: a manifest read whole)."""
+    split = f", split `{report['split']}`" if report.get("split") else ""
+    return f"Data `{report['data']}`{split}"
 
 
 def _comparison_lines(comparison: dict) -> list[str]:

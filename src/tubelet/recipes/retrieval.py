@@ -7,8 +7,11 @@ trained on the TRAIN captions unless ``--tokenizer`` names one (a local director
     RUN/best, RUN/last       retrieval checkpoints: config.json (model_type tubelet-retrieval), model.safetensors,
                              tokenizer.json (so `tubelet search` encodes queries as training did)
     RUN/report/report.json   recall@1/5/10 both directions on the test split (see `tubelet.tasks.retrieval` for
-                             what counts as a hit: a caption equal to the query's)
+                             what counts as a hit: a caption equal to the query's) and chance; report.md
     RUN/summary.json         training summary
+
+``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split or manifest with captions
+(`caption_pairs`, `evaluate_retrieval`, `write_retrieval_report`).
 
 Read top to bottom: data and captions -> tokenizer -> model -> optimizer -> loop (symmetric InfoNCE) -> report.
 The video tower starts from a registered size, a tubelet encoder checkpoint (pretrained weights), or a retrieval
@@ -40,12 +43,21 @@ from tubelet.particles.pack import pack
 from tubelet.particles.structure import PackedParticles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import LoadedModel, load_model
-from tubelet.tasks.retrieval import info_nce, retrieval_metrics
+from tubelet.recipes.report import data_text, heading_markdown
+from tubelet.tasks.retrieval import caption_key, info_nce, retrieval_metrics
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
 from tubelet.train.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
-from tubelet.train.loop import autocast, resolve_device, seed_everything, steps_in, train_epoch, view_windows
+from tubelet.train.loop import (
+    autocast,
+    mean_over_videos,
+    resolve_device,
+    seed_everything,
+    steps_in,
+    train_epoch,
+    view_windows,
+)
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 
@@ -287,9 +299,7 @@ def finetune_retrieval(cfg) -> dict:
             load_retrieval(out / "best"), *test, budget=cfg.batch_particles, device=device, workers=cfg.workers
         )
         report = {**metrics, "checkpoint": str(out / "best"), "data": cfg.data, "split": "test"}
-        (out / "report").mkdir(exist_ok=True)
-        (out / "report" / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        result["report"] = str(out / "report" / "report.json")
+        result["report"] = str(write_retrieval_report(report, out / "report"))
         result["test"] = {"video_to_text": metrics["video_to_text"], "text_to_video": metrics["text_to_video"]}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -333,9 +343,24 @@ def build_retrieval(cfg, vocab_size: int) -> tuple[RetrievalModel, Preprocessing
 
 def _groups(captions: list[str]) -> torch.Tensor:
     """(N,) int64: an id per distinct (normalized) caption."""
-    keys = [" ".join(c.lower().split()) for c in captions]
+    keys = [caption_key(c) for c in captions]
     ids = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     return torch.tensor([ids[k] for k in keys], dtype=torch.int64)
+
+
+def caption_pairs(
+    source: str | Path, split: str | None, tokenizer: Tokenizer
+) -> tuple[VideoDataset, list[str], list[list[int]]]:
+    """(clips, captions, caption token ids) of a split's manifest, or of `source` itself when it is a manifest file.
+
+    Raises:
+        DataError: no such split, no ``caption`` column, an empty caption (one line naming the file and field).
+    """
+    split = None if Path(source).is_file() else split
+    data = load_dataset(source, split=split, require_labels=False)
+    captions = read_captions(source, split, data)
+    ids = [encode(tokenizer, c, source=str(s.path)) for c, s in zip(captions, data.samples)]
+    return data, captions, ids
 
 
 def _split_pairs(source: str, split: str, tokenizer: Tokenizer, *, missing_ok: bool = False):
@@ -343,15 +368,12 @@ def _split_pairs(source: str, split: str, tokenizer: Tokenizer, *, missing_ok: b
     if Path(source).is_file():
         return None
     try:
-        data = load_dataset(source, split=split, require_labels=False)
+        return caption_pairs(source, split, tokenizer)
     except DataError as exc:
         if f"no '{split}' split" not in str(exc):
             raise
         log.warning("%s; no %s metrics", exc, split)
         return None
-    captions = read_captions(source, split, data)
-    ids = [encode(tokenizer, c, source=str(s.path)) for c, s in zip(captions, data.samples)]
-    return data, captions, ids
 
 
 @torch.no_grad()
@@ -403,18 +425,28 @@ def evaluate_retrieval(
     captions: list[str],
     token_ids: list[list[int]],
     *,
+    views: int = 1,
     budget: int = 8192,
     device: torch.device,
     workers: int = 0,
 ) -> dict:
-    """Recall@1/5/10 both directions over the (centred window, caption) pairs of `data`; unreadable clips left out."""
+    """Recall@1/5/10 both directions over the (clip, caption) pairs of `data`; unreadable clips left out.
+
+    A clip is embedded from `views` evenly spaced windows (1: the centred one, as training's report), their unit
+    embeddings averaged and normalized again.
+
+    Returns:
+        `tubelet.tasks.retrieval.retrieval_metrics` over the decoded clips, and ``skipped`` (their paths).
+    """
     model = loaded.model.to(device)
-    windows = view_windows([info.duration_s for info in data.infos], loaded.preprocessing.clip_seconds, 1)
-    video, failed = embed_windows(
+    windows = view_windows([info.duration_s for info in data.infos], loaded.preprocessing.clip_seconds, views)
+    per_window, failed = embed_windows(
         model, data, loaded.preprocessing, windows, budget=budget, device=device, workers=workers
     )
     for path, reason in failed:
         log.warning("skipping %s: %s", path, reason)
+    video = mean_over_videos(per_window, [w[0] for w in windows], len(data))  # (N, E), NaN rows: nothing decoded
+    video /= np.linalg.norm(video, axis=1, keepdims=True)  # a mean of unit vectors is shorter: unit again
     ok = ~np.isnan(video).any(axis=1)
     if not ok.any():
         raise DataError(f"{data.source}: no clip could be decoded")
@@ -422,3 +454,35 @@ def evaluate_retrieval(
     metrics = retrieval_metrics(video[ok], text, [c for c, good in zip(captions, ok) if good])
     metrics["skipped"] = sorted({path for path, _ in failed})
     return metrics
+
+
+def write_retrieval_report(report: dict, out_dir: Path) -> Path:
+    """``report.json`` and ``report.md`` (recall@k each way, chance, own-pair recall); returns the JSON path.
+
+    Args:
+        report: `evaluate_retrieval`'s metrics with ``checkpoint``, ``data`` and ``split``, and optionally
+            ``details`` (shown as a table).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    ks = list(report["text_to_video"])
+    rows = [
+        ("text -> video", report["text_to_video"]),
+        ("video -> text", report["video_to_text"]),
+        ("chance (random ranking)", report["chance"]),
+        ("text -> video, own pair only", report["instance"]["text_to_video"]),
+        ("video -> text, own pair only", report["instance"]["video_to_text"]),
+    ]
+    lines = [
+        *heading_markdown("Retrieval", report),
+        f"{data_text(report)}: {report['num_pairs']} (clip, caption) pairs, "
+        f"{report['num_captions']} distinct captions. A hit is a retrieved item whose caption equals the query's; "
+        "the last two rows count only the query's own pair.",
+        "",
+        "| direction | " + " | ".join(ks) + " |",
+        "|---|" + "---:|" * len(ks),
+        *(f"| {name} | " + " | ".join(f"{recall[k]:.3f}" for k in ks) + " |" for name, recall in rows),
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return path

@@ -25,6 +25,9 @@ model takes from the clip.
     RUN/report/report.json, report.md         test accuracy overall and per question_type, for every arm
     RUN/summary.json                          training summaries
 
+``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split's ``qa_{split}.csv`` or a
+question manifest (`load_qa`, `evaluate_vqa`, `write_vqa_report`); ``--baseline`` adds another arm's row.
+
 Not supported here (a `ConfigError` says so): peft, freeze, resume.
 """
 
@@ -47,6 +50,7 @@ from tubelet.errors import ConfigError, DataError
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import windowed_probabilities
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
+from tubelet.recipes.report import data_text, heading_markdown
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.train.config import to_dict
@@ -79,15 +83,21 @@ class QAData:
     token_ids: list[list[int]] | None = None
 
 
-def qa_manifest(source: str | Path, split: str) -> Path | None:
-    """``source/qa_{split}.csv`` (or ``.jsonl``), or `source` itself when it is a file and the split is train."""
+def qa_manifest(source: str | Path, split: str, *, required: bool = False) -> Path | None:
+    """``source/qa_{split}.csv`` (or ``.jsonl``), or `source` itself when it is a file and the split is train.
+
+    Raises:
+        DataError: with `required`, when there is no such manifest (instead of returning None).
+    """
     source = Path(source)
     if source.is_file():
-        return source if split == "train" else None
-    for suffix in MANIFEST_SUFFIXES:
-        if (source / f"qa_{split}{suffix}").is_file():
-            return source / f"qa_{split}{suffix}"
-    return None
+        found = source if split == "train" else None
+    else:
+        candidates = [source / f"qa_{split}{suffix}" for suffix in MANIFEST_SUFFIXES]
+        found = next((path for path in candidates if path.is_file()), None)
+    if found is None and required:
+        raise DataError(f"{source}: no qa_{split}.csv or .jsonl (columns path,question,answer)")
+    return found
 
 
 def load_qa(manifest: Path, *, answers: list[str] | None = None, workers: int = 4) -> QAData:
@@ -206,10 +216,7 @@ def finetune_vqa(cfg) -> dict:
     device = resolve_device(cfg.device)
 
     # --- data: questions, answer vocabulary, tokenizer ---------------------------------------------------
-    manifest = qa_manifest(cfg.data, cfg.train_split)
-    if manifest is None:
-        raise DataError(f"{cfg.data}: no qa_{cfg.train_split}.csv or .jsonl (columns path,question,answer)")
-    train = load_qa(manifest)
+    train = load_qa(qa_manifest(cfg.data, cfg.train_split, required=True))
     answers = train.data.labels
     if cfg.tokenizer:
         tokenizer = load_tokenizer(cfg.tokenizer)
@@ -266,10 +273,10 @@ def finetune_vqa(cfg) -> dict:
             "data": cfg.data,
             "split": "test",
             "modalities": main,
-            "arms": {arm: _summary(m) for arm, m in scores.items()},
+            "arms": {arm: arm_summary(m) for arm, m in scores.items()},
         }
         result["report"] = str(write_vqa_report(report, out / "report"))
-        result["test"] = {arm: _summary(m) for arm, m in scores.items()}
+        result["test"] = {arm: arm_summary(m) for arm, m in scores.items()}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -283,7 +290,8 @@ def _split(cfg, split: str, answers: list[str], tokenizer: Tokenizer) -> QAData 
     return tokenize_questions(load_qa(manifest, answers=answers), tokenizer)
 
 
-def _summary(metrics: dict) -> dict:
+def arm_summary(metrics: dict) -> dict:
+    """The numbers of one arm in a report's ``arms`` table."""
     return {k: metrics[k] for k in ("accuracy", "macro_f1", "num_questions", "per_question_type")}
 
 
@@ -345,27 +353,36 @@ def evaluate_vqa(
 
 
 def write_vqa_report(report: dict, out_dir: Path) -> Path:
-    """``report.json`` and ``report.md`` (accuracy per arm and question type); returns the JSON path."""
+    """``report.json`` and ``report.md`` (accuracy overall and per question type); returns the JSON path.
+
+    Args:
+        report: `evaluate_vqa`'s metrics with ``checkpoint``, ``data``, ``split`` and ``modalities``; optionally
+            ``arms`` ({arm: {accuracy, per_question_type, ...}}, one table row each; training's report has the
+            question-only arm there) and ``details`` (shown as a table). Without ``arms`` the table has one row,
+            the model's.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
+    arms = report.get("arms") or {report["modalities"]: report}
     types = list(report["per_question_type"])
     lines = [
-        f"# VQA test evaluation of {report['checkpoint']}",
-        "",
-        f"Data `{report['data']}`, split `{report['split']}`: {report['num_questions']} questions, "
+        *heading_markdown("VQA", report),
+        f"{data_text(report)}: {report['num_questions']} questions, "
         f"{report['unknown_answers']} of them with an answer never seen in training (scored wrong).",
         "",
         "| arm | accuracy | " + " | ".join(types) + " |",
         "|---|---:|" + "---:|" * len(types),
     ]
-    for arm, m in report["arms"].items():
+    for arm, m in arms.items():
         cells = " | ".join(f"{m['per_question_type'].get(t, {}).get('accuracy', float('nan')):.3f}" for t in types)
         lines.append(f"| {arm} | {m['accuracy']:.4f} | {cells} |")
-    lines += [
-        "",
-        f"Per-type numbers are accuracy; the `{QUESTION_ONLY}` arm reads the question alone, so its gap to the "
-        "full model is what the model takes from the clip.",
-    ]
+    note = "Per-type numbers are accuracy"
+    if QUESTION_ONLY in arms:
+        note += (
+            f"; the `{QUESTION_ONLY}` arm reads the question alone, so its gap to the full model is what the model "
+            "takes from the clip"
+        )
+    lines += ["", note + "."]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return path

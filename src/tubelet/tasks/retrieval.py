@@ -9,11 +9,16 @@ clips share one. Two consequences, handled the same way here:
   so any clip showing "a red disc moves left while something beeps" answers that query. The strict
   ``relevance="instance"`` (only the query's own pair counts) is reported too; with duplicate captions it is
   bounded by 1 / (clips sharing the caption) at k = 1 and says little on templated data.
+
+Because of the duplicates, chance is not k / N: `chance_recall` gives the expected recall of a random ranking of the
+same set, reported beside the model's.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from math import comb
 
 import numpy as np
 import torch
@@ -46,6 +51,11 @@ def info_nce(
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def caption_key(caption: str) -> str:
+    """The form in which two captions are compared: lower case, runs of whitespace as one space."""
+    return " ".join(caption.lower().split())
+
+
 def recall_at_k(similarity: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
     """Fraction of queries with at least one relevant item among their top k.
 
@@ -63,6 +73,23 @@ def recall_at_k(similarity: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
     return {f"R@{k}": float(np.mean(first < k)) for k in ks}
 
 
+def chance_recall(captions: Sequence[str], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Expected recall@k of a uniformly random ranking of N pairs, under caption relevance (either direction).
+
+    A query whose caption r of the N items share misses all of them in its top k with probability
+    C(N - r, k) / C(N, k); exact for this set, not an estimate.
+
+    Returns:
+        ``{"R@1": ..., "R@5": ..., ...}`` in [0, 1].
+    """
+    keys = [caption_key(c) for c in captions]
+    n, shared = len(keys), Counter(keys)
+    return {
+        f"R@{k}": float(np.mean([1 - comb(n - shared[key], min(k, n)) / comb(n, min(k, n)) for key in keys]))
+        for k in ks
+    }
+
+
 def retrieval_metrics(
     video: np.ndarray, text: np.ndarray, captions: Sequence[str], *, ks: Sequence[int] = KS
 ) -> dict[str, dict[str, float] | int]:
@@ -75,11 +102,11 @@ def retrieval_metrics(
 
     Returns:
         ``video_to_text`` and ``text_to_video`` (caption relevance), ``instance`` (each direction with only the own
-        pair relevant), ``mean_recall`` (mean of the six caption-relevance recalls), ``num_pairs``,
-        ``num_captions`` (distinct).
+        pair relevant), ``mean_recall`` (mean of the six caption-relevance recalls), ``chance`` (`chance_recall`,
+        the same in both directions), ``num_pairs``, ``num_captions`` (distinct).
     """
     similarity = video @ text.T  # (N, N): videos x texts
-    keys = np.asarray([" ".join(c.lower().split()) for c in captions])
+    keys = np.asarray([caption_key(c) for c in captions])
     same = keys[:, None] == keys[None, :]  # (N, N)
     own = np.eye(len(keys), dtype=bool)
     v2t, t2v = recall_at_k(similarity, same, ks), recall_at_k(similarity.T, same, ks)
@@ -91,6 +118,7 @@ def retrieval_metrics(
             "text_to_video": recall_at_k(similarity.T, own, ks),
         },
         "mean_recall": float(np.mean([*v2t.values(), *t2v.values()])),
+        "chance": chance_recall(captions, ks),
         "num_pairs": len(keys),
         "num_captions": len(set(keys.tolist())),
     }
