@@ -7,7 +7,7 @@ import pytest
 
 from tubelet.io import write_video
 
-COMMANDS = ("probe", "tokenize", "sample-data", "scan")
+COMMANDS = ("probe", "tokenize", "sample-data", "scan", "tokenizer")
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -390,6 +400,38 @@ def _explain_run(args) -> None:
     print(f"report: {result['files'].get('html', result['files']['particles'])}")
 
 
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    from tubelet.data.text import DEFAULT_VOCAB_SIZE
+
+    p.add_argument("--data", required=True, help="a folder with split manifests (CSV/JSONL), or one manifest")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/tokenizer.json (finetune --tokenizer DIR)")
+    p.add_argument("--split", default="train", help="split whose text is read (default train)")
+    p.add_argument(
+        "--column",
+        default="caption",
+        help="caption (default) or another column of the video manifests, as finetune --task retrieval reads it; "
+        "question: the questions of qa_{split}.csv, as finetune --task vqa reads them",
+    )
+    vocab = DEFAULT_VOCAB_SIZE
+    p.add_argument("--vocab-size", type=positive_int, default=vocab, help=f"most tokens (default {vocab})")
+    p.add_argument("--min-frequency", type=positive_int, default=1, help="fewest sightings of a merged piece (1)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _tokenizer_run(args) -> None:
+    from tubelet.recipes.tokenizer import tokenizer_from_data
+
+    summary = tokenizer_from_data(
+        args.data,
+        args.out,
+        split=args.split,
+        column=args.column,
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+    )
+    _print(summary, args.json)
+
+
 def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="retrieval checkpoint (tubelet finetune --task retrieval)")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
@@ -469,6 +511,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "which particles (where, when) drove a prediction: heatmap video, timeline, HTML report",
         _explain_args,
         _explain_run,
+    ),
+    "tokenizer": (
+        "train a WordPiece tokenizer on a dataset's captions or questions; writes DIR/tokenizer.json",
+        _tokenizer_args,
+        _tokenizer_run,
     ),
     "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),

@@ -155,3 +155,21 @@ def test_modality_pooling_weighs_each_modality_equally():
     pooled = model.pool(features, merged)
     torch.testing.assert_close(pooled[0], (features[:3].mean(0) + features[3]) / 2)  # not the mean of all four
     torch.testing.assert_close(pooled[1], features[4])
+
+
+def test_config_from_encoder_copies_its_shape_and_refuses_other_positions():
+    from tubelet.models.encoder import EncoderConfig
+    from tubelet.models.fusion import ENCODER_SHAPE, config_from_encoder
+
+    encoder = EncoderConfig(dim=48, depth=3, heads=3, mlp_ratio=2.0, tubelet=(2, 8, 8), norm_eps=1e-5)
+    config = config_from_encoder(encoder, modalities=("audio",), num_classes=4)
+    assert all(getattr(config, name) == getattr(encoder, name) for name in ENCODER_SHAPE)
+    assert (config.modalities, config.num_classes) == (("audio",), 4)
+    for change, field in (
+        (dict(positions="videomae"), "positions='videomae'"),
+        (dict(time_mode="index"), "time_mode='index'"),
+        (dict(final_norm="pooled"), "final_norm='pooled'"),
+        (dict(rope_layout="interleaved"), "rope_layout='interleaved'"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            config_from_encoder(encoder.replace(**change), modalities=("video",))

@@ -50,3 +50,19 @@ def vqa_run(av_data, tmp_path_factory):
     fast += ["--batch-particles", "600", "--workers", "0", "--epochs", "1"]
     assert main([*args, *fast]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def pretrained_encoder(av_data, tmp_path_factory):
+    """``tubelet pretrain``'s RUN/best after a few steps on the AV train clips: a tubelet encoder checkpoint (the
+    `test` size, 48-px frames, 1 s at 4 fps). Read-only."""
+    from tubelet.recipes.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("pretrained") / "run"
+    cfg = PretrainConfig(
+        data=str(av_data), split="train", out=str(out), model="test", size=48, max_long_side=64, sample_fps=4.0,
+        clip_seconds=1.0, batch_particles=200, workers=0, decoder_dim=32, decoder_depth=1, decoder_heads=2, epochs=1,
+        max_steps=3,
+    )  # fmt: skip
+    pretrain(cfg)
+    return out / "best"

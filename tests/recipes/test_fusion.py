@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.io.write import write_video
+from tubelet.particles.structure import VIDEO
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.fusion import load_fusion
+from tubelet.train import checkpoint
 from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
 from tubelet.train.loader import iterate_batches
 
@@ -108,3 +111,67 @@ def test_allow_missing_audio_fills_silence(with_silent_file):
     assert torch.allclose(particles.values, torch.full_like(particles.values, (np.log(1e-6) - audio.mean) / audio.std))
     with pytest.raises(Exception, match="no audio stream"):
         audio_particles(path, (0.0, 1.0), AudioPreprocessing())
+
+
+# Two epochs of two one-clip steps each at a constant learning rate (no warmup, no decay), so that a run cut short
+# by max_steps has followed the full run's schedule up to the cut.
+RESUMABLE = dict(
+    model="test", size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, max_clips_per_batch=1, workers=0,
+    epochs=2, warmup_epochs=0.0, min_lr_ratio=1.0, modalities="video,audio",
+)  # fmt: skip
+ARMS = {"video+audio": ".", "video": "ablation/video", "audio": "ablation/audio"}
+
+
+@pytest.fixture
+def two_clips(av_data, tmp_path):
+    """A manifest of two train clips of two classes (one manifest: no val or test split to evaluate)."""
+    rows = list(csv.DictReader(open(av_data / "train.csv")))[:2]
+    path = tmp_path / "two.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows([str(av_data / r["path"]), r["label"]] for r in rows)
+    return path
+
+
+def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(two_clips, tmp_path):
+    cfg = FinetuneConfig(data=str(two_clips), out=str(tmp_path / "ref"), **RESUMABLE)
+    reference = finetune(cfg)
+    run = tmp_path / "run"
+    cut = finetune(replace(cfg, out=str(run), max_steps=1))
+    for arm, where in ARMS.items():
+        assert reference["arms"][arm]["steps"] == 4 and cut["arms"][arm]["steps"] == 1
+        state = json.loads((run / where / "last/trainer/state.json").read_text())["state"]
+        assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (1, 0, 1)  # inside the first epoch
+
+    resumed = finetune(replace(cfg, out=str(run), resume=True))
+    for arm, where in ARMS.items():
+        assert resumed["arms"][arm]["steps"] == 4
+        expected = checkpoint.load_state_dict(tmp_path / "ref" / where / "last")
+        got = checkpoint.load_state_dict(run / where / "last")
+        assert all(torch.equal(got[k], v) for k, v in expected.items()), arm
+        steps = [json.loads(line)["step"] for line in open(run / where / "metrics.jsonl") if '"train"' in line]
+        assert steps == [1, 2, 3, 4]  # continued from the cut (across the epoch boundary), none repeated
+
+    # Every arm has finished: resuming again trains nothing and rewrites no checkpoint.
+    written = {where: (run / where / "last/model.safetensors").stat().st_mtime_ns for where in ARMS.values()}
+    again = finetune(replace(cfg, out=str(run), resume=True))
+    assert again["arms"] == resumed["arms"]
+    assert written == {where: (run / where / "last/model.safetensors").stat().st_mtime_ns for where in ARMS.values()}
+
+
+def test_freeze_keeps_the_pretrained_encoder_and_trains_what_is_new(pretrained_encoder, av_data, tmp_path):
+    cfg = FinetuneConfig(
+        data=str(av_data / "train.csv"), model=str(pretrained_encoder), modalities="video,audio", ablate=False,
+        size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, batch_particles=200, workers=0, epochs=1,
+        lr=1e-2,
+    )  # fmt: skip
+    encoder = checkpoint.load_state_dict(pretrained_encoder)
+    finetune(replace(cfg, out=str(tmp_path / "probe"), freeze="backbone"))
+    probe = checkpoint.load_state_dict(tmp_path / "probe/last")
+    assert all(torch.equal(probe[k], v) for k, v in encoder.items())  # video embedding, blocks, final norm
+    assert probe["modality_embed.weight"][VIDEO].abs().sum() > 0  # started at zero, trained
+    finetune(replace(cfg, out=str(tmp_path / "top"), freeze="top:1"))
+    top = checkpoint.load_state_dict(tmp_path / "top/last")
+    changed = {k for k, v in encoder.items() if not torch.equal(top[k], v)}
+    assert changed and all(k.startswith(("blocks.1.", "norm.")) for k in changed), changed

@@ -4,7 +4,8 @@ Three ways to get one, all returning a `tokenizers.Tokenizer`:
 
 - a local directory holding ``tokenizer.json`` (or the file itself): works offline;
 - a Hugging Face hub id (``"bert-base-uncased"``) for users who are online: downloaded only when asked for;
-- `train_tokenizer` on the dataset's own captions: a small lowercase WordPiece with ``[PAD] [UNK] [CLS]``.
+- `train_tokenizer` on the dataset's own captions: a small lowercase WordPiece with ``[PAD] [UNK] [CLS]``
+  (``tubelet tokenizer`` trains one from a manifest column and saves it: `tubelet.recipes.tokenizer`).
 
 A trained tokenizer prepends ``[CLS]`` to every caption (a slot for pooling), splits words it has not seen
 into known word pieces, and maps characters it has never seen to ``[UNK]``, so no input is silently dropped.
@@ -24,9 +25,10 @@ from tubelet.errors import ConfigError, DataError
 TOKENIZER_FILE = "tokenizer.json"
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS = (PAD, UNK, CLS)  # ids 0, 1, 2 in a trained tokenizer
+DEFAULT_VOCAB_SIZE = 1000  # of a trained tokenizer; a small caption set yields fewer tokens
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 1000, min_frequency: int = 1) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = 1) -> Tokenizer:
     """Train a lowercase WordPiece tokenizer on `texts` (captions, questions, answers).
 
     Args:
@@ -45,8 +47,8 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 1000, min_frequen
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # splits on whitespace and punctuation
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS)
+    trainer = trainers.WordPieceTrainer(  # no progress bar: it wrote blank lines into commands' stdout
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -18,8 +18,11 @@ any other modality in the batch are ignored. The same class therefore gives the 
 
 Interface as `tubelet.models.encoder.Encoder`: `forward_features(batch) -> ((N, D), merged)`,
 `pool(features, merged) -> (B, D)`, `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`. The
-blocks, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained encoder's weights
-load into them (``load_weights(..., strict=False)``).
+blocks, final `norm`, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained
+encoder's weights load into them: `config_from_encoder` gives a fusion model of an encoder's shape, and
+`tubelet.recipes.fusion.fusion_from_encoder` loads the weights. On video the two compute the same thing (the same
+rotary angles from seconds, rows and columns; the same blocks and final norm) except for the modality embedding,
+which the recipe starts at zero for video, so a video-only fusion model from an encoder gives its features.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from tubelet.models.encoder import _init_weights, mean_pool
+from tubelet.models.encoder import EncoderConfig, _init_weights, mean_pool
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import RotaryPositions, SpanEmbedding, token_positions
 from tubelet.particles.modalities import ModalBatch, merge
@@ -38,6 +41,12 @@ from tubelet.typed import from_dict
 
 MODEL_TYPE = "tubelet-fusion"
 FUSION_POOLING = ("mean", "modality")
+# Parameters trained under any freeze: the head, and what no video encoder provides (the audio and text embeddings
+# and the modality tags). ``freeze=backbone`` therefore fixes exactly a pretrained encoder's part: the video
+# embedding (patch_embed, span_embed), the blocks and the final norm.
+UNFROZEN = ("head.", "audio_embed.", "band_embed.", "token_embed.", "modality_embed.")
+# The fields of an `EncoderConfig` a fusion model of its shape copies (`config_from_encoder`).
+ENCODER_SHAPE = ("dim", "depth", "heads", "mlp_ratio", "tubelet", "channels", "norm_eps")
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,35 @@ class FusionConfig:
         config = replace(self, **changes)
         config.validate()
         return config
+
+
+def config_from_encoder(encoder: EncoderConfig, **fields) -> FusionConfig:
+    """A `FusionConfig` of an encoder's shape (`ENCODER_SHAPE`), so that the encoder's weights fit it.
+
+    Args:
+        encoder: the pretrained encoder's config.
+        fields: the other `FusionConfig` fields (modalities, num_classes, audio_bands, vocab_size, pooling,
+            dropout, drop_path, attention...).
+
+    Raises:
+        ValueError: the encoder places or normalizes particles unlike a fusion model (which rotates by seconds,
+            rows and columns and normalizes every particle), so its weights would compute something else here.
+    """
+    if encoder.positions != "rope":
+        raise ValueError(
+            f"positions={encoder.positions!r}: its blocks learned a fixed sin-cos of the grid index, while a fusion "
+            "model rotates every particle by its seconds; start from an encoder with rotary positions (tubelet "
+            "pretrain)"
+        )
+    if encoder.time_mode != "seconds":
+        raise ValueError(f"time_mode={encoder.time_mode!r}: a fusion model rotates by seconds on the shared time axis")
+    if encoder.final_norm != "tokens":
+        raise ValueError(f"final_norm={encoder.final_norm!r}: a fusion model normalizes every particle's features")
+    if encoder.final_norm_eps not in (None, encoder.norm_eps):
+        raise ValueError(f"final_norm_eps={encoder.final_norm_eps}: a fusion model's final norm uses norm_eps")
+    if encoder.rope_layout != "half":
+        raise ValueError(f"rope_layout={encoder.rope_layout!r}: load it with load_model, which converts it")
+    return FusionConfig(**{name: getattr(encoder, name) for name in ENCODER_SHAPE}, **fields)
 
 
 class FusionModel(nn.Module):

@@ -30,6 +30,7 @@ from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import EarlyStopping, autocast, optimizer_step, resolve_device, seed_everything, steps_in
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, parse_freeze, warmup_cosine
+from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.finetune")
 
@@ -61,7 +62,7 @@ class FinetuneConfig:
     drop_path: float = 0.0  # stochastic depth of the last block
     pooling: str = "mean"  # clip pooling for a fresh model: mean or attention
     time_mode: str = "seconds"  # time positions for a fresh model: seconds or index (ablation)
-    freeze: str = "none"  # none | backbone (head only) | top:K (head + last K blocks)
+    freeze: str = "none"  # none | backbone (head only; fusion: + new embeddings) | top:K (+ last K blocks)
     layer_decay: float = 1.0  # layer-wise LR decay (< 1 trains lower blocks slower)
     peft: str = "none"  # none or lora (Hugging Face peft adapters on attention and MLP)
     lora_rank: int = 8  # LoRA rank
@@ -158,16 +159,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
 
     # --- state, resume ---------------------------------------------------------------------------------
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0, "skipped": []}
-    if cfg.resume and checkpoint.has_trainer(out / "last"):
-        restored = checkpoint.load_trainer(out / "last", optimizer=optimizer, scheduler=scheduler)
-        module_state = restored.pop("module_state", None)
-        state.update(restored)
-        train_module.load_state_dict(module_state or checkpoint.load_state_dict(out / "last"))
+    state = loop_state()
+    if cfg.resume and resume(out / "last", module=train_module, optimizer=optimizer, scheduler=scheduler, state=state):
         quarantine.update(_indices(train_data, [p for p, _ in state["skipped"]]))
-        log.info("resumed from %s at step %d (epoch %d)", out / "last", state["step"], state["epoch"])
-    elif cfg.resume:
-        log.warning("--resume: %s holds no trainer state; starting fresh", out / "last")
     stopper = EarlyStopping(cfg.early_stopping, state["best"], state["bad_epochs"])
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     metrics_log = MetricsLog(out)
@@ -176,14 +170,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     def save(name: str, with_trainer: bool) -> None:
         trainer = None
         if with_trainer:
-            trainer = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "state": state,
-                "rng": True,
-            }
-            if train_module is not model:
-                trainer["module"] = train_module.state_dict()
+            module = train_module if train_module is not model else None
+            trainer = trainer_state(optimizer, scheduler, state, module=module)
         checkpoint.save_checkpoint(
             out / name,
             model=_deployable(train_module, model),

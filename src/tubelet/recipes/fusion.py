@@ -9,13 +9,27 @@ modality alone, with the same data, seed, schedule and budget; then every arm is
     RUN/report/report.json                test accuracy, macro F1, per class of RUN/best, and ``ablation``:
                                           {arm: {accuracy, macro_f1, per_class}} for every arm
     RUN/summary.json                      training summaries and the ablation table
+    RUN/load_report.json                  (--model ENCODER) what each arm took from the pretrained encoder;
+                                          RUN/ablation/<modality>/load_report.json likewise
+
+Where an arm starts (``--model``, `build_fusion`): a registered size (fresh), a fusion checkpoint (continued), or a
+pretrained video encoder (``tubelet pretrain``'s ``RUN/best``): a fusion model of the encoder's shape whose video
+embedding, blocks and final norm are the encoder's, with the checkpoint's preprocessing; the new audio (and text)
+embeddings, modality tags and head start fresh.
+
+``--freeze backbone`` keeps what a video encoder provides fixed (video embedding, blocks, final norm) and trains the
+rest: the head and every new embedding (`tubelet.models.fusion.UNFROZEN`). From a pretrained encoder that is the
+linear-probe-like path: the pretrained blocks read the new modality through embeddings learned for them.
+``--freeze top:K`` also trains the last K blocks and the final norm. ``--resume`` continues each arm from its own
+``last/`` (trainer state as video fine-tuning saves it, `tubelet.train.resume`); an arm that had finished is not
+trained again, and the test report is written anew from every arm's ``best/``.
 
 The class is the manifest's ``label`` column, or any other with ``label_column`` (``--label-column sentiment``):
 sentiment or affect recognition is this same head over fused features with the label set the data gives. The
 AV sample data has no real affect; its tests relabel its clips with a made-up ``sentiment`` column.
 
-Read top to bottom: data -> per arm (model -> optimizer -> loop (`train_arm`) -> checkpoints) -> test report.
-Not supported here (a `ConfigError` says so): peft, freeze, resume.
+Read top to bottom: data -> per arm (model -> optimizer -> (resume) -> loop (`train_arm`) -> checkpoints) -> test
+report. Not supported here (a `ConfigError` says so): peft.
 """
 
 from __future__ import annotations
@@ -34,9 +48,10 @@ from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
-from tubelet.models.fusion import MODEL_TYPE, FusionConfig, FusionModel
+from tubelet.models.fusion import MODEL_TYPE, UNFROZEN, FusionConfig, FusionModel
 from tubelet.models.registry import model_config, model_names
-from tubelet.recipes.common import LoadedModel, evaluate_classifier
+from tubelet.recipes.common import LoadedModel, evaluate_classifier, load_model
+from tubelet.recipes.fusion_from_encoder import describe_load, fusion_from_encoder
 from tubelet.recipes.report import write_report
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
@@ -53,7 +68,8 @@ from tubelet.train.loop import (
     train_epoch,
 )
 from tubelet.train.metrics_log import MetricsLog
-from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
+from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
+from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.fusion")
 
@@ -127,9 +143,8 @@ def finetune_fusion(cfg) -> dict:
     Args:
         cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``modalities`` is not just ``video``.
     """
-    for name, off in (("peft", "none"), ("freeze", "none"), ("resume", False)):
-        if getattr(cfg, name) != off:
-            raise ConfigError(f"{name}: not supported with --modalities {cfg.modalities} (fusion fine-tuning)")
+    if cfg.peft != "none":
+        raise ConfigError(f"peft: not supported with --modalities {cfg.modalities} (fusion fine-tuning)")
     modalities = parse_modalities(cfg.modalities)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,13 +251,33 @@ def _test_split(cfg, labels: list[str]) -> VideoDataset | None:
 
 def build_fusion(
     cfg, modalities: tuple[str, ...], labels: list[str], *, vocab_size: int = 0
-) -> tuple[FusionModel, Preprocessing | None]:
-    """A fresh model of a registered size, or a fusion checkpoint's (and its preprocessing), head reset if needed.
+) -> tuple[FusionModel, Preprocessing | None, dict | None]:
+    """The model an arm starts from, the preprocessing of the checkpoint it came from, and its load report.
 
-    `vocab_size` is the tokenizer's, for a model that reads text.
+    ``cfg.model`` is one of:
+
+    - a fusion checkpoint: continued as it is (its head reset when the labels differ);
+    - a registered size: fresh weights of that shape;
+    - a tubelet encoder checkpoint (``tubelet pretrain``'s ``RUN/best``, a video fine-tune's) or hub id: a fusion
+      model of the encoder's shape with its weights (`fusion_from_encoder`); the third value is then the load
+      report, None otherwise.
+
+    Args:
+        vocab_size: the tokenizer's, for a model that reads text.
+
+    Raises:
+        ConfigError: a fusion checkpoint reading other modalities, or an encoder whose weights cannot serve.
     """
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
-    if Path(cfg.model).is_dir():
+    fields = dict(
+        modalities=modalities,
+        num_classes=len(labels),
+        audio_bands=AudioPreprocessing().bands,
+        vocab_size=vocab_size,
+        pooling="modality" if "text" in modalities else "mean",  # a question's few tokens must count (vqa)
+        **runtime,
+    )
+    if is_fusion_checkpoint(cfg.model):
         loaded = load_fusion(cfg.model, **runtime)
         if loaded.model.config.modalities != modalities:
             raise ConfigError(
@@ -250,28 +285,15 @@ def build_fusion(
             )
         if loaded.labels != labels:
             loaded.model.reset_head(len(labels))
-        return loaded.model, loaded.preprocessing
-    if cfg.model not in model_names():
-        raise ConfigError(
-            f"--model {cfg.model}: fusion starts from a registered size ({', '.join(model_names())}) "
-            "or a fusion checkpoint directory"
-        )
-    shape = model_config(cfg.model)
-    tubelet = tuple(cfg.tubelet) if cfg.tubelet is not None else shape.tubelet
-    fusion = FusionConfig(
-        modalities=modalities,
-        dim=shape.dim,
-        depth=shape.depth,
-        heads=shape.heads,
-        mlp_ratio=shape.mlp_ratio,
-        tubelet=tubelet,
-        num_classes=len(labels),
-        audio_bands=AudioPreprocessing().bands,
-        vocab_size=vocab_size,
-        pooling="modality" if "text" in modalities else "mean",  # a question's few tokens must count (vqa)
-        **runtime,
-    )
-    return FusionModel(fusion), None
+        return loaded.model, loaded.preprocessing, None
+    if cfg.model in model_names() and not Path(cfg.model).is_dir():
+        shape = model_config(cfg.model)
+        tubelet = tuple(cfg.tubelet) if cfg.tubelet is not None else shape.tubelet
+        dims = dict(dim=shape.dim, depth=shape.depth, heads=shape.heads, mlp_ratio=shape.mlp_ratio, tubelet=tubelet)
+        return FusionModel(FusionConfig(**dims, **fields)), None, None
+    encoder = load_model(cfg.model, **runtime)  # a ConfigError naming --model when it is no checkpoint
+    model, report = fusion_from_encoder(encoder, **fields)
+    return model, encoder.preprocessing, report
 
 
 def train_arm(
@@ -290,8 +312,14 @@ def train_arm(
     Shared by the recipes that train a fusion model (audio-visual classification here, question answering in
     `tubelet.recipes.vqa`); they differ only in what an item is, so they pass it in.
 
+    ``out/last`` holds trainer state after every epoch (and every ``cfg.save_every_steps`` steps): with
+    ``cfg.resume`` the arm continues from it, at the batch it had reached, with the optimizer, schedule and RNG
+    states it had (`tubelet.train.resume`); an arm that had already finished is not trained again. ``cfg.freeze``
+    fixes what a pretrained encoder provides (`tubelet.models.fusion.UNFROZEN` always trains). A model started
+    from an encoder writes its load report to ``out/load_report.json``.
+
     Args:
-        cfg: a `FinetuneConfig` (schedule, budget, seed, model spec).
+        cfg: a `FinetuneConfig` (schedule, budget, seed, model spec, freeze, resume).
         train_set_for: the training dataset for the run's preprocessing and augmentation; its items' labels
             index `labels`.
         validate: metrics (``accuracy``, ``macro_f1``) of a model on the validation split, or None for no
@@ -302,10 +330,18 @@ def train_arm(
 
     seed_everything(cfg.seed)  # every arm starts from the same seed: equal budget, same batches
     device = resolve_device(cfg.device)
+    arm = "+".join(modalities)
     vocab_size = tokenizer.get_vocab_size() if tokenizer is not None else 0
-    model, base = build_fusion(cfg, modalities, labels, vocab_size=vocab_size)
+    model, base, load_report = build_fusion(cfg, modalities, labels, vocab_size=vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    if load_report is not None:
+        log.info("arm %s %s", arm, describe_load(load_report))
+        (out / "load_report.json").write_text(json.dumps(load_report, indent=2) + "\n")
     model = model.to(device)
     pre = preprocessing_for(cfg, LoadedModel(model, base, labels, cfg.model))
+    apply_freeze(model, cfg.freeze, keep=UNFROZEN)
+    if cfg.freeze != "none" and base is None:
+        log.warning("freeze=%s on %s: the frozen blocks keep their random initialisation", cfg.freeze, cfg.model)
     groups = param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index)
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
@@ -322,17 +358,29 @@ def train_arm(
         total_steps = min(total_steps, cfg.max_steps)
     warmup = round(cfg.warmup_epochs * steps_in(epoch_batches(0), cfg.accum_steps))
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
-    stopper = EarlyStopping(cfg.early_stopping)
-    metrics_log = MetricsLog(out)
-    step, skipped = 0, []
 
-    def save(name: str) -> None:
+    # --- state, resume ---------------------------------------------------------------------------------
+    state = loop_state()
+    resumed = cfg.resume and resume(out / "last", module=model, optimizer=optimizer, scheduler=scheduler, state=state)
+    stopper = EarlyStopping(cfg.early_stopping, state["best"], state["bad_epochs"])
+
+    def summary() -> dict:
+        skipped = [{"path": p, "reason": r} for p, r in state["skipped"]]
+        return {"out": str(out), "steps": state["step"], f"best_val_{cfg.metric}": stopper.best, "skipped": skipped}
+
+    if resumed and (state["epoch"] >= cfg.epochs or state["step"] >= total_steps or stopper.should_stop):
+        log.info("arm %s had finished (step %d, epoch %d); not training it again", arm, state["step"], state["epoch"])
+        return summary()
+    metrics_log = MetricsLog(out)
+
+    def save(name: str, with_trainer: bool) -> None:
         checkpoint.save_checkpoint(
             out / name,
             model=model,
             config=fusion_checkpoint_config(model, pre, audio),
             labels=labels,
             training_args={**to_dict(cfg), "arm_modalities": list(modalities)},
+            trainer=trainer_state(optimizer, scheduler, state) if with_trainer else None,
         )
         if tokenizer is not None:
             save_tokenizer(tokenizer, out / name)
@@ -340,60 +388,72 @@ def train_arm(
     def loss_of(batch):
         with autocast(device, cfg.precision):
             logits = model(batch.packed.to(device))
-        return classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
+        loss = classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
+        return loss, len(batch.labels)
 
     def on_failed(item) -> None:
         log.warning("skipping %s: %s", item.path, item.error)
-        skipped.append({"path": item.path, "reason": item.error})
+        state["skipped"].append((item.path, item.error))
 
-    # --- loop ------------------------------------------------------------------------------------------
-    for epoch in range(cfg.epochs):
-        if step >= total_steps or stopper.should_stop:
+    # --- loop: from the batch `last/` had reached when resumed ------------------------------------------
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["step"] >= total_steps or stopper.should_stop:
             break
         train_set.set_epoch(epoch)
         batches = epoch_batches(epoch)
+        count, skip, first = len(batches), state["batch_in_epoch"], state["step"]  # skip: a multiple of accum_steps
         model.train()
         started = time.perf_counter()
 
-        def on_step(step: int, grad_norm: float, seen: int, loss_sum: float, epoch: int = epoch) -> None:
+        def on_step(step, grad_norm, seen, loss_sum, epoch=epoch, count=count, skip=skip, first=first) -> None:
+            state["step"] = step
+            state["batch_in_epoch"] = min(count, skip + (step - first) * cfg.accum_steps)
             lr = scheduler.get_last_lr()[0]
             metrics_log.write("train", step, loss=loss_sum / max(seen, 1), lr=lr, grad_norm=grad_norm, epoch=epoch)
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save("last", with_trainer=True)
 
-        step, seen, loss_sum = train_epoch(
+        _, seen, loss_sum = train_epoch(
             model,
-            iterate_batches(train_set, batches, workers=cfg.workers),
-            len(batches),
-            loss_of=lambda batch: (loss_of(batch), len(batch.labels)),
+            iterate_batches(train_set, batches[skip:], workers=cfg.workers),
+            count - skip,
+            loss_of=loss_of,
             optimizer=optimizer,
             scheduler=scheduler,
             grad_clip=cfg.grad_clip,
             accum_steps=cfg.accum_steps,
-            step=step,
+            step=state["step"],
             total_steps=total_steps,
             on_failed=on_failed,
             on_step=on_step,
         )
-        if seen == 0:
+        if seen == 0 and skip < count:
             raise DataError(f"{cfg.data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
-        summary = {
-            "arm": "+".join(modalities),
+        if state["batch_in_epoch"] == count:  # else max_steps ended the run inside this epoch
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        line = {
+            "arm": arm,
             "epoch": epoch + 1,
-            "train_loss": round(loss_sum / seen, 5),
+            "train_loss": round(loss_sum / max(seen, 1), 5),
             "clips_per_s": round(seen / max(time.perf_counter() - started, 1e-9), 2),
         }
         if validate is not None:
             metrics = validate(LoadedFusion(model, pre, audio, labels, tokenizer))
-            summary.update(val_accuracy=round(metrics["accuracy"], 4), val_macro_f1=round(metrics["macro_f1"], 4))
-            metrics_log.write("val", step, accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], epoch=epoch + 1)
-            if stopper.update(metrics[cfg.metric]):
-                save("best")
+            improved = stopper.update(metrics[cfg.metric])
+            state["best"], state["bad_epochs"] = stopper.best, stopper.bad_epochs
+            line.update(val_accuracy=round(metrics["accuracy"], 4), val_macro_f1=round(metrics["macro_f1"], 4))
+            metrics_log.write(
+                "val", state["step"], accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], epoch=epoch + 1
+            )
+            if improved:
+                save("best", with_trainer=False)
                 (out / "best" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        save("last")
-        print(json.dumps(summary), flush=True)
+        save("last", with_trainer=True)
+        print(json.dumps(line), flush=True)
     if validate is None:
-        save("best")
+        save("best", with_trainer=False)
     metrics_log.close()
-    return {"out": str(out), "steps": step, f"best_val_{cfg.metric}": stopper.best, "skipped": skipped}
+    return summary()
 
 
 def evaluate_fusion(

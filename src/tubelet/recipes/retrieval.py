@@ -20,7 +20,6 @@ checkpoint. Not supported here (a `ConfigError` says so): peft, freeze, resume, 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ import torch
 from tokenizers import Tokenizer
 
 from tubelet import __version__
-from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset
+from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset, manifest_rows
 from tubelet.data.text import encode, load_tokenizer, save_tokenizer, train_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -122,38 +121,45 @@ def load_retrieval(directory: str | Path) -> LoadedRetrieval:
     return LoadedRetrieval(model, pre, load_tokenizer(directory))
 
 
-def read_captions(source: str | Path, split: str | None, data: VideoDataset) -> list[str]:
-    """The caption of each sample of `data`, from the ``caption`` column of the manifest it was read from.
+def text_manifest(source: str | Path, split: str | None, column: str = CAPTION) -> Path:
+    """The video manifest whose `column` holds a split's text: `source` itself, or ``source/{split}.csv|.jsonl``.
 
     Raises:
-        DataError: no manifest (class folders carry no captions), no ``caption`` column, or a sample without one.
+        DataError: no such manifest (class folders carry no text).
     """
     source = Path(source)
-    manifest = source if source.is_file() else None
-    for suffix in MANIFEST_SUFFIXES if manifest is None else ():
+    if source.is_file():
+        return source
+    for suffix in MANIFEST_SUFFIXES:
         if (source / f"{split}{suffix}").is_file():
-            manifest = source / f"{split}{suffix}"
-            break
-    if manifest is None:
-        raise DataError(f"{source}: retrieval needs a {split}.csv or {split}.jsonl manifest with a 'caption' column")
-    if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    if rows and CAPTION not in rows[0]:
-        raise DataError(f"{manifest}: no '{CAPTION}' column (retrieval trains on (clip, caption) pairs)")
+            return source / f"{split}{suffix}"
+    raise DataError(f"{source}: no {split}.csv or {split}.jsonl manifest with a '{column}' column to read text from")
+
+
+def read_captions(source: str | Path, split: str | None, data: VideoDataset, *, column: str = CAPTION) -> list[str]:
+    """The caption of each sample of `data`, from the `column` column of the manifest it was read from.
+
+    Args:
+        column: the manifest column holding the text (``caption``; ``tubelet tokenizer --column`` reads others).
+
+    Raises:
+        DataError: no manifest (class folders carry no captions), no such column, or a sample without text.
+    """
+    manifest = text_manifest(source, split, column)
+    rows = manifest_rows(manifest)
+    if rows and column not in rows[0][1]:
+        raise DataError(f"{manifest}: no '{column}' column (the text of each clip)")
     by_path = {}
-    for line, row in enumerate(rows, start=2 if manifest.suffix.lower() == ".csv" else 1):
+    for line, row in rows:
         path = Path(str(row.get("path", "")))
         path = path if path.is_absolute() else manifest.parent / path
-        by_path[str(path)] = (row.get(CAPTION), f"{manifest}:{line}")
+        by_path[str(path)] = (row.get(column), f"{manifest}:{line}")
     out = []
     for sample in data.samples:
-        caption, where = by_path.get(str(sample.path), (None, str(manifest)))
-        if caption is None or not str(caption).strip():
-            raise DataError(f"{where}: field '{CAPTION}' is empty for {sample.path}; give every clip a caption")
-        out.append(str(caption))
+        text, where = by_path.get(str(sample.path), (None, str(manifest)))
+        if text is None or not str(text).strip():
+            raise DataError(f"{where}: field '{column}' is empty for {sample.path}; give every clip a {column}")
+        out.append(str(text))
     return out
 
 

@@ -28,7 +28,9 @@ model takes from the clip.
 ``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split's ``qa_{split}.csv`` or a
 question manifest (`load_qa`, `evaluate_vqa`, `write_vqa_report`); ``--baseline`` adds another arm's row.
 
-Not supported here (a `ConfigError` says so): peft, freeze, resume.
+Training is `tubelet.recipes.fusion.train_arm`, so ``--model`` may be a pretrained video encoder, and ``--freeze``
+and ``--resume`` work as for audio-visual classification (a resumed run keeps the tokenizer of its ``last/``).
+Not supported here (a `ConfigError` says so): peft.
 """
 
 from __future__ import annotations
@@ -204,9 +206,8 @@ def finetune_vqa(cfg) -> dict:
         cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``task`` is ``vqa``; ``modalities`` are what is
             read from the clip (``video``, ``audio`` or both); the question's text is always read.
     """
-    for name, off in (("peft", "none"), ("freeze", "none"), ("resume", False)):
-        if getattr(cfg, name) != off:
-            raise ConfigError(f"{name}: not supported with --task vqa")
+    if cfg.peft != "none":
+        raise ConfigError("peft: not supported with --task vqa")
     media = parse_modalities(cfg.modalities)
     modalities = (*media, "text")
     out = Path(cfg.out)
@@ -220,6 +221,8 @@ def finetune_vqa(cfg) -> dict:
     answers = train.data.labels
     if cfg.tokenizer:
         tokenizer = load_tokenizer(cfg.tokenizer)
+    elif cfg.resume and (out / "last" / TOKENIZER_FILE).is_file():
+        tokenizer = load_tokenizer(out / "last")  # resuming: the vocabulary the saved model learned
     elif is_fusion_checkpoint(cfg.model) and (Path(cfg.model) / TOKENIZER_FILE).is_file():
         tokenizer = load_tokenizer(cfg.model)  # continuing a VQA model: keep the vocabulary it learned
     else:

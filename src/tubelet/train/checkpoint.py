@@ -180,7 +180,18 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, *, strict: bool
         ConfigError: (strict) the weights do not fit; one line naming the file and the keys. Nothing is loaded.
     """
     path = _resolve(directory) / WEIGHTS
-    saved = read_safetensors(path)
+    return load_state(model, read_safetensors(path), strict=strict, source=str(path))
+
+
+def load_state(
+    model: nn.Module, saved: dict[str, torch.Tensor], *, strict: bool = True, source: str = "weights"
+) -> LoadReport:
+    """Load the tensors of a state dict (a checkpoint's, or another model's) into `model`, as `load_weights`.
+
+    Args:
+        saved: name -> tensor, e.g. ``encoder.state_dict()``.
+        source: where `saved` came from, for the error message.
+    """
     expected = model.state_dict()
     report = LoadReport(
         missing=[k for k in expected if k not in saved],
@@ -192,7 +203,7 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, *, strict: bool
         },
     )
     if strict and not report.ok:
-        raise ConfigError(f"{path}: the weights do not fit the model: {_describe(report)}")
+        raise ConfigError(f"{source}: the weights do not fit the model: {_describe(report)}")
     fits = {k: v for k, v in saved.items() if k in expected and k not in report.mismatched}
     model.load_state_dict(fits, strict=False)
     return report

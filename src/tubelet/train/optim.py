@@ -24,12 +24,14 @@ def parse_freeze(spec: str) -> tuple[str, int]:
     raise ConfigError(f"freeze: expected none, backbone or top:K (train the top K blocks), got {spec!r}")
 
 
-def apply_freeze(model: nn.Module, spec: str) -> None:
-    """Set requires_grad: ``none`` trains everything, ``backbone`` only the head (and pooling), ``top:K`` also
-    the last K blocks and the final norm.
+def apply_freeze(model: nn.Module, spec: str, *, keep: tuple[str, ...] = ("head.", "attn_pool.")) -> None:
+    """Set requires_grad: ``none`` trains everything, ``backbone`` only the parameters named in `keep`, ``top:K``
+    also the last K blocks and the final norm.
 
     Args:
         model: an `Encoder` (anything with `blocks`, `head`, `norm`).
+        keep: name prefixes trained whatever `spec` says: the head and attention pooling of an encoder; a
+            `FusionModel` adds what no video encoder provides (`tubelet.models.fusion.UNFROZEN`).
     """
     mode, k = parse_freeze(spec)
     depth = len(model.blocks)
@@ -38,7 +40,7 @@ def apply_freeze(model: nn.Module, spec: str) -> None:
     for name, param in model.named_parameters():
         if mode == "none":
             trainable = True
-        elif name.startswith(("head.", "attn_pool.")):
+        elif name.startswith(keep):
             trainable = True
         elif mode == "top":
             block = re.match(r"blocks\.(\d+)\.", name)

@@ -1,0 +1,96 @@
+"""A fusion model started from a pretrained video encoder (``tubelet finetune --modalities ... --model ENCODER``).
+
+Users pretrain an encoder on their own footage (``tubelet pretrain`` -> ``RUN/best``). A `FusionModel` names its
+video embedding, blocks and final norm as the encoder does, so `fusion_from_encoder` builds one of the encoder's
+shape (`tubelet.models.fusion.config_from_encoder`) and loads those weights by name; what a video encoder has no
+counterpart for (audio and text embeddings, modality tags, the head) starts fresh. The load report says which is
+which, and why any encoder weight was left out, so a run shows that its pretrained weights are in use.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tubelet.errors import ConfigError
+from tubelet.models.fusion import FusionModel, config_from_encoder
+from tubelet.particles.structure import VIDEO
+from tubelet.recipes.common import LoadedModel
+from tubelet.train import checkpoint
+
+# Why a fusion model's parameter has no counterpart in a video encoder, and why an encoder's is left out.
+NEW_BECAUSE = {
+    "audio_embed.": "audio patch embedding: the encoder read video only",
+    "band_embed.": "mel band embedding: the encoder read video only",
+    "token_embed.": "text token embedding: the encoder read video only",
+    "modality_embed.": "modality tags; the video row starts at zero, so video enters the blocks as in pretraining",
+    "head.": "the classifier over this run's labels",
+}
+UNUSED_BECAUSE = {
+    "head.": "the encoder's classifier: the fusion model's head is new, over this run's labels",
+    "attn_pool.": "the encoder's attention pooling: a fusion model pools by mean",
+    "patch_embed.": "video embedding: this model reads no video",
+    "span_embed.": "video embedding: this model reads no video",
+}
+
+
+def fusion_from_encoder(encoder: LoadedModel, **fields) -> tuple[FusionModel, dict]:
+    """A `FusionModel` of a pretrained encoder's shape holding its weights, and a report of what loaded.
+
+    The encoder's video embedding (``patch_embed``, ``span_embed``), blocks and final norm load by name. What a
+    video encoder does not have starts fresh: the audio and text embeddings, the head, and the modality embedding,
+    whose video row starts at zero so that a video-only fusion model computes exactly the encoder's features. The
+    encoder's head and attention pooling are not used.
+
+    Args:
+        encoder: the loaded encoder checkpoint.
+        fields: the fusion-only `FusionConfig` fields (see `tubelet.models.fusion.config_from_encoder`).
+
+    Returns:
+        The model, and the report: ``encoder`` (its source), ``loaded`` (keys), ``loaded_parameters``, ``new``
+        (fusion key -> why it has no pretrained value) and ``unused`` (encoder key -> why it was left out).
+
+    Raises:
+        ConfigError: the encoder's positions or normalization differ from a fusion model's (one line, naming
+            --model and the field).
+    """
+    try:
+        config = config_from_encoder(encoder.model.config, **fields)
+    except ValueError as exc:
+        raise ConfigError(f"--model {encoder.source}: cannot start a fusion model from this encoder: {exc}") from None
+    model = FusionModel(config)
+    with torch.no_grad():
+        model.modality_embed.weight[VIDEO].zero_()
+    weights = {k: v for k, v in encoder.model.state_dict().items() if not k.startswith("head.")}
+    fit = checkpoint.load_state(model, weights, strict=False, source=f"--model {encoder.source}")
+    if fit.mismatched:  # the shape was copied from the encoder: a mismatch is a bug, not bad input
+        raise AssertionError(f"fusion model of the encoder's shape does not fit it: {fit.mismatched}")
+    loaded = [k for k in weights if k not in fit.unexpected]
+    encoder_keys = encoder.model.state_dict()
+    report = {
+        "encoder": encoder.source,
+        "loaded": loaded,
+        "loaded_parameters": sum(weights[k].numel() for k in loaded),
+        "new": {k: _because(k, NEW_BECAUSE, "not in a video encoder") for k in fit.missing},
+        "unused": {
+            k: _because(k, UNUSED_BECAUSE, "no counterpart in a fusion model") for k in encoder_keys if k not in loaded
+        },
+    }
+    return model, report
+
+
+def _because(key: str, reasons: dict[str, str], default: str) -> str:
+    return next((why for prefix, why in reasons.items() if key.startswith(prefix)), default)
+
+
+def describe_load(report: dict) -> str:
+    """One log line of a load report: what loaded, what is new, what was left out (by module)."""
+
+    def modules(keys) -> str:
+        names = sorted({k.split(".")[0] for k in keys})
+        return ", ".join(names) if names else "none"
+
+    return (
+        f"started from encoder {report['encoder']}: loaded {len(report['loaded'])} tensors "
+        f"({report['loaded_parameters'] / 1e6:.2f}M parameters: {modules(report['loaded'])}); "
+        f"new: {modules(report['new'])}; unused: {modules(report['unused'])}"
+    )
