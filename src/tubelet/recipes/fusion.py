@@ -26,7 +26,8 @@ trained again, and the test report is written anew from every arm's ``best/``.
 
 The class is the manifest's ``label`` column, or any other with ``label_column`` (``--label-column sentiment``):
 sentiment or affect recognition is this same head over fused features with the label set the data gives. The
-AV sample data has no real affect; its tests relabel its clips with a made-up ``sentiment`` column.
+AV sample data carries a made-up ``sentiment`` column (colour valence plus pitch valence,
+`tubelet.data.sample_av.sentiment`) that neither modality decides alone.
 
 Read top to bottom: data -> per arm (model -> optimizer -> (resume) -> loop (`train_arm`) -> checkpoints) -> test
 report. Not supported here (a `ConfigError` says so): peft.
