@@ -20,14 +20,6 @@ FAST = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def vqa_run(av_data, tmp_path_factory):
-    """One `--task vqa` CLI run (video + question, and the question-only arm); returns its directory."""
-    run = tmp_path_factory.mktemp("vqa_run") / "run"
-    assert main(["finetune", "--data", str(av_data), "--out", str(run), "--task", "vqa", *FAST]) == 0
-    return run
-
-
 def test_cli_writes_checkpoints_and_a_report_per_question_type(vqa_run, av_data):
     for ckpt in (vqa_run / "best", vqa_run / "last", vqa_run / "ablation/question-only/best"):
         assert {"config.json", "model.safetensors", "labels.json", "tokenizer.json"} <= set(os.listdir(ckpt))

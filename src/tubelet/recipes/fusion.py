@@ -15,6 +15,7 @@ sentiment or affect recognition is this same head over fused features with the l
 AV sample data has no real affect; its tests relabel its clips with a made-up ``sentiment`` column.
 
 Read top to bottom: data -> per arm (model -> optimizer -> loop (`train_arm`) -> checkpoints) -> test report.
+The checkpoints (`load_fusion`) are read by ``tubelet evaluate``, ``predict`` and ``explain`` like video ones.
 Not supported here (a `ConfigError` says so): peft, freeze, resume.
 """
 

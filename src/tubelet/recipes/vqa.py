@@ -25,7 +25,8 @@ model takes from the clip.
     RUN/report/report.json, report.md         test accuracy overall and per question_type, for every arm
     RUN/summary.json                          training summaries
 
-Not supported here (a `ConfigError` says so): peft, freeze, resume.
+Not supported here (a `ConfigError` says so): peft, freeze, resume. A VQA checkpoint answers new questions with
+``tubelet predict --checkpoint RUN/best FILE --question TEXT`` (`tubelet.recipes.predict`).
 """
 
 from __future__ import annotations
