@@ -314,8 +314,12 @@ def _evaluate_run(args) -> None:
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA)")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
+    p.add_argument(
+        "--question", action="append", dest="questions", default=None, metavar="TEXT",
+        help="question for a VQA checkpoint (required by one); repeat it to answer every file for each",
+    )  # fmt: skip
     p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
     p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows")
     p.add_argument("--topk", type=int, default=5, help="classes listed per file")
@@ -331,6 +335,7 @@ def _predict_run(args) -> None:
     for result in predict(
         args.checkpoint,
         args.inputs,
+        questions=args.questions,
         window_seconds=args.window_seconds,
         stride_seconds=args.stride_seconds,
         topk=args.topk,
@@ -346,7 +351,8 @@ def _predict_run(args) -> None:
             print(f"{result['path']}: error: {result['error']}", flush=True)
         else:
             windows = f"  ({len(result['windows'])} windows)" if "windows" in result else ""
-            print(f"{result['path']}: {result['label']} {result['score']:.3f}{windows}", flush=True)
+            asked = f" {result['question']!r} ->" if "question" in result else ""
+            print(f"{result['path']}:{asked} {result['label']} {result['score']:.3f}{windows}", flush=True)
     if failures:
         raise TubeletError(f"{failures} file(s) could not be read (see above)")
 
@@ -354,7 +360,7 @@ def _predict_run(args) -> None:
 def _explain_args(p: argparse.ArgumentParser) -> None:
     from tubelet.explain.methods import METHODS
 
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint directory (e.g. RUN/best)")
+    p.add_argument("--checkpoint", required=True, help="classifier checkpoint directory, video or fusion (RUN/best)")
     p.add_argument("file", metavar="FILE", help="the video to explain")
     p.add_argument("--method", default="occlusion", choices=METHODS, help="attribution method (default occlusion)")
     p.add_argument("--target", default=None, metavar="LABEL", help="class to explain (default: the predicted one)")
@@ -364,7 +370,8 @@ def _explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=10, help="top particles listed (default 10)")
     p.add_argument(
         "--occlusion-window", type=tubelet_size, default=(1, 1, 1), metavar="TxHxW",
-        help="tubelets removed together by occlusion: time x rows x cols (default 1x1x1)",
+        help="tubelets removed together by occlusion: time x rows x cols (default 1x1x1); for audio particles "
+        "time patches x mel bands x 1",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -395,8 +402,12 @@ def _explain_run(args) -> None:
         f"{result['path']} [{window['start']:.2f}-{window['end']:.2f} s]: predicted {result['prediction']['label']} "
         f"{result['prediction']['score']:.3f}; explaining {result['target']} with {result['method']}"
     )
+    if "modality_share" in result:
+        shares = ", ".join(f"{name} {share:.2f}" for name, share in result["modality_share"].items())
+        print(f"  share of the positive evidence: {shares}")
     for rank, row in enumerate(result["top_particles"][:5], start=1):
-        print(f"  #{rank} t={row['t']:.2f}s row {row['row']} col {row['col']} score {row['score']:.4g}")
+        where = f"mel band {row['row']}" if row.get("modality") == "audio" else f"row {row['row']} col {row['col']}"
+        print(f"  #{rank} t={row['t']:.2f}s {where} score {row['score']:.4g}")
     print(f"report: {result['files'].get('html', result['files']['particles'])}")
 
 
@@ -506,7 +517,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _evaluate_args,
         _evaluate_run,
     ),
-    "predict": ("labels and scores for new videos, per window in seconds for long ones", _predict_args, _predict_run),
+    "predict": (
+        "labels and scores for new videos (or answers to --question), per window in seconds for long ones",
+        _predict_args,
+        _predict_run,
+    ),
     "explain": (
         "which particles (where, when) drove a prediction: heatmap video, timeline, HTML report",
         _explain_args,

@@ -21,11 +21,24 @@ from tubelet.explain import (
     randomized_model,
     rank_correlation,
 )
-from tubelet.explain.methods import class_probs, window_groups
+from tubelet.explain.methods import (
+    attention_rollout,
+    baseline_particles,
+    class_probs,
+    gradient_x_input,
+    modality_occlusion,
+    window_groups,
+)
 from tubelet.explain.render import score_volume
+from tubelet.io import Audio
 from tubelet.models.encoder import Encoder
+from tubelet.models.fusion import FusionConfig, FusionModel
 from tubelet.models.registry import model_config
 from tubelet.particles import pack, tokenize
+from tubelet.particles.audio import tokenize_audio
+from tubelet.particles.modalities import ModalClip, pack_clips
+from tubelet.particles.structure import AUDIO, VIDEO
+from tubelet.particles.text import tokenize_text
 
 TUBELET = (2, 8, 8)
 FRAMES, SIDE = 4, 32  # grid 2 x 4 x 4 = 32 particles
@@ -211,3 +224,78 @@ def test_score_volume_paints_each_score_on_its_tubelet_and_its_pruned_run():
         t0, t1 = int(particles.ti[i]) * 2, (int(particles.ti[i]) + int(particles.span[i])) * 2
         y, x = int(particles.y[i]) * 8, int(particles.x[i]) * 8
         assert (volume[t0:t1, y : y + 8, x : x + 8] == scores[i].item()).all()
+
+
+# --- fusion models: the same methods over a clip's video AND audio particles (a `ModalClip`) ----------------------
+
+
+def fusion_clip(seed: int = 0) -> ModalClip:
+    """A real clip's worth of particles: 32 video particles of `planted_clip` and 8 audio ones of 0.5 s of noise."""
+    rng = np.random.default_rng(seed)
+    video, _ = planted_clip(rng, True)
+    noise = Audio(rng.normal(0, 0.1, 8000).astype(np.float32), 16000, 0.0, "noise")
+    audio = tokenize_audio(noise, patch=(16, 16), n_mels=32)  # 4 time patches x 2 mel bands
+    return ModalClip({"video": video, "audio": audio})
+
+
+@pytest.fixture(scope="module")
+def fusion_model():
+    """An untrained (random, hence smooth) video + audio fusion classifier of the test size."""
+    torch.manual_seed(0)
+    config = FusionConfig(
+        modalities=("video", "audio"), dim=32, depth=2, heads=2, tubelet=TUBELET, audio_bands=2, num_classes=2
+    )
+    return FusionModel(config).eval()
+
+
+def test_a_modal_clip_is_one_sequence_in_the_model_merge_order(fusion_model):
+    clip = fusion_clip()
+    assert len(clip) == 40 and clip.modality.tolist() == [VIDEO] * 32 + [AUDIO] * 8
+    packed = pack_clips([clip])
+    embedded = fusion_model.embed(packed)  # (40, D), merged order
+    where = clip.slices()
+    torch.testing.assert_close(embedded[where["audio"]], fusion_model.embed_modality("audio", packed.parts["audio"]))
+    kept = clip.select(torch.tensor([35, 2, 33]))  # any order in, merge order out
+    assert kept.modality.tolist() == [VIDEO, AUDIO, AUDIO] and kept.t.tolist() == clip.t[[2, 33, 35]].tolist()
+    assert len(clip.select(clip.modality == VIDEO).parts["audio"]) == 0  # a modality can be left empty
+
+
+def test_fusion_occlusion_scores_video_and_audio_particles_by_their_probability_drop(fusion_model):
+    clip = fusion_clip()
+    explanation = occlusion(fusion_model, clip, 1)
+    full = class_probs(fusion_model, [clip])[0, 1]
+    for i in (0, 31, 32, 39):  # first and last of each modality
+        keep = torch.ones(len(clip), dtype=torch.bool)
+        keep[i] = False
+        without = class_probs(fusion_model, [clip.select(keep)])[0, 1]
+        assert explanation.scores[i].item() == pytest.approx((full - without).item(), abs=1e-6)
+    assert explanation.of_modality("audio").scores.tolist() == explanation.scores[32:].tolist()
+    groups = window_groups(clip, (2, 4, 4))  # video: the whole 2 x 4 x 4 grid; audio: 2 time patches x both bands
+    assert groups.tolist() == [0] * 32 + [1] * 4 + [2] * 4  # windows never mix modalities
+    share = explanation.modality_share()
+    assert set(share) == {"video", "audio"} and sum(share.values()) == pytest.approx(1.0)
+    drops = modality_occlusion(fusion_model, clip, 1)
+    without_audio = class_probs(fusion_model, [clip.select(clip.modality == VIDEO)])[0, 1]
+    assert drops["audio"] == pytest.approx((full - without_audio).item(), abs=1e-6)
+
+
+def test_fusion_integrated_gradients_are_complete_from_video_average_and_silent_audio(fusion_model):
+    clip = fusion_clip()
+    baseline = baseline_particles(clip, audio_silence=-3.0)
+    assert (baseline.parts["audio"].values == -3.0).all()
+    assert torch.allclose(baseline.parts["video"].values, clip.parts["video"].values.mean(0).expand(32, -1))
+    explanation = integrated_gradients(fusion_model, clip, 1, steps=64, audio_silence=-3.0)
+    change = explanation.meta["logit"] - explanation.meta["baseline_logit"]
+    assert explanation.meta["baseline"] == "average video particle, silence"
+    assert abs(change) > 0.01 and abs(explanation.meta["completeness_gap"]) < 0.02 * abs(change)
+    silent_start = gradient_x_input(fusion_model, clip, 1, audio_silence=-3.0).scores
+    assert not torch.allclose(silent_start, gradient_x_input(fusion_model, clip, 1).scores)  # the baseline counts
+
+
+def test_fusion_rollout_and_a_text_baseline(fusion_model):
+    explanation = attention_rollout(fusion_model, fusion_clip(), 1)
+    assert explanation.scores.shape == (40,) and explanation.scores.sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert fusion_model.last_attention is None
+    question = ModalClip({"text": tokenize_text([2, 7, 9], time=0.5)})
+    with pytest.raises(ValueError, match="text"):
+        baseline_particles(question)

@@ -1,8 +1,16 @@
+import csv
+
+import numpy as np
 import pytest
 
 from tubelet.cli import main
 from tubelet.data.sample import generate
 from tubelet.data.sample_av import generate_av
+from tubelet.io.write import write_video
+from tubelet.recipes.finetune import FinetuneConfig, finetune
+
+# Told apart by sound alone: clip i of each class has the same pictures, one plays a low tone, the other a high one.
+SOUND_PAIR = ("static_low", "static_high")
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +44,40 @@ def retrieval_run(av_data, tmp_path_factory):
     fast += ["--batch-particles", "2000", "--workers", "0", "--epochs", "2", "--lr", "3e-3"]
     assert main([*args, *fast]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def silent_mp4(tmp_path_factory):
+    """2 s of random frames with no audio stream."""
+    frames = np.random.default_rng(0).integers(0, 255, (16, 48, 64, 3), dtype=np.uint8)
+    return write_video(tmp_path_factory.mktemp("silent") / "silent.mp4", frames, fps=8)
+
+
+@pytest.fixture(scope="session")
+def sound_pair(av_data, tmp_path_factory):
+    """`SOUND_PAIR` and two fusion classifiers of it, one reading video and audio, one audio alone.
+
+    Trained on the 4 train and val clips of the pair (10 tiny epochs, a few seconds each); the test split's two
+    clips are unseen. Returns ``{"test": {label: path}, "video,audio": checkpoint, "audio": checkpoint}``.
+    """
+    root = tmp_path_factory.mktemp("sound-pair")
+    for split, sources in (("train", ("train", "val")), ("test", ("test",))):
+        rows = [r for s in sources for r in csv.DictReader(open(av_data / f"{s}.csv")) if r["label"] in SOUND_PAIR]
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows([str(av_data / r["path"]), r["label"]] for r in rows)
+    pair = {"test": {r["label"]: r["path"] for r in csv.DictReader(open(root / "test.csv"))}}
+    for modalities in ("video,audio", "audio"):
+        out = root / modalities.replace(",", "+")
+        cfg = FinetuneConfig(
+            data=str(root), out=str(out), model="test", size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0,
+            batch_particles=600, workers=0, epochs=10, lr=0.002, warmup_epochs=0, modalities=modalities, ablate=False,
+            val_split="none",
+        )  # fmt: skip
+        finetune(cfg)
+        pair[modalities] = out / "best"
+    return pair
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,20 @@
 """fine-tune -> evaluate -> predict through the real CLI, at tiny size."""
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from tubelet.errors import ConfigError
 from tubelet.io import write_video
+from tubelet.recipes.fusion import load_fusion
+from tubelet.recipes.predict import predict
+from tubelet.recipes.vqa import evaluate_vqa, load_qa, qa_manifest, tokenize_questions
+from tubelet.train.av_dataset import MISSING_AUDIO
 
 FAST = [
     "model=test",
@@ -125,3 +134,72 @@ def test_predict_reports_an_unreadable_file_and_goes_on(trained, tmp_path, tubel
     assert rows[0]["path"] == str(bad) and "cannot open" in rows[0]["error"]
     assert rows[1]["path"] == str(good) and "label" in rows[1]
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- fusion checkpoints: each window's audio beside its frames; VQA checkpoints answer --question --------------
+
+
+def test_predict_with_a_fusion_model_hears_each_window_and_reports_a_file_without_audio(
+    sound_pair, silent_mp4, tmp_path, tubelet_cli
+):
+    low, high = sound_pair["test"]["static_low"], sound_pair["test"]["static_high"]
+    result = tubelet_cli(
+        "predict", "--checkpoint", sound_pair["video,audio"], low, silent_mp4, high, "--json", "--plot", tmp_path,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0] == {"path": str(silent_mp4), "error": f"{silent_mp4}: {MISSING_AUDIO}"}  # the others go on
+    by_path = {row["path"]: row for row in rows[1:]}
+    for label, path in (("static_low", low), ("static_high", high)):  # told apart by their sound alone
+        row = by_path[path]
+        assert row["label"] == label and row["topk"][0]["label"] == label and len(row["topk"]) == 2
+        assert len(row["windows"]) >= 2 and row["windows"][-1]["end"] == pytest.approx(row["duration_s"], abs=1e-3)
+        assert row["timeline"].endswith(f"{Path(path).stem}_timeline.png")
+
+
+def test_predict_with_an_audio_only_model_and_with_silence_allowed(sound_pair, silent_mp4, tmp_path):
+    checkpoint = sound_pair["audio"]
+    for label, path in sound_pair["test"].items():
+        (row,) = predict(str(checkpoint), [path])
+        assert row["label"] == label
+    (row,) = predict(str(checkpoint), [str(silent_mp4)])
+    assert "no audio stream" in row["error"]
+    allowing = tmp_path / "allowing"  # the same model, trained as if with --allow-missing-audio
+    shutil.copytree(checkpoint, allowing)
+    config = json.loads((allowing / "config.json").read_text())
+    config["audio"]["allow_missing_audio"] = True
+    (allowing / "config.json").write_text(json.dumps(config))
+    (row,) = predict(str(allowing), [str(silent_mp4)])
+    assert row["label"] in {"static_low", "static_high"} and "error" not in row
+
+
+def test_predict_answers_every_question_about_every_file_as_evaluate_vqa_does(vqa_run, av_data):
+    """Each (file, question) of the test questions, one window over the whole clip, answered as the VQA report does."""
+    loaded = load_fusion(vqa_run / "best")
+    qa = tokenize_questions(load_qa(qa_manifest(av_data, "test"), answers=loaded.labels), loaded.tokenizer)
+    whole = replace(loaded, preprocessing=replace(loaded.preprocessing, clip_seconds=100.0))  # one window: all of it
+    expected = evaluate_vqa(whole, qa, device=torch.device("cpu"))["predictions"]
+    clips = sorted({str(s.path) for s in qa.data.samples})[:2]
+    questions = sorted(set(qa.questions))
+    rows = list(predict(str(vqa_run / "best"), clips, questions=questions, window_seconds=100.0))
+    assert [(r["path"], r["question"]) for r in rows] == [(c, q) for c in clips for q in questions]
+    answers = {(r["path"], r["question"]): r["label"] for r in rows}
+    asked = [(str(s.path), q, e) for s, q, e in zip(qa.data.samples, qa.questions, expected) if str(s.path) in clips]
+    assert len(asked) == 8 and all(answers[(path, q)] == e for path, q, e in asked)
+    scores = {r["question"]: r["topk"][0]["score"] for r in rows if r["path"] == clips[0]}
+    assert len(set(scores.values())) > 1  # the question is read: different questions, different answers' scores
+
+
+def test_cli_predict_needs_a_question_exactly_for_a_vqa_checkpoint(vqa_run, sound_pair, tubelet_cli):
+    clip = sound_pair["test"]["static_low"]
+    result = tubelet_cli("predict", "--checkpoint", vqa_run / "best", clip, "--question", "which way does it move?",
+                         "--question", "what colour is it?")  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "'which way does it move?' ->" in lines[0] and "'what colour is it?' ->" in lines[1]
+    for checkpoint, questions, why in (
+        (vqa_run / "best", None, "pass one"), (sound_pair["audio"], ["which way?"], "does not read text")
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"--question: .*{why}") as error:
+            next(predict(str(checkpoint), [clip], questions=questions))
+        assert "\n" not in str(error.value)

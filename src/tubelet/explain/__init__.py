@@ -17,6 +17,7 @@ from tubelet.explain.methods import (
     explain_particles,
     gradient_x_input,
     integrated_gradients,
+    modality_occlusion,
     occlusion,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "explain_particles",
     "gradient_x_input",
     "integrated_gradients",
+    "modality_occlusion",
     "occlusion",
     "particle_boxes",
     "pointing_hit",

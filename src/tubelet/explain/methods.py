@@ -3,6 +3,13 @@
 Every method returns an `Explanation` whose ``scores[i]`` belongs to particle i, which knows its time ``t``
 (seconds), tubelet index ``ti``, grid row ``y`` and column ``x``. Positive scores are evidence FOR the target.
 
+The same methods explain a video `Encoder` on one clip's `Particles` and a `FusionModel` on a `ModalClip` (the
+clip's video and audio particles as one flat sequence in the model's merge order): both models give
+`embed(batch) -> (N, D)` in their particles' order, `forward(batch, embedded=...)` and
+`forward_features(batch, keep_attention=True)`, and `pack_clips` packs either kind of clip. A fusion
+explanation's particles keep their `modality`; `Explanation.of_modality` and `Explanation.modality_share` split
+the evidence by modality, and `modality_occlusion` removes one whole modality at a time.
+
 - ``occlusion``: remove particles (one, or a space-time window of tubelets at a time) from the clip and measure how
   much the target's probability falls. Removing is natural here: a particle that is not in the packed sequence is
   simply not seen, so no grey fill value has to be invented. All occluded copies of the clip run as one packed batch.
@@ -14,13 +21,13 @@ Every method returns an `Explanation` whose ``scores[i]`` belongs to particle i,
   choice here: its embedding is nearly the zero vector, and the pre-norm blocks' LayerNorm is scale invariant, so
   the whole change of the logit would happen in a sliver of the path next to the baseline that the steps miss.
   Scores sum to logit(input) - logit(baseline) up to the Riemann error (`Explanation.meta["completeness_gap"]`;
-  a sharply saturated model needs more ``steps``).
+  a sharply saturated model needs more ``steps``). Audio particles start from silence instead (`baseline_particles`).
 - ``rollout``: attention rollout (Abnar & Zuidema, 2020) across layers, per clip, with the residual as 0.5 I;
   a particle's score is the mean over all particles of how much it flows into them (the pooling is a mean).
   It does not depend on the target.
 
 Captum implements IG and occlusion for dense tensors; here the inputs are packed variable-length particle
-sequences whose occlusion means deleting rows, so the few lines of each method are written against our encoder.
+sequences whose occlusion means deleting rows, so the few lines of each method are written against our models.
 """
 
 from __future__ import annotations
@@ -31,10 +38,15 @@ from dataclasses import dataclass, field
 import torch
 
 from tubelet.models.encoder import Encoder
-from tubelet.particles import pack
-from tubelet.particles.structure import Particles
+from tubelet.models.fusion import FusionModel
+from tubelet.particles.modalities import ModalClip, pack_clips
+from tubelet.particles.structure import AUDIO, MODALITIES, TEXT, Particles
 
 METHODS = ("occlusion", "ig", "gradxinput", "rollout")
+
+Model = Encoder | FusionModel  # what the methods explain
+Clip = Particles | ModalClip  # one clip as the model reads it: video particles, or several modalities'
+MODALITY_NAMES = {tag: name for name, tag in MODALITIES.items()}
 
 
 @dataclass
@@ -43,7 +55,8 @@ class Explanation:
 
     Attributes:
         scores: (N,) float32, one per particle, positive = evidence for the target.
-        particles: the clip's particles (``t`` relative to the clip window's start).
+        particles: the clip's particles (``t`` relative to the clip window's start): a `Particles` (video) or a
+            `ModalClip` (several modalities, in merge order).
         target: class index explained.
         method: one of `METHODS`.
         probs: (classes,) softmax of the model on the whole clip.
@@ -51,7 +64,7 @@ class Explanation:
     """
 
     scores: torch.Tensor
-    particles: Particles
+    particles: Clip
     target: int
     method: str
     probs: torch.Tensor
@@ -61,93 +74,185 @@ class Explanation:
         """Indices of the `k` highest-scoring particles, best first."""
         return torch.argsort(self.scores, descending=True)[:k].tolist()
 
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities of the particles, in their order (a plain clip's are all video)."""
+        return list(self.particles.parts) if isinstance(self.particles, ModalClip) else ["video"]
+
+    def of_modality(self, name: str) -> Explanation:
+        """The same explanation restricted to one modality's particles (a `Particles`), e.g. for a video heatmap."""
+        if not isinstance(self.particles, ModalClip):
+            if name != "video":
+                raise ValueError(f"a video clip has no {name} particles")
+            return self
+        where = self.particles.slices()[name]
+        return Explanation(
+            self.scores[where], self.particles.parts[name], self.target, self.method, self.probs, self.meta
+        )
+
+    def modality_share(self) -> dict[str, float]:
+        """Each modality's fraction of the total positive score (all 0 when no score is positive)."""
+        positive = self.scores.clamp(min=0)
+        total = float(positive.sum())
+        sums = {name: float(self.of_modality(name).scores.clamp(min=0).sum()) for name in self.modalities}
+        return {name: (value / total if total > 0 else 0.0) for name, value in sums.items()}
+
+
+def _device(model: Model) -> torch.device:
+    return next(model.parameters()).device
+
 
 @torch.no_grad()
-def class_probs(model: Encoder, clips: list[Particles], budget: int = 32768) -> torch.Tensor:
+def class_probs(model: Model, clips: list[Clip], budget: int = 32768) -> torch.Tensor:
     """(len(clips), classes) softmax of `model` on each clip, packed `budget` particles per forward."""
-    device = next(model.parameters()).device
+    device = _device(model)
     out, batch, used = [], [], 0
     for clip in clips:
         if batch and used + len(clip) > budget:
-            out.append(torch.softmax(model(pack(batch).to(device)).float(), -1).cpu())
+            out.append(torch.softmax(model(pack_clips(batch).to(device)).float(), -1).cpu())
             batch, used = [], 0
         batch.append(clip)
         used += len(clip)
     if batch:
-        out.append(torch.softmax(model(pack(batch).to(device)).float(), -1).cpu())
+        out.append(torch.softmax(model(pack_clips(batch).to(device)).float(), -1).cpu())
     return torch.cat(out)
 
 
-def window_groups(particles: Particles, window: tuple[int, int, int]) -> torch.Tensor:
-    """(N,) group id of each particle: particles in the same (ti // wt, y // wy, x // wx) window share one."""
+def window_groups(particles: Clip, window: tuple[int, int, int]) -> torch.Tensor:
+    """(N,) group id of each particle: particles of one modality in the same (ti // wt, y // wy, x // wx) window.
+
+    For audio particles the window is (time patches, mel bands, 1); windows never mix modalities.
+    """
     wt, wy, wx = window
     if min(window) < 1:
         raise ValueError(f"occlusion window must be positive tubelets, got {window}")
-    keys = torch.stack([particles.ti // wt, particles.y // wy, particles.x // wx], dim=1)
+    keys = torch.stack([particles.modality, particles.ti // wt, particles.y // wy, particles.x // wx], dim=1)
     return torch.unique(keys, dim=0, return_inverse=True)[1]
 
 
-@torch.no_grad()
-def occlusion(
-    model: Encoder, particles: Particles, target: int, *, window: tuple[int, int, int] = (1, 1, 1), budget: int = 32768
-) -> Explanation:
-    """Score = p(target | clip) - p(target | clip without the particle's window)."""
-    groups = window_groups(particles, window)
+def _group_drops(
+    model: Model, particles: Clip, target: int, groups: torch.Tensor, budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classes,) probabilities on the whole clip and (G,) drop of the target's probability without each group.
+
+    All occluded copies run as packed batches. A clip that is one group only has nothing left when occluded: its
+    drop is against the uniform prior.
+    """
     count = int(groups.max()) + 1
     probs = class_probs(model, [particles], budget)[0]
     occluded = [particles.select(groups != g) for g in range(count)]
-    # A clip that is one window only has nothing left when occluded: its drop is against the uniform prior.
     kept = [i for i, clip in enumerate(occluded) if len(clip)]
     dropped = torch.full((count,), 1.0 / probs.numel())
     if kept:
         dropped[kept] = class_probs(model, [occluded[i] for i in kept], budget)[:, target]
-    scores = probs[target] - dropped[groups]
-    return Explanation(scores, particles, target, "occlusion", probs, {"window": list(window), "groups": count})
+    return probs, probs[target] - dropped
 
 
-def _target_logit(model: Encoder, packed, embedded: torch.Tensor, target: int) -> torch.Tensor:
+@torch.no_grad()
+def occlusion(
+    model: Model, particles: Clip, target: int, *, window: tuple[int, int, int] = (1, 1, 1), budget: int = 32768
+) -> Explanation:
+    """Score = p(target | clip) - p(target | clip without the particle's window)."""
+    groups = window_groups(particles, window)
+    probs, drops = _group_drops(model, particles, target, groups, budget)
+    meta = {"window": list(window), "groups": len(drops)}
+    return Explanation(drops[groups], particles, target, "occlusion", probs, meta)
+
+
+@torch.no_grad()
+def modality_occlusion(model: Model, particles: ModalClip, target: int, *, budget: int = 32768) -> dict[str, float]:
+    """Per modality of the clip: p(target | clip) - p(target | clip without ANY particle of that modality)."""
+    tags, groups = torch.unique(particles.modality, return_inverse=True)
+    _, drops = _group_drops(model, particles, target, groups, budget)
+    return {MODALITY_NAMES[int(tag)]: float(drop) for tag, drop in zip(tags, drops)}
+
+
+def _target_logit(model: Model, packed, embedded: torch.Tensor, target: int) -> torch.Tensor:
     """Sum over the packed clips of the target logit, computed from the given embeddings."""
-    features = model.forward_features(packed, embedded=embedded)
-    return model.forward_head(model.pool(features, packed))[:, target].sum()
+    return model(packed, embedded=embedded)[:, target].sum()
 
 
-def baseline_particles(particles: Particles) -> Particles:
-    """The clip with every particle's pixels replaced by the clip's average particle (positions and spans kept)."""
+def baseline_particles(particles: Clip, *, audio_silence: float | None = None) -> Clip:
+    """The clip gradient methods start from: every particle's positions and span kept, its content removed.
+
+    Video particles all become the clip's average video particle. Audio particles become silence when
+    `audio_silence` (the normalized log-mel value of digital silence, what a file without sound gives) is given, else
+    their average too. Averaging is a poor baseline for sound: a steady tone in one mel band, averaged over the
+    bands, puts part of the tone into the baseline of every band.
+
+    Raises:
+        ValueError: text particles (token ids have no average).
+    """
+    if isinstance(particles, ModalClip):
+        parts = particles.parts.items()
+        return ModalClip({name: baseline_particles(part, audio_silence=audio_silence) for name, part in parts})
+    if len(particles) and bool((particles.modality == TEXT).any()):
+        raise ValueError("gradient methods need a baseline, and text particles (token ids) have none; use occlusion")
+    if audio_silence is not None and len(particles) and bool((particles.modality == AUDIO).all()):
+        return particles.with_values(torch.full_like(particles.values, audio_silence))
     average = particles.values.mean(0, keepdim=True).expand_as(particles.values).contiguous()
     return particles.with_values(average)
 
 
-def gradient_x_input(model: Encoder, particles: Particles, target: int) -> Explanation:
-    """Score = sum over channels of d logit_target / d embedding * (embedding - baseline embedding)."""
-    device = next(model.parameters()).device
-    packed = pack([particles]).to(device)
+def _baseline_name(particles: Clip, audio_silence: float | None) -> str:
+    if isinstance(particles, ModalClip) and "audio" in particles.parts:
+        heard = "silence" if audio_silence is not None else "average audio particle"
+        return ", ".join(["average video particle"] * ("video" in particles.parts) + [heard])
+    return "average particle"
+
+
+def _embeddings(
+    model: Model, particles: Clip, packed, audio_silence: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) embeddings of the one packed clip and of its baseline, without gradients."""
     with torch.no_grad():
-        base = model.embed(pack([baseline_particles(particles)]).to(device))
-    embedded = model.embed(packed).detach().requires_grad_(True)
+        real = model.embed(packed)
+        baseline = baseline_particles(particles, audio_silence=audio_silence)
+        base = model.embed(pack_clips([baseline]).to(real.device))
+    if real.shape[0] != len(particles):
+        raise ValueError(
+            f"the model embeds {real.shape[0]} of the clip's {len(particles)} particles: give it only the "
+            "modalities it reads, in its order"
+        )
+    return real, base
+
+
+def gradient_x_input(model: Model, particles: Clip, target: int, *, audio_silence: float | None = None) -> Explanation:
+    """Score = sum over channels of d logit_target / d embedding * (embedding - baseline embedding).
+
+    `audio_silence`: see `baseline_particles`.
+    """
+    packed = pack_clips([particles]).to(_device(model))
+    real, base = _embeddings(model, particles, packed, audio_silence)
+    embedded = real.detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(_target_logit(model, packed, embedded, target), embedded)
     scores = (grad * (embedded - base)).sum(-1).detach().float().cpu()
-    meta = {"baseline": "average particle"}
+    meta = {"baseline": _baseline_name(particles, audio_silence)}
     return Explanation(scores, particles, target, "gradxinput", class_probs(model, [particles])[0], meta)
 
 
 def integrated_gradients(
-    model: Encoder, particles: Particles, target: int, *, steps: int = 32, budget: int = 32768
+    model: Model,
+    particles: Clip,
+    target: int,
+    *,
+    steps: int = 32,
+    budget: int = 32768,
+    audio_silence: float | None = None,
 ) -> Explanation:
-    """Integrated gradients on the embeddings from the average-particle baseline (`baseline_particles`)."""
+    """Integrated gradients on the embeddings from the baseline clip (`baseline_particles`)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    device = next(model.parameters()).device
-    single = pack([particles]).to(device)
-    with torch.no_grad():
-        real = model.embed(single)
-        base = model.embed(pack([baseline_particles(particles)]).to(device))
+    device = _device(model)
+    single = pack_clips([particles]).to(device)
+    real, base = _embeddings(model, particles, single, audio_silence)
     alphas = (torch.arange(steps, dtype=real.dtype, device=device) + 0.5) / steps  # midpoint rule
     per_batch = max(1, budget // max(len(particles), 1))
     total = torch.zeros_like(real)
     for first in range(0, steps, per_batch):
         chunk = alphas[first : first + per_batch]
-        packed = pack([particles] * len(chunk)).to(device)
+        packed = pack_clips([particles] * len(chunk)).to(device)
         path = (base + chunk[:, None, None] * (real - base)).flatten(0, 1).requires_grad_(True)  # (len*N, D)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(_target_logit(model, packed, path, target), path)
@@ -155,18 +260,17 @@ def integrated_gradients(
     scores = ((real - base) * total / steps).sum(-1).detach().float().cpu()
     with torch.no_grad():
         ends = [_target_logit(model, single, e, target).item() for e in (real, base)]
-    meta = {"steps": steps, "baseline": "average particle", "logit": ends[0], "baseline_logit": ends[1]}
+    meta = {"steps": steps, "baseline": _baseline_name(particles, audio_silence), "logit": ends[0]}
+    meta["baseline_logit"] = ends[1]
     meta["completeness_gap"] = float(scores.sum()) - (ends[0] - ends[1])
     return Explanation(scores, particles, target, "ig", class_probs(model, [particles])[0], meta)
 
 
 @torch.no_grad()
-def attention_rollout(model: Encoder, particles: Particles, target: int) -> Explanation:
+def attention_rollout(model: Model, particles: Clip, target: int) -> Explanation:
     """Rollout of head-averaged attention with the residual (0.5 A + 0.5 I, rows renormalised) over all layers."""
-    device = next(model.parameters()).device
-    packed = pack([particles]).to(device)
-    features = model.forward_features(packed, keep_attention=True)
-    probs = torch.softmax(model.forward_head(model.pool(features, packed)).float(), -1)[0].cpu()
+    device = _device(model)
+    model.forward_features(pack_clips([particles]).to(device), keep_attention=True)  # maps in model.last_attention
     n = len(particles)
     rollout = torch.eye(n, device=device)
     eye = torch.eye(n, device=device)
@@ -175,11 +279,16 @@ def attention_rollout(model: Encoder, particles: Particles, target: int) -> Expl
         rollout = (attention / attention.sum(-1, keepdim=True)) @ rollout
     model.last_attention = None
     scores = rollout.mean(0).cpu()  # how much each particle flows into the mean-pooled vector
+    probs = class_probs(model, [particles])[0]
     return Explanation(scores, particles, target, "rollout", probs, {"class_agnostic": True})
 
 
-def explain_particles(model: Encoder, particles: Particles, target: int, method: str, **options) -> Explanation:
-    """Dispatch to one of `METHODS` (options: ``window`` for occlusion, ``steps`` for ig, ``budget``)."""
+def explain_particles(model: Model, particles: Clip, target: int, method: str, **options) -> Explanation:
+    """Dispatch to one of `METHODS`.
+
+    Options: ``window`` (occlusion), ``steps`` (ig), ``budget`` (occlusion, ig), ``audio_silence`` (ig,
+    gradxinput: see `baseline_particles`); the others are ignored.
+    """
     methods: dict[str, Callable[..., Explanation]] = {
         "occlusion": occlusion,
         "ig": integrated_gradients,
@@ -188,6 +297,10 @@ def explain_particles(model: Encoder, particles: Particles, target: int, method:
     }
     if method not in methods:
         raise ValueError(f"method: expected {' | '.join(METHODS)}, got {method!r}")
-    allowed = {"occlusion": ("window", "budget"), "ig": ("steps", "budget")}.get(method, ())
+    allowed = {
+        "occlusion": ("window", "budget"),
+        "ig": ("steps", "budget", "audio_silence"),
+        "gradxinput": ("audio_silence",),
+    }.get(method, ())
     model.eval()
     return methods[method](model, particles, target, **{k: v for k, v in options.items() if k in allowed})

@@ -1,4 +1,9 @@
-"""Pictures of an explanation: heatmap video (mp4 + GIF), timeline over seconds, and a self-contained HTML page."""
+"""Pictures of an explanation: heatmap video (mp4 + GIF), timeline over seconds, and a self-contained HTML page.
+
+A fusion explanation is drawn per modality: the heatmap and timeline from its video particles only
+(`Explanation.of_modality`), and ``audio.png`` from its audio particles: the log-mel spectrogram the model heard
+above each particle's score on its seconds x mel band cell (`plot_audio`, numbers in `audio_scores`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import torch
 
 from tubelet.explain.methods import Explanation
 from tubelet.io import write_contact_sheet, write_gif, write_video
+from tubelet.particles.audio import mel_centres
 from tubelet.particles.patchify import to_grid, unpatchify
 
 DISPLAY_SHORT_SIDE = 224  # small model frames are enlarged (nearest) to about this for viewing
@@ -20,7 +26,8 @@ def score_volume(explanation: Explanation) -> np.ndarray:
     """(T, H, W) float32: each particle's score on every pixel of its tubelet (its whole run when pruned).
 
     Built through the one `unpatchify`: the scores are placed on the tubelet grid, repeated over each tubelet's
-    t*p*q pixels as a one-channel "patch", and unpatchified like pixels are.
+    t*p*q pixels as a one-channel "patch", and unpatchified like pixels are. For audio particles the volume is
+    (STFT frames, mel bins, 1).
     """
     particles = explanation.particles
     grid = to_grid(particles, explanation.scores[:, None].float())  # (T', H', W', 1)
@@ -109,24 +116,127 @@ def plot_timeline(path: Path, explanation: Explanation, times: np.ndarray, *, la
     return path
 
 
+def band_edges_hz(particles, sample_rate: int) -> list[list[float]]:
+    """[low, high] Hz per mel band of audio particles: the peaks of the band's first and last mel filter."""
+    n_mels, bins = particles.frame_shape[1], particles.tubelet[1]
+    centres = mel_centres(n_mels, sample_rate).tolist()
+    return [[round(centres[b * bins]), round(centres[(b + 1) * bins - 1])] for b in range(n_mels // bins)]
+
+
+def audio_scores(explanation: Explanation, *, offset: float, sample_rate: int) -> dict:
+    """The audio particles' scores on their grid of time patches x mel bands.
+
+    Args:
+        explanation: an explanation of audio particles (``of_modality("audio")``).
+        offset: seconds of the window's start in the video (particle times are from it).
+
+    Returns:
+        ``times`` (T',) seconds in the video of each time patch's centre, ``bands_hz`` [low, high] per band
+        (lowest first), ``scores`` (T', bands) nested lists, and ``over_time`` (T',) the sum over bands.
+    """
+    particles = explanation.particles
+    grid = to_grid(particles, explanation.scores[:, None].float())[:, :, 0, 0]  # (T', bands)
+    times = torch.zeros(grid.shape[0], dtype=torch.float64)
+    times[particles.ti] = particles.t.double()
+    return {
+        "times": [round(float(t) + offset, 4) for t in times],
+        "bands_hz": band_edges_hz(particles, sample_rate),
+        "scores": [[round(float(v), 6) for v in row] for row in grid],
+        "over_time": [round(float(v), 6) for v in grid.sum(1)],
+    }
+
+
+def plot_audio(path: Path, explanation: Explanation, *, offset: float, sample_rate: int, hop: int, label: str) -> Path:
+    """``audio.png``: the log-mel spectrogram of the window, and each audio particle's score over seconds x mel band.
+
+    Args:
+        explanation: an explanation of audio particles (``of_modality("audio")``); their values are the
+            normalized log-mel patches.
+        offset: seconds of the window's start in the video; hop: samples between STFT frames.
+    """
+    from matplotlib.figure import Figure
+
+    particles = explanation.particles
+    spectrogram = unpatchify(to_grid(particles), particles.tubelet, particles.frame_shape)[:, :, 0, 0]  # (F, mels)
+    scores = score_volume(explanation)[:, :, 0]  # (F, mels)
+    seconds = offset + np.array([0.0, spectrogram.shape[0] * hop / sample_rate])
+    bands = band_edges_hz(particles, sample_rate)
+    bins = particles.tubelet[1]
+    fig = Figure(figsize=(9, 5), dpi=110, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    extent = (seconds[0], seconds[1], 0, spectrogram.shape[1])
+    top.imshow(spectrogram.T.numpy(), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    top.set_title("log-mel spectrogram the model heard")
+    limit = float(np.abs(scores).max()) or 1.0
+    shown = bottom.imshow(
+        scores.T, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=-limit, vmax=limit
+    )  # red: evidence for the target, blue: against
+    fig.colorbar(shown, ax=bottom, label="score")
+    bottom.set_title(f"{explanation.method}: audio evidence for '{label}' per particle (seconds x mel band)")
+    bottom.set_xlabel("seconds in the video")
+    for ax in (top, bottom):
+        ax.set_yticks([(b + 0.5) * bins for b in range(len(bands))], [f"{lo}-{hi} Hz" for lo, hi in bands])
+        for b in range(1, len(bands)):
+            ax.axhline(b * bins, color="white", linewidth=0.4, alpha=0.6)
+    fig.savefig(path)
+    return path
+
+
 def _data_uri(path: str | Path) -> str:
     kind = {".png": "image/png", ".gif": "image/gif"}[Path(path).suffix]
     return f"data:{kind};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _pixels(r: dict, key: str) -> str:
+    return f"{r[key][0]}-{r[key][1]}" if r.get(key) is not None else "&ndash;"  # audio particles have no pixels
+
+
 def write_html(path: Path, result: dict) -> Path:
-    """One page with every picture inlined (base64), so it opens anywhere without the files beside it."""
+    """One page with every picture inlined (base64), so it opens anywhere without the files beside it.
+
+    Sections follow what `result` has: the video heatmap and timeline (``files`` ``gif``, ``png``, ``timeline``),
+    and for a fusion model the evidence per modality (``modality_share``) and the audio picture (``audio``).
+    """
     e = html.escape
     files = result["files"]
+    fused = "modality_share" in result
     classes = "".join(
         f"<tr><td>{e(c['label'])}</td><td>{c['score']:.3f}</td></tr>" for c in result["topk_classes"]
     )  # fmt: skip
     particles = "".join(
-        f"<tr><td>{i}</td><td>{r['t']:.3f}</td><td>{r['row']}</td><td>{r['col']}</td>"
-        f"<td>{r['y_px'][0]}-{r['y_px'][1]}</td><td>{r['x_px'][0]}-{r['x_px'][1]}</td><td>{r['span']}</td>"
-        f"<td>{r['score']:.4g}</td></tr>"
+        f"<tr><td>{i}</td>" + (f"<td>{e(r['modality'])}</td>" if fused else "")
+        + f"<td>{r['t']:.3f}</td><td>{r['row']}</td><td>{r['col']}</td>"
+        f"<td>{_pixels(r, 'y_px')}</td><td>{_pixels(r, 'x_px')}</td><td>{r['span']}</td><td>{r['score']:.4g}</td></tr>"
         for i, r in enumerate(result["top_particles"], start=1)
-    )
+    )  # fmt: skip
+    sections = []
+    if fused:
+        shares = "".join(
+            f"<tr><td>{e(name)}</td><td>{share:.3f}</td><td>{result['modality_occlusion'].get(name, 0.0):.4f}</td></tr>"
+            for name, share in result["modality_share"].items()
+        )  # fmt: skip
+        sections.append(
+            '<h2>Evidence per modality</h2><p class="note">share: the modality\'s part of all positive particle '
+            "scores; without it: how much the target's probability falls when every particle of that modality "
+            "is removed.</p><table><tr><th>modality</th><th>share</th><th>drop without it</th></tr>"
+            f"{shares}</table>"
+        )
+    if "gif" in files:
+        sections.append(
+            '<h2>Frames and heatmap</h2><p class="note">Left: the frames the model saw; right: positive evidence '
+            "for the target (brighter = more). Times are seconds in the video.</p>\n"
+            f'<img src="{_data_uri(files["gif"])}" alt="heatmap animation">\n'
+            f'<img src="{_data_uri(files["png"])}" alt="heatmap frames">'
+        )
+    if "timeline" in files:
+        sections.append(f'<h2>Importance over time</h2><img src="{_data_uri(files["timeline"])}" alt="timeline">')
+    if "audio" in files:
+        sections.append(
+            '<h2>Sound</h2><p class="note">Top: the log-mel spectrogram of the window; bottom: each audio '
+            "particle's score (red for the target, blue against) on its seconds and mel band.</p>\n"
+            f'<img src="{_data_uri(files["audio"])}" alt="audio evidence">'
+        )
+    modality_head = "<th>modality</th>" if fused else ""
     window = result["window"]
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tubelet explain: {e(Path(result["path"]).name)}</title>
@@ -138,14 +248,11 @@ img{{max-width:100%;image-rendering:pixelated}}.note{{color:#666;font-size:90%}}
 Method <b>{e(result["method"])}</b>, explaining class <b>{e(result["target"])}</b>
 (probability {result["target_score"]:.3f}).</p>
 <h2>Prediction</h2><table><tr><th>class</th><th>probability</th></tr>{classes}</table>
-<h2>Frames and heatmap</h2><p class="note">Left: the frames the model saw; right: positive evidence for the target
-(brighter = more). Times are seconds in the video.</p>
-<img src="{_data_uri(files["gif"])}" alt="heatmap animation">
-<img src="{_data_uri(files["png"])}" alt="heatmap frames">
-<h2>Importance over time</h2><img src="{_data_uri(files["timeline"])}" alt="timeline">
-<h2>Top particles</h2><p class="note">row/col: grid cell; pixel ranges in the source video; span: tubelets one
-particle stands for after static pruning.</p>
-<table><tr><th>#</th><th>t (s)</th><th>row</th><th>col</th><th>y px</th><th>x px</th><th>span</th><th>score</th></tr>
+{chr(10).join(sections)}
+<h2>Top particles</h2><p class="note">row/col: grid cell (audio: mel band, 0); pixel ranges in the source video; span:
+tubelets one particle stands for after static pruning.</p>
+<table><tr><th>#</th>{modality_head}<th>t (s)</th><th>row</th><th>col</th><th>y px</th><th>x px</th><th>span</th>
+<th>score</th></tr>
 {particles}</table>
 <p class="note">{e(result["method_note"])}</p>
 </body></html>

@@ -215,8 +215,9 @@ class Encoder(nn.Module):
         """(B, D) -> (B, num_classes) logits (or (B, D) when there is no head)."""
         return self.head(self.head_drop(pooled))
 
-    def forward(self, packed: PackedParticles) -> torch.Tensor:
-        return self.forward_head(self.pool(self.forward_features(packed), packed))
+    def forward(self, packed: PackedParticles, *, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, num_classes) logits; `embedded` as in `forward_features`."""
+        return self.forward_head(self.pool(self.forward_features(packed, embedded=embedded), packed))
 
     def reset_head(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one of `num_classes` outputs (0 removes it)."""

@@ -17,8 +17,10 @@ any other modality in the batch are ignored. The same class therefore gives the 
 ``("audio",)``, ``("video", "audio")``.
 
 Interface as `tubelet.models.encoder.Encoder`: `forward_features(batch) -> ((N, D), merged)`,
-`pool(features, merged) -> (B, D)`, `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`. The
-blocks, final `norm`, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained
+`pool(features, merged) -> (B, D)`, `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`, and what
+the attribution methods of `tubelet.explain` need: `embed(batch) -> (N, D)` in merged order, `forward(batch,
+embedded=...)` and `forward_features(batch, keep_attention=True)` leaving the attention maps in `last_attention`.
+The blocks, final `norm`, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained
 encoder's weights load into them: `config_from_encoder` gives a fusion model of an encoder's shape, and
 `tubelet.recipes.fusion.fusion_from_encoder` loads the weights. On video the two compute the same thing (the same
 rotary angles from seconds, rows and columns; the same blocks and final norm) except for the modality embedding,
@@ -207,6 +209,10 @@ class FusionModel(nn.Module):
         parts = [batch.parts[n].with_values(self.embed_modality(n, batch.parts[n])) for n in self.config.modalities]
         return merge(parts)[0]
 
+    def embed(self, batch: ModalBatch) -> torch.Tensor:
+        """(N, D) embeddings of the model's particles in merged order (what gradient explanations perturb)."""
+        return self.merged(batch).values
+
     def angles(self, merged: PackedParticles) -> torch.Tensor:
         """(N, head_dim/2) rotary angles: every particle by its seconds; video also by its row and column."""
         video = merged.modality == VIDEO
@@ -215,18 +221,24 @@ class FusionModel(nn.Module):
             merged.t, merged.ti, torch.where(video, merged.y, zero), torch.where(video, merged.x, zero)
         )
 
-    def forward_features(self, batch: ModalBatch) -> tuple[torch.Tensor, PackedParticles]:
+    def forward_features(
+        self, batch: ModalBatch, *, embedded: torch.Tensor | None = None, keep_attention: bool = False
+    ) -> tuple[torch.Tensor, PackedParticles]:
         """Per-particle features of the merged sequence.
 
         Args:
             batch: packed particles per modality (``video`` values (N_v, t*p*q*C) pixels, ``audio`` (N_a, f*m)
                 log-mel, ``text`` (N_t, 1) token ids) of the same B clips.
+            embedded: (N, D) to use instead of ``self.embed(batch)`` (e.g. interpolated embeddings).
+            keep_attention: also collect per-layer attention maps (left in `self.last_attention`).
 
         Returns:
             features: (N, D) after the final norm, N the particles of the model's modalities.
             merged: their fields (t, modality, seq, cu_seqlens, ...) in the same order, values (N, D) embeddings.
         """
         merged = self.merged(batch)
+        if embedded is not None:
+            merged = merged.with_values(embedded)
         x = merged.values  # (N, D)
         ctx = AttentionContext(
             merged.cu_seqlens,
@@ -235,9 +247,11 @@ class FusionModel(nn.Module):
             merged.num_clips,
             self.angles(merged),
             backend=self.config.attention,
+            keep_attention=keep_attention,
         )
         for block in self.blocks:
             x = block(x, ctx)
+        self.last_attention = ctx.attention_maps if keep_attention else None
         return self.norm(x), merged
 
     def pool(self, features: torch.Tensor, merged: PackedParticles) -> torch.Tensor:
@@ -262,8 +276,9 @@ class FusionModel(nn.Module):
         """(B, D) -> (B, num_classes) logits (or (B, D) when there is no head)."""
         return self.head(self.head_drop(pooled))
 
-    def forward(self, batch: ModalBatch) -> torch.Tensor:
-        features, merged = self.forward_features(batch)
+    def forward(self, batch: ModalBatch, *, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, num_classes) logits; `embedded` as in `forward_features`."""
+        features, merged = self.forward_features(batch, embedded=embedded)
         return self.forward_head(self.pool(features, merged))
 
     def reset_head(self, num_classes: int) -> None:

@@ -4,6 +4,10 @@ Particles of different modalities have different `values` widths (pixels, log-me
 `pack` batches each modality on its own (`pack_modalities`). Once a model has embedded every modality to
 (N_m, D), `merge` concatenates them into ONE packed batch whose clip b holds all of clip b's particles, video
 then audio then text, contiguous: ``cu_seqlens`` then keeps attention inside each clip across modalities.
+
+`ModalClip` is one clip's particles of several modalities seen as ONE flat sequence in that merged order, so
+per-particle results of a fusion model (scores of an explanation) line up with the clip's particles as they do
+with a single-modality `Particles`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,61 @@ class ModalBatch:
 
     def to(self, device: torch.device | str) -> ModalBatch:
         return ModalBatch({name: part.to(device) for name, part in self.parts.items()})
+
+
+@dataclass
+class ModalClip:
+    """The particles of several modalities of ONE clip, as one flat sequence in merge order.
+
+    Flat particle i runs over ``parts``' first modality, then its second, ...: the order `merge` gives a one-clip
+    batch (so give `parts` in the order the model merges them: its ``modalities``). The per-particle fields
+    (`t`, `ti`, `y`, `x`, `span`, `modality`) are the parts' fields concatenated in that order, (N,) each.
+
+    Attributes:
+        parts: modality name -> that modality's `Particles` of the clip.
+    """
+
+    parts: dict[str, Particles]
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts.values())
+
+    def _cat(self, name: str) -> torch.Tensor:
+        return torch.cat([getattr(part, name) for part in self.parts.values()])
+
+    t = property(lambda self: self._cat("t"))
+    ti = property(lambda self: self._cat("ti"))
+    y = property(lambda self: self._cat("y"))
+    x = property(lambda self: self._cat("x"))
+    span = property(lambda self: self._cat("span"))
+    modality = property(lambda self: self._cat("modality"))
+
+    def slices(self) -> dict[str, slice]:
+        """Modality name -> the flat positions of its particles."""
+        out, start = {}, 0
+        for name, part in self.parts.items():
+            out[name] = slice(start, start + len(part))
+            start += len(part)
+        return out
+
+    def select(self, index: torch.Tensor) -> ModalClip:
+        """The particles at `index` ((K,) int64 or (N,) bool flat positions), kept in merge order.
+
+        A modality may be left with no particles (its part is then empty, not dropped).
+        """
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        keep[index.cpu()] = True
+        return ModalClip({name: self.parts[name].select(keep[where]) for name, where in self.slices().items()})
+
+    def to(self, device: torch.device | str) -> ModalClip:
+        return ModalClip({name: part.to(device) for name, part in self.parts.items()})
+
+
+def pack_clips(clips: list[Particles] | list[ModalClip]) -> PackedParticles | ModalBatch:
+    """Pack clips of one modality with `pack`, clips of several (`ModalClip`) with `pack_modalities`."""
+    if clips and isinstance(clips[0], ModalClip):
+        return pack_modalities([clip.parts for clip in clips])
+    return pack(clips)
 
 
 def pack_modalities(clips: list[dict[str, Particles]]) -> ModalBatch:

@@ -3,6 +3,14 @@
 Read top to bottom: load the checkpoint -> decode the window exactly as training did -> particles -> predict ->
 attribute (one of `tubelet.explain.METHODS`) -> files: ``particles.csv`` (every particle with its seconds, cell and
 score), ``heatmap.mp4/.gif/.png``, ``timeline.png``, ``report.html`` (self-contained) and ``explanation.json``.
+
+A fusion checkpoint (``tubelet finetune --modalities video,audio``, or audio alone) is explained over ALL its
+particles: the window's audio is decoded beside its frames, and one attribution scores video and audio particles
+on the same scale. Its outputs add the evidence per modality: ``particles.csv`` has a ``modality`` column,
+``explanation.json`` has ``modality_share`` (each modality's fraction of the positive scores),
+``modality_occlusion`` (the target's probability drop without all of a modality's particles) and ``audio`` (the
+audio particles' scores over seconds x mel band, drawn in ``audio.png``); the heatmap and timeline are drawn from
+the video particles only. Checkpoints that read text (VQA) are not explained yet.
 """
 
 from __future__ import annotations
@@ -16,12 +24,22 @@ import numpy as np
 import torch
 
 from tubelet.data.transforms import clip_window
-from tubelet.errors import ConfigError
+from tubelet.errors import ConfigError, DataError
 from tubelet.explain.checks import particle_boxes
-from tubelet.explain.methods import METHODS, Explanation, class_probs, explain_particles
-from tubelet.explain.render import plot_timeline, write_heatmap_video, write_html
+from tubelet.explain.methods import (
+    METHODS,
+    Clip,
+    Explanation,
+    class_probs,
+    explain_particles,
+    modality_occlusion,
+)
+from tubelet.explain.render import audio_scores, plot_audio, plot_timeline, write_heatmap_video, write_html
 from tubelet.io import decode, probe
+from tubelet.particles.modalities import ModalClip
 from tubelet.recipes.common import LoadedModel, load_model
+from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
+from tubelet.train.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
 from tubelet.train.dataset import to_particles
 from tubelet.train.loop import resolve_device
 
@@ -30,8 +48,8 @@ log = logging.getLogger("tubelet.explain")
 METHOD_NOTES = {
     "occlusion": "Occlusion: each score is how much the target's probability falls when that particle (or its "
     "space-time window) is removed from the clip.",
-    "ig": "Integrated gradients on the particle embeddings from an all-mean-colour clip; scores sum to the change "
-    "of the target's logit.",
+    "ig": "Integrated gradients on the particle embeddings from a baseline clip (every video particle the clip's "
+    "average particle; audio particles silent); scores sum to the change of the target's logit.",
     "gradxinput": "Gradient x input on the particle embeddings (target logit): a fast, local estimate.",
     "rollout": "Attention rollout across layers: how much each particle flows into the pooled feature. It is the "
     "same for every target class.",
@@ -39,7 +57,7 @@ METHOD_NOTES = {
 
 
 def explain(
-    checkpoint: str | LoadedModel,
+    checkpoint: str | LoadedModel | LoadedFusion,
     path: str | Path,
     *,
     out: str | Path,
@@ -56,31 +74,43 @@ def explain(
     """Explain the classifier's decision on one window of `path`; returns the ``explanation.json`` content.
 
     Args:
-        checkpoint: a classifier checkpoint directory (or an already loaded model).
+        checkpoint: a classifier checkpoint directory, video or fusion (or an already loaded model).
         method: occlusion, ig, gradxinput or rollout.
         target: class name to explain; default the predicted class.
         start, seconds: the window in the video; default the checkpoint's ``clip_seconds``, centred.
-        window: occlusion window in tubelets (time, rows, columns).
+        window: occlusion window in tubelets (time, rows, columns); for audio particles (time patches, mel
+            bands, 1).
         steps: integrated-gradients steps.
-        pictures: write the heatmap video, timeline and HTML (False: scores and JSON only).
+        pictures: write the heatmap video, timeline, audio picture and HTML (False: scores and JSON only).
     """
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    loaded, source = _load(checkpoint)
     if not loaded.labels or loaded.preprocessing is None:
-        raise ConfigError(f"{loaded.source}: not a classifier checkpoint (no labels.json)")
+        raise ConfigError(f"{source}: not a classifier checkpoint (no labels.json)")
     if method not in METHODS:
         raise ConfigError(f"method: expected {' | '.join(METHODS)}, got {method!r}")
+    audio = loaded.audio if isinstance(loaded, LoadedFusion) else None
+    modalities = loaded.model.config.modalities if audio is not None else ("video",)
+    if "text" in modalities:
+        raise ConfigError(f"{source}: the model reads a question (text); explain does not take questions yet")
     labels, pre = loaded.labels, loaded.preprocessing
     model = loaded.model.to(resolve_device(device)).eval()
 
-    clip = decode_window(path, pre, start=start, seconds=seconds)
-    particles = to_particles(torch.from_numpy(clip["frames"]), clip["times"] - clip["start"], pre)
+    clip = decode_window(path, pre, start=start, seconds=seconds, frames="video" in modalities)
+    if "audio" in modalities and not clip["has_audio"] and not audio.allow_missing_audio:
+        raise DataError(f"{path}: {MISSING_AUDIO}")
+    particles = window_particles(path, clip, pre, modalities, audio)
     probs = class_probs(model, [particles])[0]
     index = int(probs.argmax()) if target is None else _label_index(target, labels)
-    explanation = explain_particles(model, particles, index, method, window=tuple(window), steps=steps)
+    silence = audio.silence if audio is not None else None  # where gradient methods start audio from
+    explanation = explain_particles(
+        model, particles, index, method, window=tuple(window), steps=steps, audio_silence=silence
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scale = (clip["source_size"][0] / clip["frames"].shape[1], clip["source_size"][1] / clip["frames"].shape[2])
+    scale = (1.0, 1.0)
+    if clip["frames"] is not None:
+        scale = (clip["source_size"][0] / clip["frames"].shape[1], clip["source_size"][1] / clip["frames"].shape[2])
     rows = particle_rows(explanation, scale, clip["start"])
     write_particles_csv(out / "particles.csv", rows)
     order = np.argsort([-r["score"] for r in rows], kind="stable")[:topk]
@@ -99,27 +129,62 @@ def explain(
         "meta": explanation.meta,
         "files": {"particles": str(out / "particles.csv")},
     }
+    heard = explanation.of_modality("audio") if "audio" in modalities else None
+    if audio is not None:  # a fusion model: the evidence per modality
+        result["modalities"] = list(modalities)
+        result["modality_share"] = {k: round(v, 4) for k, v in explanation.modality_share().items()}
+        drops = modality_occlusion(model, particles, index)
+        result["modality_occlusion"] = {k: round(v, 4) for k, v in drops.items()}
+        if heard is not None:
+            result["audio"] = audio_scores(heard, offset=clip["start"], sample_rate=audio.sample_rate)
     if pictures:
-        video_times = clip["times"]
-        # The overlay goes on the source-resolution frames at the same times (the model saw them resized).
-        source = decode(path, start=clip["start"], end=clip["end"], fps=pre.sample_fps)
-        shown = source.frames if len(source.frames) == len(clip["frames"]) else clip["frames"]
-        result["files"].update(write_heatmap_video(out, shown, video_times, explanation))
-        timeline = plot_timeline(
-            out / "timeline.png", explanation, video_times, label=labels[index], top=result["top_particles"]
-        )
-        result["files"]["timeline"] = str(timeline)
+        if "video" in modalities:
+            top = [r for r in result["top_particles"] if r.get("modality", "video") == "video"]
+            result["files"].update(_video_pictures(out, path, clip, pre, explanation, labels[index], top))
+        if heard is not None:
+            picture = plot_audio(
+                out / "audio.png", heard, offset=clip["start"], sample_rate=audio.sample_rate, hop=audio.hop,
+                label=labels[index],
+            )  # fmt: skip
+            result["files"]["audio"] = str(picture)
         result["files"]["html"] = str(write_html(out / "report.html", result))
     (out / "explanation.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def decode_window(path: str | Path, pre, *, start: float | None = None, seconds: float | None = None) -> dict:
+def _load(checkpoint: str | LoadedModel | LoadedFusion) -> tuple[LoadedModel | LoadedFusion, str]:
+    """The loaded model (video encoder or fusion) and the name to put in error messages."""
+    if isinstance(checkpoint, LoadedModel):
+        return checkpoint, checkpoint.source
+    if isinstance(checkpoint, LoadedFusion):
+        return checkpoint, "the fusion model"
+    return (load_fusion(checkpoint) if is_fusion_checkpoint(checkpoint) else load_model(checkpoint)), str(checkpoint)
+
+
+def _video_pictures(
+    out: Path, path: str | Path, clip: dict, pre, explanation: Explanation, label: str, top: list[dict]
+) -> dict:
+    """The heatmap video and timeline (`top`: the best video particles' rows) of the video particles' scores."""
+    seen = explanation.of_modality("video")
+    # The overlay goes on the source-resolution frames at the same times (the model saw them resized).
+    source = decode(path, start=clip["start"], end=clip["end"], fps=pre.sample_fps)
+    shown = source.frames if len(source.frames) == len(clip["frames"]) else clip["frames"]
+    files = write_heatmap_video(out, shown, clip["times"], seen)
+    files["timeline"] = str(plot_timeline(out / "timeline.png", seen, clip["times"], label=label, top=top))
+    return files
+
+
+def decode_window(
+    path: str | Path, pre, *, start: float | None = None, seconds: float | None = None, frames: bool = True
+) -> dict:
     """Frames of one window, decoded and resized as the checkpoint's preprocessing says.
 
+    Args:
+        frames: decode the frames (False: only find the window, for a model that reads audio alone).
+
     Returns:
-        ``frames`` (T, H, W, 3) uint8, ``times`` (T,) seconds in the video, ``start``/``end`` of the window and
-        ``source_size`` (H, W) of the video's own frames.
+        ``frames`` (T, H, W, 3) uint8 (None without `frames`), ``times`` (T,) seconds in the video, ``start``/``end``
+        of the window, ``source_size`` (H, W) of the video's own frames and ``has_audio``.
     """
     info = probe(path)
     length = seconds or pre.clip_seconds
@@ -129,42 +194,78 @@ def decode_window(path: str | Path, pre, *, start: float | None = None, seconds:
         if start < 0 or start >= info.duration_s:
             raise ConfigError(f"start: {start} s is outside {path} (duration {info.duration_s:.2f} s)")
         begin, end = start, min(start + length, info.duration_s)
-    size = pre.output_size(info.height, info.width)
-    clip = decode(path, start=begin, end=end, fps=pre.sample_fps, size=size)
+    clip = None
+    if frames:
+        clip = decode(path, start=begin, end=end, fps=pre.sample_fps, size=pre.output_size(info.height, info.width))
     return {
-        "frames": clip.frames,
-        "times": np.asarray(clip.timestamps, dtype=np.float64),
+        "frames": clip.frames if clip is not None else None,
+        "times": np.asarray(clip.timestamps if clip is not None else [], dtype=np.float64),
         "start": float(begin),
         "end": float(end),
         "source_size": (info.height, info.width),
+        "has_audio": info.has_audio,
     }
 
 
+def window_particles(
+    path: str | Path, clip: dict, pre, modalities: tuple[str, ...], audio: AudioPreprocessing | None
+) -> Clip:
+    """The window's particles as the model reads them, times from the window's start.
+
+    Returns:
+        The video `Particles` for a video encoder (`audio` None); for a fusion model, a `ModalClip` of its
+        `modalities` in its order, the audio decoded for the same window as the frames.
+    """
+    video = None
+    if "video" in modalities:
+        video = to_particles(torch.from_numpy(clip["frames"]), clip["times"] - clip["start"], pre)
+    if audio is None:
+        return video
+    window = (clip["start"], clip["end"])
+    return ModalClip(
+        {name: video if name == "video" else audio_particles(str(path), window, audio) for name in modalities}
+    )
+
+
 def particle_rows(explanation: Explanation, scale: tuple[float, float], offset: float) -> list[dict]:
-    """One dict per particle: seconds in the video, tubelet index, grid cell, its pixels in the source, score."""
-    particles = explanation.particles
-    boxes = particle_boxes(particles, scale).round().astype(int)
-    return [
-        {
-            "t": round(float(particles.t[i]) + offset, 4),
-            "ti": int(particles.ti[i]),
-            "row": int(particles.y[i]),
-            "col": int(particles.x[i]),
-            "span": int(particles.span[i]),
-            "y_px": [int(boxes[i, 1]), int(boxes[i, 3])],
-            "x_px": [int(boxes[i, 0]), int(boxes[i, 2])],
-            "score": float(explanation.scores[i]),
-        }
-        for i in range(len(particles))
-    ]
+    """One dict per particle, in the explanation's order: seconds in the video, tubelet index, grid cell, score.
+
+    Video particles also give their pixels in the source (`scale`: source / model pixels, rows and columns); audio
+    particles' ``row`` is their mel band and their pixels are None. A fusion clip's rows carry their ``modality``.
+    """
+    fused = isinstance(explanation.particles, ModalClip)
+    rows = []
+    for name in explanation.modalities:
+        part = explanation.of_modality(name)
+        particles = part.particles
+        boxes = particle_boxes(particles, scale).round().astype(int) if name == "video" else None
+        for i in range(len(particles)):
+            row = {
+                "t": round(float(particles.t[i]) + offset, 4),
+                "ti": int(particles.ti[i]),
+                "row": int(particles.y[i]),
+                "col": int(particles.x[i]),
+                "span": int(particles.span[i]),
+                "y_px": [int(boxes[i, 1]), int(boxes[i, 3])] if boxes is not None else None,
+                "x_px": [int(boxes[i, 0]), int(boxes[i, 2])] if boxes is not None else None,
+                "score": float(part.scores[i]),
+            }
+            if fused:
+                row["modality"] = name
+            rows.append(row)
+    return rows
 
 
 def write_particles_csv(path: Path, rows: list[dict]) -> Path:
+    """``particles.csv``: one line per particle; a ``modality`` column when the rows carry one (fusion)."""
+    fused = bool(rows) and "modality" in rows[0]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["t", "ti", "row", "col", "span", "y0", "y1", "x0", "x1", "score"])
+        writer.writerow(["t", "ti", "row", "col", "span", "y0", "y1", "x0", "x1", "score"] + ["modality"] * fused)
         for r in rows:
-            writer.writerow([r["t"], r["ti"], r["row"], r["col"], r["span"], *r["y_px"], *r["x_px"], r["score"]])
+            pixels = [*(r["y_px"] or ("", "")), *(r["x_px"] or ("", ""))]
+            line = [r["t"], r["ti"], r["row"], r["col"], r["span"], *pixels, r["score"]]
+            writer.writerow(line + ([r["modality"]] if fused else []))
     return path
 
 

@@ -30,7 +30,8 @@ AV sample data carries a made-up ``sentiment`` column (colour valence plus pitch
 `tubelet.data.sample_av.sentiment`) that neither modality decides alone.
 
 Read top to bottom: data -> per arm (model -> optimizer -> (resume) -> loop (`train_arm`) -> checkpoints) -> test
-report. Not supported here (a `ConfigError` says so): peft.
+report. The checkpoints (`load_fusion`) are read by ``tubelet evaluate``, ``predict`` and ``explain`` like video
+ones. Not supported here (a `ConfigError` says so): peft.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ question manifest (`load_qa`, `evaluate_vqa`, `write_vqa_report`); ``--baseline`
 Training is `tubelet.recipes.fusion.train_arm`, so ``--model`` may be a pretrained video encoder, and ``--freeze``
 and ``--resume`` work as for audio-visual classification (a resumed run keeps the tokenizer of its ``last/``).
 Not supported here (a `ConfigError` says so): peft.
+A VQA checkpoint answers new questions with ``tubelet predict --checkpoint RUN/best FILE --question TEXT``
+(`tubelet.recipes.predict`).
 """
 
 from __future__ import annotations

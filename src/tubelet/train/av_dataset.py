@@ -17,7 +17,7 @@ from tubelet.data.manifest import VideoDataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import DataError, VideoError
 from tubelet.io.audio import Audio, decode_audio
-from tubelet.particles.audio import tokenize_audio
+from tubelet.particles.audio import LOG_FLOOR, tokenize_audio
 from tubelet.particles.modalities import pack_modalities
 from tubelet.particles.structure import Particles
 from tubelet.train.dataset import Batch, ClipDataset, Item
@@ -42,6 +42,11 @@ class AudioPreprocessing:
         """Mel bands of particles per time step."""
         return self.n_mels // self.patch[1]
 
+    @property
+    def silence(self) -> float:
+        """The normalized log-mel value of digital silence: every value of a window without sound."""
+        return (math.log(LOG_FLOOR) - self.mean) / self.std
+
     def estimate_particles(self, seconds: float) -> int:
         """Audio particles of a window of `seconds` (exact up to the decoder's rounding of its samples)."""
         frames = 1 + int(seconds * self.sample_rate) // self.hop
@@ -53,6 +58,10 @@ class AudioPreprocessing:
     @classmethod
     def from_dict(cls, data: dict) -> AudioPreprocessing:
         return from_dict(cls, data, what="audio preprocessing")
+
+
+# Why a file cannot be read by a model that reads audio (unless its AudioPreprocessing allows missing audio).
+MISSING_AUDIO = "no audio stream, but the model reads audio (it was trained without --allow-missing-audio)"
 
 
 def check_audio(data: VideoDataset, audio: AudioPreprocessing) -> None:
