@@ -22,7 +22,7 @@ from tubelet.data.transforms import Preprocessing, window_starts
 from tubelet.errors import ConfigError, DataError
 from tubelet.recipes.common import LoadedModel, load_model
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
-from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, tokenize_questions
+from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, asked_questions, tokenize_questions
 from tubelet.train.av_dataset import MISSING_AUDIO, AVClipDataset
 from tubelet.train.dataset import ClipDataset
 from tubelet.train.loop import mean_over_videos, predict_items, resolve_device
@@ -78,7 +78,7 @@ def predict(
     if not loaded.labels:
         raise ConfigError(f"{checkpoint}: the checkpoint has no labels.json (not a classifier)")
     modalities = loaded.model.config.modalities if fusion else ("video",)
-    asked = _questions(checkpoint, modalities, questions)
+    asked = asked_questions(checkpoint, modalities, questions)
     pre = loaded.preprocessing
     window = window_seconds or pre.clip_seconds
     stride = stride_seconds or window
@@ -134,22 +134,6 @@ def predict(
             name = f"{path.stem}_q{q + 1}" if len(asked) > 1 else path.stem
             result["timeline"] = str(_plot_timeline(plot_dir, path, rows, labels, name=name, question=asked[q]))
         yield result
-
-
-def _questions(checkpoint: str, modalities: tuple[str, ...], questions: list[str] | None) -> list[str | None]:
-    """The questions to ask (``[None]``: none, for a model that reads no text), checked against the checkpoint."""
-    if "text" not in modalities:
-        if questions:
-            raise ConfigError(f"--question: {checkpoint} does not read text (not a VQA checkpoint); drop --question")
-        return [None]
-    if not questions:
-        raise ConfigError(
-            f"--question: {checkpoint} answers questions about a clip (a VQA checkpoint); pass one, e.g. "
-            '--question "which way does it move?"'
-        )
-    if any(not q.strip() for q in questions):
-        raise ConfigError("--question: a question is empty")
-    return [q.strip() for q in questions]
 
 
 def window_dataset(

@@ -32,7 +32,9 @@ Training is `tubelet.recipes.fusion.train_arm`, so ``--model`` may be a pretrain
 and ``--resume`` work as for audio-visual classification (a resumed run keeps the tokenizer of its ``last/``).
 Not supported here (a `ConfigError` says so): peft.
 A VQA checkpoint answers new questions with ``tubelet predict --checkpoint RUN/best FILE --question TEXT``
-(`tubelet.recipes.predict`).
+(`tubelet.recipes.predict`), and ``tubelet explain ... --question TEXT`` says which particles (the question's tokens
+among them) the answer rests on (`tubelet.recipes.explain`); both check the flag with `asked_questions` and build
+the question's particles with `question_particles`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tubelet.data.manifest import MANIFEST_SUFFIXES, Sample, VideoDataset, manif
 from tubelet.data.text import TOKENIZER_FILE, encode, load_tokenizer, train_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
+from tubelet.particles.structure import Particles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import windowed_probabilities
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
@@ -194,11 +197,47 @@ class QAClipDataset(AVClipDataset):
     def __getitem__(self, index: int) -> Item:
         item = super().__getitem__(index)
         if item.particles is not None and self.read_text:
-            start, end = item.window
-            # The question is about the whole window: its tokens sit at the window's centre, in seconds from the
-            # window's start (the origin of the clip's video and audio particles).
-            item.particles["text"] = tokenize_text(self.token_ids[item.sample], time=(end - start) / 2)
+            item.particles["text"] = question_particles(self.token_ids[item.sample], item.window)
         return item
+
+
+def question_particles(token_ids: list[int], window: tuple[float, float]) -> Particles:
+    """The text particles of a question asked about one window (start, end seconds) of its clip.
+
+    The question is about the whole window: its tokens sit at the window's centre, in seconds from the window's
+    start (the origin of the clip's video and audio particles). Training, `evaluate_vqa`, ``predict --question``
+    and ``explain --question`` all build them here, so a model is always asked the same way.
+
+    Returns:
+        `Particles` of values (L, 1) token ids (`tubelet.particles.text.tokenize_text`).
+    """
+    start, end = window
+    return tokenize_text(token_ids, time=(end - start) / 2)
+
+
+def asked_questions(checkpoint: str, modalities: tuple[str, ...], questions: list[str] | None) -> list[str | None]:
+    """The ``--question`` values to ask, stripped (``[None]``: none, for a model that reads no text).
+
+    Args:
+        checkpoint: the checkpoint's name, for the error message.
+        modalities: what its model reads; a VQA checkpoint reads ``text``.
+
+    Raises:
+        ConfigError: one line naming ``--question``: questions for a model that reads no text, none for one that
+            does, or an empty question.
+    """
+    if "text" not in modalities:
+        if questions:
+            raise ConfigError(f"--question: {checkpoint} does not read text (not a VQA checkpoint); drop --question")
+        return [None]
+    if not questions:
+        raise ConfigError(
+            f"--question: {checkpoint} answers questions about a clip (a VQA checkpoint); pass one, e.g. "
+            '--question "which way does it move?"'
+        )
+    if any(not q.strip() for q in questions):
+        raise ConfigError("--question: a question is empty")
+    return [q.strip() for q in questions]
 
 
 def finetune_vqa(cfg) -> dict:
