@@ -360,10 +360,13 @@ def _predict_run(args) -> None:
 def _explain_args(p: argparse.ArgumentParser) -> None:
     from tubelet.explain.methods import METHODS
 
-    p.add_argument("--checkpoint", required=True, help="classifier checkpoint directory, video or fusion (RUN/best)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory: video, fusion or VQA (RUN/best)")
     p.add_argument("file", metavar="FILE", help="the video to explain")
+    p.add_argument("--question", default=None, metavar="TEXT", help="question for a VQA checkpoint (required by one)")
     p.add_argument("--method", default="occlusion", choices=METHODS, help="attribution method (default occlusion)")
-    p.add_argument("--target", default=None, metavar="LABEL", help="class to explain (default: the predicted one)")
+    p.add_argument(
+        "--target", default=None, metavar="LABEL", help="class (VQA: answer) to explain (default: the predicted one)"
+    )
     p.add_argument("--out", required=True, help="directory for report.html, heatmap.mp4/.gif, timeline.png, CSV")
     p.add_argument("--start", type=non_negative_float, default=None, help="window start in seconds (default: centred)")
     p.add_argument("--seconds", type=positive_float, default=None, help="window length (default: training's)")
@@ -371,7 +374,7 @@ def _explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--occlusion-window", type=tubelet_size, default=(1, 1, 1), metavar="TxHxW",
         help="tubelets removed together by occlusion: time x rows x cols (default 1x1x1); for audio particles "
-        "time patches x mel bands x 1",
+        "time patches x mel bands x 1, for a question's tokens tokens x 1 x 1",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -387,6 +390,7 @@ def _explain_run(args) -> None:
         out=args.out,
         method=args.method,
         target=args.target,
+        question=args.question,
         start=args.start,
         seconds=args.seconds,
         topk=args.topk,
@@ -402,11 +406,19 @@ def _explain_run(args) -> None:
         f"{result['path']} [{window['start']:.2f}-{window['end']:.2f} s]: predicted {result['prediction']['label']} "
         f"{result['prediction']['score']:.3f}; explaining {result['target']} with {result['method']}"
     )
+    if "tokens" in result:
+        said = " ".join(f"{t['token']}({t['score']:+.3g})" for t in result["tokens"])
+        print(f"  question {result['question']!r}: {said}")
     if "modality_share" in result:
         shares = ", ".join(f"{name} {share:.2f}" for name, share in result["modality_share"].items())
         print(f"  share of the positive evidence: {shares}")
     for rank, row in enumerate(result["top_particles"][:5], start=1):
-        where = f"mel band {row['row']}" if row.get("modality") == "audio" else f"row {row['row']} col {row['col']}"
+        if row.get("modality") == "text":
+            where = f"token {row.get('token', row['ti'])!r}"
+        elif row.get("modality") == "audio":
+            where = f"mel band {row['row']}"
+        else:
+            where = f"row {row['row']} col {row['col']}"
         print(f"  #{rank} t={row['t']:.2f}s {where} score {row['score']:.4g}")
     print(f"report: {result['files'].get('html', result['files']['particles'])}")
 

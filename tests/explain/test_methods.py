@@ -37,7 +37,7 @@ from tubelet.models.registry import model_config
 from tubelet.particles import pack, tokenize
 from tubelet.particles.audio import tokenize_audio
 from tubelet.particles.modalities import ModalClip, pack_clips
-from tubelet.particles.structure import AUDIO, VIDEO
+from tubelet.particles.structure import AUDIO, TEXT, VIDEO
 from tubelet.particles.text import tokenize_text
 
 TUBELET = (2, 8, 8)
@@ -292,10 +292,80 @@ def test_fusion_integrated_gradients_are_complete_from_video_average_and_silent_
     assert not torch.allclose(silent_start, gradient_x_input(fusion_model, clip, 1).scores)  # the baseline counts
 
 
-def test_fusion_rollout_and_a_text_baseline(fusion_model):
+def test_fusion_rollout(fusion_model):
     explanation = attention_rollout(fusion_model, fusion_clip(), 1)
     assert explanation.scores.shape == (40,) and explanation.scores.sum().item() == pytest.approx(1.0, abs=1e-4)
     assert fusion_model.last_attention is None
-    question = ModalClip({"text": tokenize_text([2, 7, 9], time=0.5)})
-    with pytest.raises(ValueError, match="text"):
+
+
+# --- VQA models: the question's tokens are particles too ---------------------------------------------------------
+
+PAD_ID = 0  # [PAD] of a trained tokenizer
+QUESTION = [2, 7, 9, 4, 11]  # [CLS] and four word ids
+
+
+@pytest.fixture(scope="module")
+def vqa_model():
+    """An untrained video + audio + question fusion classifier; the token table is drawn wide (std 1, not 0.02) so
+    that, untrained, the words weigh as much as the pictures and sounds."""
+    torch.manual_seed(1)
+    config = FusionConfig(
+        modalities=("video", "audio", "text"), dim=32, depth=2, heads=2, tubelet=TUBELET, audio_bands=2,
+        vocab_size=16, num_classes=3,
+    )  # fmt: skip
+    model = FusionModel(config).eval()
+    torch.nn.init.normal_(model.token_embed.weight, std=1.0)
+    return model
+
+
+def vqa_clip() -> ModalClip:
+    """`fusion_clip`'s 32 video and 8 audio particles and the 5 tokens of `QUESTION` at the window's centre."""
+    clip = fusion_clip()
+    return ModalClip({**clip.parts, "text": tokenize_text(QUESTION, time=0.25)})
+
+
+def test_text_particles_start_gradient_methods_from_the_pad_token(vqa_model):
+    question = ModalClip({"text": tokenize_text(QUESTION, time=0.5)})
+    with pytest.raises(ValueError, match="text_token"):
         baseline_particles(question)
+    baseline = baseline_particles(vqa_clip(), audio_silence=-3.0, text_token=PAD_ID).parts["text"]
+    assert baseline.values[:, 0].tolist() == [PAD_ID] * 5 and baseline.ti.tolist() == [0, 1, 2, 3, 4]  # places kept
+    clip = vqa_clip()
+    explanation = integrated_gradients(vqa_model, clip, 2, steps=64, audio_silence=-3.0, text_token=PAD_ID)
+    change = explanation.meta["logit"] - explanation.meta["baseline_logit"]
+    assert explanation.meta["baseline"] == "average video particle, silence, token 0 for every text particle"
+    assert abs(change) > 0.01 and abs(explanation.meta["completeness_gap"]) < 0.02 * abs(change)
+    # A model that reads the question alone: the whole change of the logit is the tokens', and still complete.
+    torch.manual_seed(2)
+    config = FusionConfig(modalities=("text",), dim=32, depth=2, heads=2, vocab_size=16, num_classes=3)
+    reader = FusionModel(config).eval()
+    torch.nn.init.normal_(reader.token_embed.weight, std=1.0)
+    words = integrated_gradients(reader, question, 2, steps=64, text_token=PAD_ID)
+    change = words.meta["logit"] - words.meta["baseline_logit"]
+    assert words.meta["baseline"] == "token 0 for every text particle"
+    assert abs(change) > 0.01 and abs(words.meta["completeness_gap"]) < 0.02 * abs(change)
+    other_start = gradient_x_input(vqa_model, clip, 2, audio_silence=-3.0, text_token=5).of_modality("text").scores
+    pad_start = gradient_x_input(vqa_model, clip, 2, audio_silence=-3.0, text_token=PAD_ID).of_modality("text")
+    assert not torch.allclose(other_start, pad_start.scores)  # the text baseline counts
+
+
+def test_occluding_a_token_is_removing_its_particle(vqa_model):
+    clip = vqa_clip()
+    explanation = occlusion(vqa_model, clip, 2)
+    full = class_probs(vqa_model, [clip])[0, 2]
+    for k in range(len(QUESTION)):
+        keep = torch.ones(len(clip), dtype=torch.bool)
+        keep[40 + k] = False
+        without = clip.select(keep)
+        assert without.parts["text"].ti.tolist() == [i for i in range(5) if i != k]  # the others keep their places
+        drop = full - class_probs(vqa_model, [without])[0, 2]
+        assert explanation.of_modality("text").scores[k].item() == pytest.approx(drop.item(), abs=1e-6)
+    groups = window_groups(clip, (2, 1, 1))
+    tokens = groups[40:] - groups[40]
+    assert tokens.tolist() == [0, 0, 1, 1, 2] and groups[40] > groups[:40].max()  # two by two, never with others
+    drops = modality_occlusion(vqa_model, clip, 2)
+    without_question = class_probs(vqa_model, [clip.select(clip.modality != TEXT)])[0, 2]
+    assert set(drops) == {"video", "audio", "text"}
+    assert drops["text"] == pytest.approx((full - without_question).item(), abs=1e-6)
+    rollout = attention_rollout(vqa_model, clip, 2)
+    assert rollout.scores.shape == (45,) and rollout.scores.sum().item() == pytest.approx(1.0, abs=1e-4)

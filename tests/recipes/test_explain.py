@@ -1,18 +1,27 @@
 """`tubelet explain` end to end: a real fine-tuned checkpoint, a real encoded file, every output file opened."""
 
 import csv
+import html
 import json
 import re
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from tubelet.cli import main
+from tubelet.data.manifest import Sample, VideoDataset
 from tubelet.errors import ConfigError, DataError
-from tubelet.explain import METHODS
+from tubelet.explain import METHODS, class_probs
 from tubelet.io import probe
+from tubelet.particles.modalities import ModalClip
+from tubelet.particles.structure import TEXT
 from tubelet.recipes.explain import explain
+from tubelet.recipes.fusion import load_fusion
+from tubelet.recipes.predict import predict, window_dataset
 
 FAST = ["model=test", "size=64", "max_long_side=96", "sample_fps=4", "clip_seconds=1", "batch_particles=400"]
 
@@ -144,7 +153,108 @@ def test_explain_without_the_audio_a_model_reads_is_an_error_naming_the_file(sou
         explain(str(sound_pair["audio"]), silent_mp4, out=tmp_path)
 
 
-def test_explain_refuses_a_model_that_reads_a_question(vqa_run, av_data, tmp_path):
-    clip = next((av_data / "left_beep").glob("*.mp4"))
-    with pytest.raises(ConfigError, match="question"):
-        explain(str(vqa_run / "best"), clip, out=tmp_path)
+# --- VQA checkpoints: the answer to a question, over the clip's particles and the question's tokens ---------------
+
+
+@pytest.fixture(scope="module")
+def asked(av_data):
+    """(clip, question) of the first test question (a motion question about a left_beep clip)."""
+    row = next(csv.DictReader(open(av_data / "qa_test.csv")))
+    return str(av_data / row["path"]), row["question"]
+
+
+def _whole_window(loaded, clip: str, question: str) -> ModalClip:
+    """The particles predict reads for one window over all of `clip` with `question` (its dataset, not explain's)."""
+    info = probe(clip)
+    data = VideoDataset(samples=[Sample(path=Path(clip))], infos=[info], labels=[])
+    dataset = window_dataset(loaded, data, loaded.preprocessing, [(0, 0.0, info.duration_s)], [question])
+    return ModalClip(dataset[0].particles)
+
+
+def test_vqa_explanation_answers_as_predict_does_and_scores_each_token_by_removing_it(vqa_run, asked, tmp_path):
+    checkpoint, (clip, question) = str(vqa_run / "best"), asked
+    loaded = load_fusion(checkpoint)
+    whole = dict(start=0.0, seconds=100.0, pictures=False)  # one window over all of the clip, as predict's below
+    report = explain(checkpoint, clip, out=tmp_path, question=question, **whole)
+    (answer,) = predict(checkpoint, [clip], questions=[question], window_seconds=100.0, topk=len(loaded.labels))
+    assert report["question"] == answer["question"] == question and report["modalities"] == ["video", "text"]
+    assert report["target"] == report["prediction"]["label"] == answer["label"]
+    assert report["target_score"] == pytest.approx(answer["score"], abs=2e-4)
+    other = answer["topk"][-1]  # the least likely answer, asked for explicitly
+    again = explain(checkpoint, clip, out=tmp_path / "other", question=question, target=other["label"], **whole)
+    assert again["target"] == other["label"] and again["target_score"] == pytest.approx(other["score"], abs=2e-4)
+
+    # Each token's score is the drop of the answer's probability when that token's particle is removed.
+    tokens = report["tokens"]
+    assert [t["token"] for t in tokens] == loaded.tokenizer.encode(question).tokens  # [CLS] and the words, in order
+    particles = _whole_window(loaded, clip, question)
+    target = loaded.labels.index(report["target"])
+    full = class_probs(loaded.model.eval(), [particles])[0, target]
+    assert full.item() == pytest.approx(report["target_score"], abs=1e-4)
+    first = particles.slices()["text"].start
+    for k, token in enumerate(tokens):
+        keep = torch.ones(len(particles), dtype=torch.bool)
+        keep[first + k] = False
+        drop = full - class_probs(loaded.model, [particles.select(keep)])[0, target]
+        assert token["score"] == pytest.approx(drop.item(), abs=1e-6)
+    without_question = class_probs(loaded.model, [particles.select(particles.modality != TEXT)])[0, target]
+    assert set(report["modality_occlusion"]) == {"video", "text"}
+    assert report["modality_occlusion"]["text"] == pytest.approx((full - without_question).item(), abs=1e-4)
+    assert set(report["modality_share"]) == {"video", "text"}
+    with open(tmp_path / "particles.csv", newline="") as f:
+        said = [r for r in csv.DictReader(f) if r["modality"] == "text"]
+    assert [r["token"] for r in said] == [t["token"] for t in tokens] and all(r["x0"] == "" for r in said)
+    # Asked as predict asks: at the same seconds (the window's centre), in the same places.
+    assert [float(r["t"]) for r in said] == pytest.approx(particles.parts["text"].t.tolist(), abs=1e-4)
+    assert [int(r["ti"]) for r in said] == particles.parts["text"].ti.tolist()
+
+
+@pytest.mark.parametrize("method", ["ig", "gradxinput", "rollout"])
+def test_gradient_methods_and_rollout_explain_a_vqa_checkpoint(vqa_run, asked, tmp_path, method):
+    clip, question = asked
+    report = explain(str(vqa_run / "best"), clip, out=tmp_path, question=question, method=method, steps=16,
+                     pictures=False)  # fmt: skip
+    assert len(report["tokens"]) == len(question.split()) + 2  # [CLS], the words and the "?"
+    assert all(np.isfinite(t["score"]) for t in report["tokens"])
+    if method == "rollout":
+        return
+    assert report["meta"]["baseline"] == "average video particle, token 0 for every text particle"  # [PAD] is 0
+    if method == "ig":  # complete: particle scores (tokens included) sum to the logit's change from the baseline
+        change = report["meta"]["logit"] - report["meta"]["baseline_logit"]
+        assert abs(report["meta"]["completeness_gap"]) <= 0.02 * abs(change) + 1e-5
+
+
+def test_cli_explain_of_a_vqa_checkpoint_shows_the_question_shaded_by_token(vqa_run, asked, tmp_path, tubelet_cli):
+    clip, question = asked
+    out = tmp_path / "why"
+    args = ["explain", "--checkpoint", vqa_run / "best", clip, "--question", question, "--out", out]
+    report = json.loads(tubelet_cli(*args, "--json").stdout)
+    assert json.loads((out / "explanation.json").read_text()) == report
+    assert report["question"] == question and "text" in report["modality_occlusion"]
+    assert set(report["files"]) == {"particles", "mp4", "gif", "png", "timeline", "html"}  # no sound: no audio.png
+    with av.open(str(out / "heatmap.mp4")) as container:  # drawn from the video particles only
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    page = (out / "report.html").read_text()
+    token_span = r'<span class="token" style="background:rgba\((\d+),\d+,\d+,([\d.]+)\)"[^>]*>([^<]*)</span>'
+    shaded = re.findall(token_span, page)  # (red, opacity, token) of each token, in order
+    assert [token for *_, token in shaded] == [html.escape(t["token"]) for t in report["tokens"]]
+    largest = max(abs(t["score"]) for t in report["tokens"])
+    assert [float(alpha) for _, alpha, _ in shaded] == pytest.approx(
+        [abs(t["score"]) / largest for t in report["tokens"]], abs=1e-3
+    )
+    assert [red == "214" for red, *_ in shaded] == [t["score"] >= 0 for t in report["tokens"]]  # red for, blue against
+    assert html.escape(question) in page and not re.search(r'src="(?!data:)', page)
+
+
+def test_explain_question_errors_name_the_flag_as_predict_does(vqa_run, classifier, video, asked, tmp_path, capsys):
+    clip, question = asked
+    for checkpoint, flags, path in (
+        (vqa_run / "best", [], clip),  # a VQA checkpoint needs a question
+        (classifier, ["--question", question], video),  # a video classifier reads none
+        (vqa_run / "best", ["--question", " "], clip),
+    ):  # fmt: skip
+        assert main(["explain", "--checkpoint", str(checkpoint), str(path), "--out", str(tmp_path), *flags]) == 2
+        err = capsys.readouterr().err
+        with pytest.raises(ConfigError) as predicted:
+            next(predict(str(checkpoint), [str(path)], questions=flags[1:] or None))
+        assert err == f"tubelet explain: error: {predicted.value}\n" and "--question" in err

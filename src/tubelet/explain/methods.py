@@ -4,7 +4,7 @@ Every method returns an `Explanation` whose ``scores[i]`` belongs to particle i,
 (seconds), tubelet index ``ti``, grid row ``y`` and column ``x``. Positive scores are evidence FOR the target.
 
 The same methods explain a video `Encoder` on one clip's `Particles` and a `FusionModel` on a `ModalClip` (the
-clip's video and audio particles as one flat sequence in the model's merge order): both models give
+clip's video, audio and text particles as one flat sequence in the model's merge order): both models give
 `embed(batch) -> (N, D)` in their particles' order, `forward(batch, embedded=...)` and
 `forward_features(batch, keep_attention=True)`, and `pack_clips` packs either kind of clip. A fusion
 explanation's particles keep their `modality`; `Explanation.of_modality` and `Explanation.modality_share` split
@@ -21,10 +21,15 @@ the evidence by modality, and `modality_occlusion` removes one whole modality at
   choice here: its embedding is nearly the zero vector, and the pre-norm blocks' LayerNorm is scale invariant, so
   the whole change of the logit would happen in a sliver of the path next to the baseline that the steps miss.
   Scores sum to logit(input) - logit(baseline) up to the Riemann error (`Explanation.meta["completeness_gap"]`;
-  a sharply saturated model needs more ``steps``). Audio particles start from silence instead (`baseline_particles`).
+  a sharply saturated model needs more ``steps``). Audio particles start from silence instead, and text particles
+  (a VQA model's question) from one content-free token, the tokenizer's ``[PAD]`` (`baseline_particles`).
 - ``rollout``: attention rollout (Abnar & Zuidema, 2020) across layers, per clip, with the residual as 0.5 I;
   a particle's score is the mean over all particles of how much it flows into them (the pooling is a mean).
   It does not depend on the target.
+
+Text particles (token ids) fit every method: occlusion removes a token's particle (the others keep their
+positions ``ti``, so the question is not re-read shifted), ``window`` groups tokens by (tokens, 1, 1), and the
+gradient methods perturb the token embeddings from the baseline token's.
 
 Captum implements IG and occlusion for dense tensors; here the inputs are packed variable-length particle
 sequences whose occlusion means deleting rows, so the few lines of each method are written against our models.
@@ -121,7 +126,8 @@ def class_probs(model: Model, clips: list[Clip], budget: int = 32768) -> torch.T
 def window_groups(particles: Clip, window: tuple[int, int, int]) -> torch.Tensor:
     """(N,) group id of each particle: particles of one modality in the same (ti // wt, y // wy, x // wx) window.
 
-    For audio particles the window is (time patches, mel bands, 1); windows never mix modalities.
+    For audio particles the window is (time patches, mel bands, 1), for text particles (tokens, 1, 1); windows
+    never mix modalities.
     """
     wt, wy, wx = window
     if min(window) < 1:
@@ -172,7 +178,7 @@ def _target_logit(model: Model, packed, embedded: torch.Tensor, target: int) -> 
     return model(packed, embedded=embedded)[:, target].sum()
 
 
-def baseline_particles(particles: Clip, *, audio_silence: float | None = None) -> Clip:
+def baseline_particles(particles: Clip, *, audio_silence: float | None = None, text_token: int | None = None) -> Clip:
     """The clip gradient methods start from: every particle's positions and span kept, its content removed.
 
     Video particles all become the clip's average video particle. Audio particles become silence when
@@ -180,34 +186,54 @@ def baseline_particles(particles: Clip, *, audio_silence: float | None = None) -
     their average too. Averaging is a poor baseline for sound: a steady tone in one mel band, averaged over the
     bands, puts part of the tone into the baseline of every band.
 
+    Text particles all become the token `text_token`: give the tokenizer's ``[PAD]`` id. Token ids have no average
+    (the mean of ids is no token), and of the embeddings a baseline could take, [PAD]'s says "no word here" best:
+    packed sequences are never padded, so no training clip ever held it and its row of the embedding table is
+    untrained (the small random start, shrunk by weight decay) -- it carries no learned meaning, which is what a
+    baseline must not carry. The mean token embedding would be a blend of the very words being explained (a
+    question of mostly one word would start near that word and credit it with little). As for video, a token's
+    position (``ti``) and modality tag stay, so the baseline embedding is far from the zero vector that the blocks'
+    scale-invariant LayerNorm would make a poor start. This is also what NLP attributions commonly use (Captum's
+    BERT tutorials start IG from [PAD] tokens).
+
     Raises:
-        ValueError: text particles (token ids have no average).
+        ValueError: text particles without a `text_token`.
     """
     if isinstance(particles, ModalClip):
-        parts = particles.parts.items()
-        return ModalClip({name: baseline_particles(part, audio_silence=audio_silence) for name, part in parts})
+        options = {"audio_silence": audio_silence, "text_token": text_token}
+        return ModalClip({name: baseline_particles(part, **options) for name, part in particles.parts.items()})
     if len(particles) and bool((particles.modality == TEXT).any()):
-        raise ValueError("gradient methods need a baseline, and text particles (token ids) have none; use occlusion")
+        if text_token is None:
+            raise ValueError(
+                "gradient methods need a baseline for text particles (token ids have no average): pass text_token, "
+                "the tokenizer's [PAD] id"
+            )
+        return particles.with_values(torch.full_like(particles.values, text_token))
     if audio_silence is not None and len(particles) and bool((particles.modality == AUDIO).all()):
         return particles.with_values(torch.full_like(particles.values, audio_silence))
     average = particles.values.mean(0, keepdim=True).expand_as(particles.values).contiguous()
     return particles.with_values(average)
 
 
-def _baseline_name(particles: Clip, audio_silence: float | None) -> str:
-    if isinstance(particles, ModalClip) and "audio" in particles.parts:
-        heard = "silence" if audio_silence is not None else "average audio particle"
-        return ", ".join(["average video particle"] * ("video" in particles.parts) + [heard])
-    return "average particle"
+def _baseline_name(particles: Clip, audio_silence: float | None, text_token: int | None) -> str:
+    """What `baseline_particles` started each modality from, for ``meta["baseline"]``."""
+    if not isinstance(particles, ModalClip) or list(particles.parts) == ["video"]:
+        return "average particle"
+    names = {
+        "video": "average video particle",
+        "audio": "silence" if audio_silence is not None else "average audio particle",
+        "text": f"token {text_token} for every text particle",
+    }
+    return ", ".join(names[name] for name in particles.parts)
 
 
 def _embeddings(
-    model: Model, particles: Clip, packed, audio_silence: float | None
+    model: Model, particles: Clip, packed, audio_silence: float | None, text_token: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) embeddings of the one packed clip and of its baseline, without gradients."""
     with torch.no_grad():
         real = model.embed(packed)
-        baseline = baseline_particles(particles, audio_silence=audio_silence)
+        baseline = baseline_particles(particles, audio_silence=audio_silence, text_token=text_token)
         base = model.embed(pack_clips([baseline]).to(real.device))
     if real.shape[0] != len(particles):
         raise ValueError(
@@ -217,18 +243,20 @@ def _embeddings(
     return real, base
 
 
-def gradient_x_input(model: Model, particles: Clip, target: int, *, audio_silence: float | None = None) -> Explanation:
+def gradient_x_input(
+    model: Model, particles: Clip, target: int, *, audio_silence: float | None = None, text_token: int | None = None
+) -> Explanation:
     """Score = sum over channels of d logit_target / d embedding * (embedding - baseline embedding).
 
-    `audio_silence`: see `baseline_particles`.
+    `audio_silence`, `text_token`: see `baseline_particles`.
     """
     packed = pack_clips([particles]).to(_device(model))
-    real, base = _embeddings(model, particles, packed, audio_silence)
+    real, base = _embeddings(model, particles, packed, audio_silence, text_token)
     embedded = real.detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(_target_logit(model, packed, embedded, target), embedded)
     scores = (grad * (embedded - base)).sum(-1).detach().float().cpu()
-    meta = {"baseline": _baseline_name(particles, audio_silence)}
+    meta = {"baseline": _baseline_name(particles, audio_silence, text_token)}
     return Explanation(scores, particles, target, "gradxinput", class_probs(model, [particles])[0], meta)
 
 
@@ -240,13 +268,17 @@ def integrated_gradients(
     steps: int = 32,
     budget: int = 32768,
     audio_silence: float | None = None,
+    text_token: int | None = None,
 ) -> Explanation:
-    """Integrated gradients on the embeddings from the baseline clip (`baseline_particles`)."""
+    """Integrated gradients on the embeddings from the baseline clip (`baseline_particles`).
+
+    `audio_silence`, `text_token`: see `baseline_particles`.
+    """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     device = _device(model)
     single = pack_clips([particles]).to(device)
-    real, base = _embeddings(model, particles, single, audio_silence)
+    real, base = _embeddings(model, particles, single, audio_silence, text_token)
     alphas = (torch.arange(steps, dtype=real.dtype, device=device) + 0.5) / steps  # midpoint rule
     per_batch = max(1, budget // max(len(particles), 1))
     total = torch.zeros_like(real)
@@ -260,7 +292,7 @@ def integrated_gradients(
     scores = ((real - base) * total / steps).sum(-1).detach().float().cpu()
     with torch.no_grad():
         ends = [_target_logit(model, single, e, target).item() for e in (real, base)]
-    meta = {"steps": steps, "baseline": _baseline_name(particles, audio_silence), "logit": ends[0]}
+    meta = {"steps": steps, "baseline": _baseline_name(particles, audio_silence, text_token), "logit": ends[0]}
     meta["baseline_logit"] = ends[1]
     meta["completeness_gap"] = float(scores.sum()) - (ends[0] - ends[1])
     return Explanation(scores, particles, target, "ig", class_probs(model, [particles])[0], meta)
@@ -286,8 +318,8 @@ def attention_rollout(model: Model, particles: Clip, target: int) -> Explanation
 def explain_particles(model: Model, particles: Clip, target: int, method: str, **options) -> Explanation:
     """Dispatch to one of `METHODS`.
 
-    Options: ``window`` (occlusion), ``steps`` (ig), ``budget`` (occlusion, ig), ``audio_silence`` (ig,
-    gradxinput: see `baseline_particles`); the others are ignored.
+    Options: ``window`` (occlusion), ``steps`` (ig), ``budget`` (occlusion, ig), ``audio_silence`` and
+    ``text_token`` (ig, gradxinput: see `baseline_particles`); the others are ignored.
     """
     methods: dict[str, Callable[..., Explanation]] = {
         "occlusion": occlusion,
@@ -299,8 +331,8 @@ def explain_particles(model: Model, particles: Clip, target: int, method: str, *
         raise ValueError(f"method: expected {' | '.join(METHODS)}, got {method!r}")
     allowed = {
         "occlusion": ("window", "budget"),
-        "ig": ("steps", "budget", "audio_silence"),
-        "gradxinput": ("audio_silence",),
+        "ig": ("steps", "budget", "audio_silence", "text_token"),
+        "gradxinput": ("audio_silence", "text_token"),
     }.get(method, ())
     model.eval()
     return methods[method](model, particles, target, **{k: v for k, v in options.items() if k in allowed})

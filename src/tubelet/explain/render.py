@@ -2,7 +2,8 @@
 
 A fusion explanation is drawn per modality: the heatmap and timeline from its video particles only
 (`Explanation.of_modality`), and ``audio.png`` from its audio particles: the log-mel spectrogram the model heard
-above each particle's score on its seconds x mel band cell (`plot_audio`, numbers in `audio_scores`).
+above each particle's score on its seconds x mel band cell (`plot_audio`, numbers in `audio_scores`). A VQA
+explanation's question is written out in the HTML page with each token shaded by its score (`question_html`).
 """
 
 from __future__ import annotations
@@ -188,14 +189,35 @@ def _data_uri(path: str | Path) -> str:
 
 
 def _pixels(r: dict, key: str) -> str:
-    return f"{r[key][0]}-{r[key][1]}" if r.get(key) is not None else "&ndash;"  # audio particles have no pixels
+    return f"{r[key][0]}-{r[key][1]}" if r.get(key) is not None else "&ndash;"  # audio, text: no pixels
+
+
+def question_html(tokens: list[dict]) -> str:
+    """The question's tokens ([{token, score}], in order) as HTML spans shaded by score: red for the target, blue
+    against, opacity |score| / the largest |score| (the score itself in each span's tooltip)."""
+    largest = max((abs(t["score"]) for t in tokens), default=0.0) or 1.0
+    spans = []
+    for t in tokens:
+        red, green, blue = (214, 39, 40) if t["score"] >= 0 else (31, 119, 180)
+        shade = f"rgba({red},{green},{blue},{abs(t['score']) / largest:.3f})"
+        spans.append(
+            f'<span class="token" style="background:{shade}" title="{t["score"]:.4g}">{html.escape(t["token"])}</span>'
+        )
+    return " ".join(spans)
+
+
+def _modality_cell(r: dict) -> str:
+    """The top-particles table's modality cell; a text particle shows its token."""
+    token = f" {html.escape(repr(r['token']))}" if "token" in r else ""
+    return f"<td>{html.escape(r['modality'])}{token}</td>"
 
 
 def write_html(path: Path, result: dict) -> Path:
     """One page with every picture inlined (base64), so it opens anywhere without the files beside it.
 
     Sections follow what `result` has: the video heatmap and timeline (``files`` ``gif``, ``png``, ``timeline``),
-    and for a fusion model the evidence per modality (``modality_share``) and the audio picture (``audio``).
+    for a fusion model the evidence per modality (``modality_share``) and the audio picture (``audio``), and for a
+    VQA model the question with its tokens shaded by score (``question``, ``tokens``).
     """
     e = html.escape
     files = result["files"]
@@ -204,12 +226,18 @@ def write_html(path: Path, result: dict) -> Path:
         f"<tr><td>{e(c['label'])}</td><td>{c['score']:.3f}</td></tr>" for c in result["topk_classes"]
     )  # fmt: skip
     particles = "".join(
-        f"<tr><td>{i}</td>" + (f"<td>{e(r['modality'])}</td>" if fused else "")
+        f"<tr><td>{i}</td>" + (_modality_cell(r) if fused else "")
         + f"<td>{r['t']:.3f}</td><td>{r['row']}</td><td>{r['col']}</td>"
         f"<td>{_pixels(r, 'y_px')}</td><td>{_pixels(r, 'x_px')}</td><td>{r['span']}</td><td>{r['score']:.4g}</td></tr>"
         for i, r in enumerate(result["top_particles"], start=1)
     )  # fmt: skip
     sections = []
+    if "tokens" in result:
+        sections.append(
+            '<h2>Question</h2><p class="note">Each token shaded by its score: red for the answer, blue against '
+            "(hover for the number).</p>"
+            f'<p class="question">{question_html(result["tokens"])}</p>'
+        )
     if fused:
         shares = "".join(
             f"<tr><td>{e(name)}</td><td>{share:.3f}</td><td>{result['modality_occlusion'].get(name, 0.0):.4f}</td></tr>"
@@ -237,20 +265,22 @@ def write_html(path: Path, result: dict) -> Path:
             f'<img src="{_data_uri(files["audio"])}" alt="audio evidence">'
         )
     modality_head = "<th>modality</th>" if fused else ""
+    asked = f"\n<p>Asked: <b>{e(result['question'])}</b></p>" if "question" in result else ""
     window = result["window"]
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tubelet explain: {e(Path(result["path"]).name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-img{{max-width:100%;image-rendering:pixelated}}.note{{color:#666;font-size:90%}}</style></head><body>
-<h1>Why '{e(result["prediction"]["label"])}'?</h1>
+img{{max-width:100%;image-rendering:pixelated}}.note{{color:#666;font-size:90%}}
+.question{{font-size:130%;line-height:1.8}}.token{{padding:1px 3px;border-radius:3px}}</style></head><body>
+<h1>Why '{e(result["prediction"]["label"])}'?</h1>{asked}
 <p><b>{e(result["path"])}</b>, seconds {window["start"]:.2f} to {window["end"]:.2f}.
 Method <b>{e(result["method"])}</b>, explaining class <b>{e(result["target"])}</b>
 (probability {result["target_score"]:.3f}).</p>
 <h2>Prediction</h2><table><tr><th>class</th><th>probability</th></tr>{classes}</table>
 {chr(10).join(sections)}
-<h2>Top particles</h2><p class="note">row/col: grid cell (audio: mel band, 0); pixel ranges in the source video; span:
-tubelets one particle stands for after static pruning.</p>
+<h2>Top particles</h2><p class="note">row/col: grid cell (audio: mel band, 0; text: 0, 0); pixel ranges in the source
+video; span: tubelets one particle stands for after static pruning.</p>
 <table><tr><th>#</th>{modality_head}<th>t (s)</th><th>row</th><th>col</th><th>y px</th><th>x px</th><th>span</th>
 <th>score</th></tr>
 {particles}</table>

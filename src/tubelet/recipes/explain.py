@@ -10,7 +10,15 @@ on the same scale. Its outputs add the evidence per modality: ``particles.csv`` 
 ``explanation.json`` has ``modality_share`` (each modality's fraction of the positive scores),
 ``modality_occlusion`` (the target's probability drop without all of a modality's particles) and ``audio`` (the
 audio particles' scores over seconds x mel band, drawn in ``audio.png``); the heatmap and timeline are drawn from
-the video particles only. Checkpoints that read text (VQA) are not explained yet.
+the video particles only.
+
+A VQA checkpoint (``tubelet finetune --task vqa``: a fusion model that also reads a question) is explained for one
+``question`` (``--question TEXT``, checked and turned into text particles exactly as ``tubelet predict --question``
+does: `tubelet.recipes.vqa.asked_questions`, `question_particles`); the target is an answer, default the predicted
+one. Its question's tokens are particles like the others, so every method scores them beside the video (and
+audio) particles: ``explanation.json`` adds ``question`` (the text) and ``tokens`` ([{token, score}] in the
+question's order), ``modality_occlusion`` has a ``text`` entry (the drop without the question), ``particles.csv``
+a ``token`` column, and ``report.html`` shows the question with each token shaded by its score.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tubelet.data.text import PAD, encode
 from tubelet.data.transforms import clip_window
 from tubelet.errors import ConfigError, DataError
 from tubelet.explain.checks import particle_boxes
@@ -39,6 +48,7 @@ from tubelet.io import decode, probe
 from tubelet.particles.modalities import ModalClip
 from tubelet.recipes.common import LoadedModel, load_model
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
+from tubelet.recipes.vqa import QUESTION, asked_questions, question_particles
 from tubelet.train.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
 from tubelet.train.dataset import to_particles
 from tubelet.train.loop import resolve_device
@@ -49,7 +59,8 @@ METHOD_NOTES = {
     "occlusion": "Occlusion: each score is how much the target's probability falls when that particle (or its "
     "space-time window) is removed from the clip.",
     "ig": "Integrated gradients on the particle embeddings from a baseline clip (every video particle the clip's "
-    "average particle; audio particles silent); scores sum to the change of the target's logit.",
+    "average particle; audio particles silent; the question's tokens [PAD]); scores sum to the change of the target's "
+    "logit.",
     "gradxinput": "Gradient x input on the particle embeddings (target logit): a fast, local estimate.",
     "rollout": "Attention rollout across layers: how much each particle flows into the pooled feature. It is the "
     "same for every target class.",
@@ -63,6 +74,7 @@ def explain(
     out: str | Path,
     method: str = "occlusion",
     target: str | None = None,
+    question: str | None = None,
     start: float | None = None,
     seconds: float | None = None,
     topk: int = 10,
@@ -74,12 +86,14 @@ def explain(
     """Explain the classifier's decision on one window of `path`; returns the ``explanation.json`` content.
 
     Args:
-        checkpoint: a classifier checkpoint directory, video or fusion (or an already loaded model).
+        checkpoint: a classifier checkpoint directory, video, fusion or VQA (or an already loaded model).
         method: occlusion, ig, gradxinput or rollout.
-        target: class name to explain; default the predicted class.
+        target: class name to explain (an answer, for a VQA checkpoint); default the predicted class.
+        question: what a VQA checkpoint (one that reads text) is asked about the window; required by one, an error
+            for others (as ``predict --question``).
         start, seconds: the window in the video; default the checkpoint's ``clip_seconds``, centred.
         window: occlusion window in tubelets (time, rows, columns); for audio particles (time patches, mel
-            bands, 1).
+            bands, 1), for a question's tokens (tokens, 1, 1).
         steps: integrated-gradients steps.
         pictures: write the heatmap video, timeline, audio picture and HTML (False: scores and JSON only).
     """
@@ -90,33 +104,36 @@ def explain(
         raise ConfigError(f"method: expected {' | '.join(METHODS)}, got {method!r}")
     audio = loaded.audio if isinstance(loaded, LoadedFusion) else None
     modalities = loaded.model.config.modalities if audio is not None else ("video",)
-    if "text" in modalities:
-        raise ConfigError(f"{source}: the model reads a question (text); explain does not take questions yet")
+    (asked,) = asked_questions(source, modalities, [question] if question is not None else None)
+    token_ids = encode(loaded.tokenizer, asked, field=QUESTION, source="--question") if asked is not None else None
     labels, pre = loaded.labels, loaded.preprocessing
     model = loaded.model.to(resolve_device(device)).eval()
 
     clip = decode_window(path, pre, start=start, seconds=seconds, frames="video" in modalities)
     if "audio" in modalities and not clip["has_audio"] and not audio.allow_missing_audio:
         raise DataError(f"{path}: {MISSING_AUDIO}")
-    particles = window_particles(path, clip, pre, modalities, audio)
+    particles = window_particles(path, clip, pre, modalities, audio, question=token_ids)
     probs = class_probs(model, [particles])[0]
     index = int(probs.argmax()) if target is None else _label_index(target, labels)
-    silence = audio.silence if audio is not None else None  # where gradient methods start audio from
-    explanation = explain_particles(
-        model, particles, index, method, window=tuple(window), steps=steps, audio_silence=silence
-    )
+    baselines = {  # where gradient methods start audio and text from (`baseline_particles`)
+        "audio_silence": audio.silence if audio is not None else None,
+        "text_token": _pad_id(loaded.tokenizer, method) if token_ids is not None else None,
+    }
+    explanation = explain_particles(model, particles, index, method, window=tuple(window), steps=steps, **baselines)
+    tokens = [loaded.tokenizer.id_to_token(i) for i in token_ids] if token_ids is not None else None
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scale = (1.0, 1.0)
     if clip["frames"] is not None:
         scale = (clip["source_size"][0] / clip["frames"].shape[1], clip["source_size"][1] / clip["frames"].shape[2])
-    rows = particle_rows(explanation, scale, clip["start"])
+    rows = particle_rows(explanation, scale, clip["start"], tokens=tokens)
     write_particles_csv(out / "particles.csv", rows)
     order = np.argsort([-r["score"] for r in rows], kind="stable")[:topk]
     ranked = np.argsort(-probs.numpy())[: min(5, len(labels))]
     result = {
         "path": str(path),
+        **({"question": asked} if asked is not None else {}),
         "method": method,
         "target": labels[index],
         "target_score": round(float(probs[index]), 4),
@@ -137,6 +154,9 @@ def explain(
         result["modality_occlusion"] = {k: round(v, 4) for k, v in drops.items()}
         if heard is not None:
             result["audio"] = audio_scores(heard, offset=clip["start"], sample_rate=audio.sample_rate)
+    if tokens is not None:  # the question's tokens in its order (text particles are in `ti` order)
+        said = explanation.of_modality("text").scores.tolist()
+        result["tokens"] = [{"token": token, "score": score} for token, score in zip(tokens, said)]
     if pictures:
         if "video" in modalities:
             top = [r for r in result["top_particles"] if r.get("modality", "video") == "video"]
@@ -150,6 +170,23 @@ def explain(
         result["files"]["html"] = str(write_html(out / "report.html", result))
     (out / "explanation.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _pad_id(tokenizer, method: str) -> int | None:
+    """The tokenizer's [PAD] id: the gradient methods' baseline for question tokens (None for other methods).
+
+    Raises:
+        ConfigError: a gradient method with a tokenizer that has no [PAD] token.
+    """
+    if method not in ("ig", "gradxinput"):
+        return None
+    pad = tokenizer.token_to_id(PAD)
+    if pad is None:
+        raise ConfigError(
+            f"--method {method}: the checkpoint's tokenizer has no {PAD} token, where gradients start the question "
+            "from; use occlusion or rollout"
+        )
+    return pad
 
 
 def _load(checkpoint: str | LoadedModel | LoadedFusion) -> tuple[LoadedModel | LoadedFusion, str]:
@@ -208,13 +245,23 @@ def decode_window(
 
 
 def window_particles(
-    path: str | Path, clip: dict, pre, modalities: tuple[str, ...], audio: AudioPreprocessing | None
+    path: str | Path,
+    clip: dict,
+    pre,
+    modalities: tuple[str, ...],
+    audio: AudioPreprocessing | None,
+    *,
+    question: list[int] | None = None,
 ) -> Clip:
     """The window's particles as the model reads them, times from the window's start.
 
+    Args:
+        question: the token ids of the question a VQA model (one that reads ``text``) is asked.
+
     Returns:
         The video `Particles` for a video encoder (`audio` None); for a fusion model, a `ModalClip` of its
-        `modalities` in its order, the audio decoded for the same window as the frames.
+        `modalities` in its order, the audio decoded for the same window as the frames, the question's tokens at
+        the window's centre (`question_particles`).
     """
     video = None
     if "video" in modalities:
@@ -222,16 +269,25 @@ def window_particles(
     if audio is None:
         return video
     window = (clip["start"], clip["end"])
-    return ModalClip(
-        {name: video if name == "video" else audio_particles(str(path), window, audio) for name in modalities}
-    )
+    parts = {}
+    for name in modalities:
+        if name == "video":
+            parts[name] = video
+        elif name == "audio":
+            parts[name] = audio_particles(str(path), window, audio)
+        else:
+            parts[name] = question_particles(question, window)
+    return ModalClip(parts)
 
 
-def particle_rows(explanation: Explanation, scale: tuple[float, float], offset: float) -> list[dict]:
+def particle_rows(
+    explanation: Explanation, scale: tuple[float, float], offset: float, *, tokens: list[str] | None = None
+) -> list[dict]:
     """One dict per particle, in the explanation's order: seconds in the video, tubelet index, grid cell, score.
 
     Video particles also give their pixels in the source (`scale`: source / model pixels, rows and columns); audio
-    particles' ``row`` is their mel band and their pixels are None. A fusion clip's rows carry their ``modality``.
+    particles' ``row`` is their mel band and their pixels are None; text particles' ``ti`` is their position in the
+    question, whose `tokens` (strings, in order) give their ``token``. A fusion clip's rows carry their ``modality``.
     """
     fused = isinstance(explanation.particles, ModalClip)
     rows = []
@@ -252,20 +308,25 @@ def particle_rows(explanation: Explanation, scale: tuple[float, float], offset: 
             }
             if fused:
                 row["modality"] = name
+            if name == "text" and tokens is not None:
+                row["token"] = tokens[int(particles.ti[i])]
             rows.append(row)
     return rows
 
 
 def write_particles_csv(path: Path, rows: list[dict]) -> Path:
-    """``particles.csv``: one line per particle; a ``modality`` column when the rows carry one (fusion)."""
+    """``particles.csv``: one line per particle; a ``modality`` column when the rows carry one (fusion), and a
+    ``token`` column (empty but for text particles) when some carry a token (VQA)."""
     fused = bool(rows) and "modality" in rows[0]
+    asked = any("token" in r for r in rows)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["t", "ti", "row", "col", "span", "y0", "y1", "x0", "x1", "score"] + ["modality"] * fused)
+        header = ["t", "ti", "row", "col", "span", "y0", "y1", "x0", "x1", "score"]
+        writer.writerow(header + ["modality"] * fused + ["token"] * asked)
         for r in rows:
             pixels = [*(r["y_px"] or ("", "")), *(r["x_px"] or ("", ""))]
             line = [r["t"], r["ti"], r["row"], r["col"], r["span"], *pixels, r["score"]]
-            writer.writerow(line + ([r["modality"]] if fused else []))
+            writer.writerow(line + ([r["modality"]] if fused else []) + ([r.get("token", "")] if asked else []))
     return path
 
 
