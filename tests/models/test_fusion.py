@@ -1,16 +1,19 @@
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tubelet.data.transforms import Preprocessing
-from tubelet.models.fusion import FusionConfig, FusionModel
+from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.particles.modalities import merge, pack_modalities
 from tubelet.particles.structure import AUDIO, TEXT, VIDEO, Particles
 from tubelet.particles.text import tokenize_text
+from tubelet.recipes.common import trainable_module
 from tubelet.recipes.fusion import fusion_checkpoint_config, load_fusion
 from tubelet.train import checkpoint
 from tubelet.train.av_dataset import AudioPreprocessing
+from tubelet.train.lora import deployable
 
 TINY = dict(dim=32, depth=2, heads=2, tubelet=(2, 4, 4), audio_patch=(4, 4), audio_bands=2, num_classes=3)
 
@@ -173,3 +176,57 @@ def test_config_from_encoder_copies_its_shape_and_refuses_other_positions():
     ):
         with pytest.raises(ValueError, match=field):
             config_from_encoder(encoder.replace(**change), modalities=("video",))
+
+
+def with_lora(m: FusionModel, freeze: str = "none") -> tuple[torch.nn.Module, dict[str, int]]:
+    """`m` wrapped as ``finetune --peft lora --lora-rank 2`` wraps it, and its trainable parameters' sizes by name."""
+    cfg = SimpleNamespace(freeze=freeze, peft="lora", lora_rank=2, lora_alpha=4.0, lora_dropout=0.0, model="test")
+    wrapped = trainable_module(m, cfg, keep=UNFROZEN)
+    prefix = "base_model.model."
+    return wrapped, {n.removeprefix(prefix): p.numel() for n, p in wrapped.named_parameters() if p.requires_grad}
+
+
+def test_lora_trains_adapters_and_new_parts_and_saves_them_merged_into_a_plain_checkpoint(tmp_path):
+    m = model()
+    base = {k: v.clone() for k, v in m.state_dict().items()}
+    wrapped, trainable = with_lora(m)
+    dim, hidden, r, depth = 32, 128, 2, 2  # TINY: qkv 32->96, proj 32->32, fc1 32->128, fc2 128->32
+    adapters = depth * r * ((dim + 3 * dim) + (dim + dim) + (dim + hidden) + (hidden + dim))
+    new = sum(p.numel() for n, p in model().named_parameters() if n.startswith(UNFROZEN))  # head, audio, tags
+    assert sum(trainable.values()) == adapters + new
+    assert all(".lora_" in n or n.startswith(UNFROZEN) for n in trainable), sorted(trainable)
+
+    batch = pack_modalities(clips())
+    with torch.no_grad():
+        plain = wrapped(batch)  # adapters start as a zero update
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:  # as if trained
+                p.normal_(std=0.2)
+        adapted = wrapped(batch)
+    assert torch.allclose(plain, model()(batch), atol=1e-6) and not torch.allclose(adapted, plain, atol=1e-3)
+
+    pre, audio_pre = Preprocessing(tubelet=(2, 4, 4)), AudioPreprocessing(patch=(4, 4), n_mels=8)
+    merged = deployable(wrapped)
+    checkpoint.save_checkpoint(tmp_path / "ckpt", model=merged, config=fusion_checkpoint_config(m, pre, audio_pre))
+    saved = checkpoint.load_state_dict(tmp_path / "ckpt")
+    assert saved.keys() == base.keys()  # no adapter keys: loads without peft
+    for key, before in base.items():
+        delta = saved[key] - before
+        if re.fullmatch(r"blocks\.\d\.(attn\.(qkv|proj)|mlp\.fc\d)\.weight", key):
+            assert 0 < torch.linalg.matrix_rank(delta, atol=1e-6) <= r, key  # the low-rank update, merged
+        else:
+            assert torch.equal(delta, torch.zeros_like(delta)), key
+    loaded = load_fusion(tmp_path / "ckpt")
+    assert torch.allclose(loaded.model.eval()(batch), adapted, atol=1e-5)
+    assert torch.allclose(merged.eval()(batch), adapted, atol=1e-5)
+    assert any("lora_A" in n for n, _ in wrapped.named_parameters())  # merged into a copy: training goes on
+    unwrapped = model()
+    assert deployable(unwrapped) is unwrapped  # a run without LoRA saves its model as it is
+
+
+def test_lora_with_top_k_also_trains_the_last_blocks_in_full():
+    _, trainable = with_lora(model(), freeze="top:1")
+    assert {"blocks.1.attn.qkv.base_layer.weight", "blocks.1.norm1.weight", "norm.weight"} <= trainable.keys()
+    assert "blocks.0.attn.qkv.lora_A.default.weight" in trainable
+    assert not any(n.startswith("blocks.0.") and ".lora_" not in n for n in trainable)
+    assert "patch_embed.weight" not in trainable

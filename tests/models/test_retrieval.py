@@ -1,5 +1,6 @@
 import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tubelet.models.registry import model_config
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.tokenize import tokenize
+from tubelet.recipes.common import trainable_module
 from tubelet.recipes.retrieval import LoadedRetrieval, caption_batch, load_retrieval, save_retrieval
 from tubelet.tasks.retrieval import chance_recall, info_nce, recall_at_k, retrieval_metrics
 
@@ -146,3 +148,21 @@ def test_chance_recall_is_the_mean_over_every_ranking():
             mean[key] += value / len(rankings)
     got = chance_recall(captions, ks=(1, 2, 5))
     assert got == pytest.approx(mean) and got["R@5"] == 1.0 and got["R@1"] == pytest.approx((3 * 3 / 5 + 2 / 5) / 5)
+
+
+@pytest.mark.parametrize("freeze,peft", [("backbone", "none"), ("top:1", "none"), ("none", "lora")])
+def test_freeze_and_lora_reach_the_video_tower_only(freeze, peft):
+    model = _model()
+    cfg = SimpleNamespace(freeze=freeze, peft=peft, lora_rank=2, lora_alpha=4.0, lora_dropout=0.0, model="test")
+    module = trainable_module(model, cfg, tower="video")
+    trainable = {n.removeprefix("base_model.model.") for n, p in module.named_parameters() if p.requires_grad}
+    rest = {n for n, _ in _model().named_parameters() if not n.startswith("video.")}  # text tower, projections, scale
+    assert rest <= trainable
+    video = {n for n in trainable if n.startswith("video.")}
+    if freeze == "top:1":
+        assert video and all(n.startswith(("video.blocks.1.", "video.norm.")) for n in video), video
+    elif peft == "lora":
+        assert video and all(".lora_" in n for n in video), video
+        assert not any(".lora_" in n for n in trainable - video)  # the text tower trains in full
+    else:
+        assert video == set()

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,25 @@ def av_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("av") / "data"
     generate_av(out, seed=1, clips_per_class=3, workers=1)
     return out
+
+
+@pytest.fixture
+def first_train_clips(av_data, tmp_path):
+    """Writes a manifest of the first `count` train clips of `av_data` (absolute paths) with some of its columns.
+
+    One manifest: a run on it has no val or test split to evaluate. Returns ``write(count, columns) -> path``.
+    """
+
+    def write(count: int, columns: tuple[str, ...] = ("label",)) -> Path:
+        rows = list(csv.DictReader(open(av_data / "train.csv")))[:count]
+        path = tmp_path / f"first_{count}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", *columns])
+            writer.writerows([str(av_data / r["path"]), *(r[c] for c in columns)] for r in rows)
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")

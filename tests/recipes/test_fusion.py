@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -121,15 +122,9 @@ ARMS = {"video+audio": ".", "video": "ablation/video", "audio": "ablation/audio"
 
 
 @pytest.fixture
-def two_clips(av_data, tmp_path):
+def two_clips(first_train_clips):
     """A manifest of two train clips of two classes (one manifest: no val or test split to evaluate)."""
-    rows = list(csv.DictReader(open(av_data / "train.csv")))[:2]
-    path = tmp_path / "two.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label"])
-        writer.writerows([str(av_data / r["path"]), r["label"]] for r in rows)
-    return path
+    return first_train_clips(2)
 
 
 def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(two_clips, tmp_path):
@@ -173,3 +168,49 @@ def test_freeze_keeps_the_pretrained_encoder_and_trains_what_is_new(pretrained_e
     top = checkpoint.load_state_dict(tmp_path / "top/last")
     changed = {k for k, v in encoder.items() if not torch.equal(top[k], v)}
     assert changed and all(k.startswith(("blocks.1.", "norm.")) for k in changed), changed
+
+
+LORA_TARGET = re.compile(r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc\d)\.weight")
+
+
+def assert_low_rank_updates_only(before: dict, after: dict, *, rank: int, prefix: str = "") -> None:
+    """The LoRA targets of `before`'s blocks moved by an update of rank <= `rank`; every other weight of it stayed."""
+    moved = []
+    for key, weight in before.items():
+        delta = after[prefix + key] - weight
+        if LORA_TARGET.fullmatch(key):
+            assert torch.linalg.matrix_rank(delta, atol=1e-5) <= rank, key
+            moved.append(key)
+        else:
+            assert torch.equal(delta, torch.zeros_like(delta)), key
+    assert moved and any(not torch.equal(after[prefix + k], before[k]) for k in moved)
+
+
+def test_lora_trains_adapters_beside_what_is_new_and_saves_them_merged(pretrained_encoder, av_data, tmp_path):
+    cfg = FinetuneConfig(
+        data=str(av_data / "train.csv"), model=str(pretrained_encoder), modalities="video,audio", ablate=False,
+        size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, batch_particles=200, workers=0, epochs=1,
+        lr=1e-2, peft="lora", lora_rank=2, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    finetune(cfg)
+    encoder = checkpoint.load_state_dict(pretrained_encoder)
+    for name in ("best", "last"):
+        merged = checkpoint.load_state_dict(tmp_path / "run" / name)
+        assert not any("lora" in k or "base_layer" in k for k in merged)  # a plain fusion checkpoint
+        assert_low_rank_updates_only(encoder, merged, rank=2)  # the encoder's blocks through adapters, all else kept
+        assert merged["modality_embed.weight"][VIDEO].abs().sum() > 0  # new parts train in full (started at zero)
+        load_fusion(tmp_path / "run" / name)
+    state = json.loads((tmp_path / "run/last/trainer/state.json").read_text())
+    assert "lora_A" in json.dumps(state["module"]), "the adapters' own state, for --resume"
+
+
+def test_a_resumed_lora_run_reaches_the_weights_of_an_uninterrupted_one(two_clips, tmp_path):
+    cfg = FinetuneConfig(data=str(two_clips), out=str(tmp_path / "ref"), **RESUMABLE, ablate=False, peft="lora")
+    finetune(cfg)
+    cut = finetune(replace(cfg, out=str(tmp_path / "run"), max_steps=1))
+    assert cut["arms"]["video+audio"]["steps"] == 1
+    resumed = finetune(replace(cfg, out=str(tmp_path / "run"), resume=True))
+    assert resumed["arms"]["video+audio"]["steps"] == 4
+    expected = checkpoint.load_state_dict(tmp_path / "ref/last")
+    got = checkpoint.load_state_dict(tmp_path / "run/last")
+    assert expected.keys() == got.keys() and all(torch.equal(got[k], v) for k, v in expected.items())

@@ -1,14 +1,20 @@
 import csv
 import json
+import math
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
+import torch
 
 from tubelet.cli import main
 from tubelet.data.manifest import load_dataset
+from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
+from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.retrieval import load_retrieval, read_captions
+from tubelet.train import checkpoint
 
 LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")
 
@@ -89,3 +95,70 @@ def test_missing_caption_column_and_empty_caption_name_the_file(av_data, tmp_pat
                          for i, r in enumerate(rows))  # fmt: skip
     with pytest.raises(DataError, match=r"val\.csv:3: field 'caption' is empty"):
         read_captions(copy, "val", copied)
+
+
+# Two epochs of two two-clip steps at a constant learning rate, so that a run cut short by max_steps has followed
+# the full run's schedule up to the cut. One manifest: no val or test split to evaluate.
+RESUMABLE = dict(
+    task="retrieval", model="test", size=32, max_long_side=48, sample_fps=4.0, clip_seconds=1.0,
+    max_clips_per_batch=2, workers=0, epochs=2, warmup_epochs=0.0, min_lr_ratio=1.0, lr=3e-3,
+)  # fmt: skip
+
+
+@pytest.fixture
+def four_pairs(first_train_clips, tmp_path):
+    """A manifest of four train clips with their captions, and a tokenizer trained on them (the WordPiece trainer
+    is not deterministic: runs compared weight for weight share one vocabulary)."""
+    path = first_train_clips(4, ("caption",))
+    captions = [row["caption"] for row in csv.DictReader(open(path))]
+    save_tokenizer(train_tokenizer(captions), tmp_path / "tokenizer")
+    return path, tmp_path / "tokenizer"
+
+
+def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(four_pairs, tmp_path):
+    data, tokenizer = four_pairs
+    cfg = FinetuneConfig(data=str(data), tokenizer=str(tokenizer), out=str(tmp_path / "ref"), **RESUMABLE)
+    assert finetune(cfg)["steps"] == 4
+    run = tmp_path / "run"
+    assert finetune(replace(cfg, out=str(run), max_steps=1))["steps"] == 1
+    state = json.loads((run / "last/trainer/state.json").read_text())["state"]
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (1, 0, 1)  # inside the first epoch
+
+    resumed = finetune(replace(cfg, out=str(run), resume=True, tokenizer=None))  # the tokenizer of run/last
+    assert resumed["steps"] == 4
+    expected = checkpoint.load_state_dict(tmp_path / "ref/last")
+    got = checkpoint.load_state_dict(run / "last")
+    assert expected.keys() == got.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+    steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl") if '"train"' in line]
+    assert steps == [1, 2, 3, 4]  # continued from the cut (across the epoch boundary), none repeated
+
+    written = (run / "last/model.safetensors").stat().st_mtime_ns
+    assert finetune(replace(cfg, out=str(run), resume=True))["steps"] == 4  # finished: nothing trained again
+    assert (run / "last/model.safetensors").stat().st_mtime_ns == written
+
+
+def test_freeze_and_lora_keep_the_video_tower_and_train_the_rest(pretrained_encoder, four_pairs, tmp_path):
+    data, tokenizer = four_pairs
+    cfg = replace(
+        FinetuneConfig(data=str(data), tokenizer=str(tokenizer), **RESUMABLE),
+        model=str(pretrained_encoder), size=48, max_long_side=64, epochs=1, lr=1e-2,
+    )  # fmt: skip
+    encoder = {k: v for k, v in checkpoint.load_state_dict(pretrained_encoder).items() if not k.startswith("head.")}
+
+    def video_changes(name: str, **changes) -> set[str]:
+        """Train a run; the video tower's weights that moved from the encoder's."""
+        finetune(replace(cfg, out=str(tmp_path / name), **changes))
+        weights = checkpoint.load_state_dict(tmp_path / name / "last")
+        assert weights["logit_scale"] != math.log(1 / 0.07)  # the rest (temperature, text tower) trains
+        assert not any("lora" in k for k in weights)
+        load_retrieval(tmp_path / name / "last")
+        return {k for k, v in encoder.items() if not torch.equal(weights[f"video.{k}"], v)}
+
+    assert video_changes("backbone", freeze="backbone") == set()
+    top = video_changes("top", freeze="top:1")
+    assert top and all(k.startswith(("blocks.1.", "norm.")) for k in top), top
+    lora = video_changes("lora", peft="lora", lora_rank=2)
+    assert lora and all(re.fullmatch(r"blocks\.\d\.(attn\.(qkv|proj)|mlp\.fc\d)\.weight", k) for k in lora), lora
+    weights = checkpoint.load_state_dict(tmp_path / "lora/last")
+    for key in lora:
+        assert torch.linalg.matrix_rank(weights[f"video.{key}"] - encoder[key], atol=1e-5) <= 2, key

@@ -138,3 +138,23 @@ def test_missing_label_column_names_the_file_and_field(av_data, tmp_path, capsys
     assert main([*args, "--label-column", "emotion", *FAST]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.csv" in err and "'emotion'" in err
+
+
+def test_lora_vqa_runs_end_to_end_from_a_pretrained_encoder(pretrained_encoder, av_data, tmp_path):
+    run = tmp_path / "run"
+    args = ["finetune", "--task", "vqa", "--data", str(av_data), "--out", str(run), "--no-ablate"]
+    lora = ["--model", str(pretrained_encoder), "--peft", "lora", "--lora-rank", "2"]
+    assert main([*args, *lora, *FAST[2:]]) == 0  # FAST without its --model
+    encoder = checkpoint.load_state_dict(pretrained_encoder)
+    merged = checkpoint.load_state_dict(run / "best")
+    assert not any("lora" in k for k in merged)  # adapters merged: a plain VQA checkpoint
+    assert torch.equal(merged["patch_embed.weight"], encoder["patch_embed.weight"])  # frozen beside the adapters
+    assert not torch.equal(merged["blocks.0.attn.qkv.weight"], encoder["blocks.0.attn.qkv.weight"])
+    loaded = load_fusion(run / "best")
+    assert loaded.model.config.modalities == ("video", "text")
+    report = json.loads((run / "report/report.json").read_text())
+    assert report["num_questions"] == 24 and set(report["arms"]) == {"video+text"}
+    # validation read the model with its adapters; the merged checkpoint scores the same
+    val = tokenize_questions(load_qa(qa_manifest(av_data, "val"), answers=loaded.labels), loaded.tokenizer)
+    validated = json.loads((run / "best/val_metrics.json").read_text())
+    assert evaluate_vqa(loaded, val, device=torch.device("cpu"))["predictions"] == validated["predictions"]

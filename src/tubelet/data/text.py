@@ -94,6 +94,24 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> Tokenizer:
         ) from exc
 
 
+def run_tokenizer(
+    texts: Iterable[str], *, given: str | None = None, saved: Iterable[str | os.PathLike] = ()
+) -> Tokenizer:
+    """The tokenizer of a training run: `given` (``--tokenizer``) if any; else that of the first `saved` directory
+    holding a ``tokenizer.json`` (a resumed run's ``last/``, a checkpoint being continued: the vocabulary its model
+    learned); else a WordPiece trained on `texts`.
+
+    Raises:
+        DataError, ConfigError: as `load_tokenizer` and `train_tokenizer`.
+    """
+    if given:
+        return load_tokenizer(given)
+    for directory in saved:
+        if (Path(directory) / TOKENIZER_FILE).is_file():
+            return load_tokenizer(directory)
+    return train_tokenizer(texts)
+
+
 def encode(tokenizer: Tokenizer, text: str | None, *, field: str = "caption", source: str | None = None) -> list[int]:
     """Token ids of one caption, with the tokenizer's own specials (``[CLS]`` first for a trained one).
 

@@ -1,4 +1,5 @@
-"""What several recipes share: resolving a model spec (registry name, checkpoint directory or hub id)."""
+"""What several recipes share: resolving a model spec (registry name, checkpoint directory or hub id), what a
+fine-tuning run trains (freeze, LoRA), evaluating a classifier."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from tubelet import __version__
 from tubelet.data.manifest import VideoDataset
@@ -21,6 +23,8 @@ from tubelet.tasks.classification import classification_metrics
 from tubelet.train import checkpoint
 from tubelet.train.dataset import ClipDataset
 from tubelet.train.loop import mean_over_videos, predict_items, view_windows
+from tubelet.train.lora import add_lora
+from tubelet.train.optim import ENCODER_KEEP, apply_freeze
 
 log = logging.getLogger("tubelet")
 
@@ -143,6 +147,34 @@ def checkpoint_config(model: Encoder, preprocessing: Preprocessing) -> dict:
         "encoder": model.config.to_dict(),
         "preprocessing": preprocessing.to_dict(),
     }
+
+
+def trainable_module(
+    model: nn.Module, cfg, *, keep: tuple[str, ...] = ENCODER_KEEP, tower: str = "", fresh: bool = False
+) -> nn.Module:
+    """What a fine-tuning run trains: ``cfg.freeze`` applied to `model` (or its `tower`), and LoRA for ``cfg.peft``.
+
+    LoRA trains adapters in place of the blocks, so with ``--peft lora`` the freeze spec names what trains in full
+    beside them, ``none`` read as ``backbone``: `keep` (a head, and what the model adds to a video encoder), and with
+    ``top:K`` the last K blocks and the final norm too. Everything outside `tower` trains.
+
+    Args:
+        model: an `Encoder` or `FusionModel`, or a model whose `tower` is an `Encoder`.
+        cfg: a `tubelet.recipes.finetune.FinetuneConfig` (freeze, peft, lora_rank, lora_alpha, lora_dropout).
+        keep: name prefixes within `tower` trained whatever the freeze spec says.
+        tower: the submodule frozen and adapted (``video`` of a `RetrievalModel`); empty for all of `model`.
+        fresh: the blocks start from random weights: freezing them is worth a warning.
+
+    Returns:
+        The module to train: `model` itself, or its peft wrapper (save `tubelet.train.lora.deployable` of it).
+    """
+    spec = "backbone" if cfg.peft == "lora" and cfg.freeze == "none" else cfg.freeze
+    apply_freeze(model.get_submodule(tower), spec, keep=keep)
+    if fresh and spec != "none":
+        log.warning("freeze=%s peft=%s on %s: the frozen blocks keep their random weights", spec, cfg.peft, cfg.model)
+    if cfg.peft == "none":
+        return model
+    return add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, tower=tower)
 
 
 def evaluate_classifier(

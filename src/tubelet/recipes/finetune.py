@@ -5,7 +5,6 @@ Read top to bottom: config -> data -> model -> optimizer -> (resume) -> loop -> 
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.registry import model_names
-from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model
+from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model, trainable_module
 from tubelet.recipes.fusion import finetune_fusion, parse_modalities
 from tubelet.recipes.retrieval import finetune_retrieval
 from tubelet.recipes.vqa import finetune_vqa
@@ -28,8 +27,9 @@ from tubelet.train.config import to_dict
 from tubelet.train.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import EarlyStopping, autocast, optimizer_step, resolve_device, seed_everything, steps_in
+from tubelet.train.lora import deployable
 from tubelet.train.metrics_log import MetricsLog
-from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, parse_freeze, warmup_cosine
+from tubelet.train.optim import build_optimizer, param_groups, parse_freeze, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.finetune")
@@ -62,9 +62,9 @@ class FinetuneConfig:
     drop_path: float = 0.0  # stochastic depth of the last block
     pooling: str = "mean"  # clip pooling for a fresh model: mean or attention
     time_mode: str = "seconds"  # time positions for a fresh model: seconds or index (ablation)
-    freeze: str = "none"  # none | backbone (head only; fusion: + new embeddings) | top:K (+ last K blocks)
+    freeze: str = "none"  # none | backbone (head, new embeddings; retrieval: text tower) | top:K (+ last K blocks)
     layer_decay: float = 1.0  # layer-wise LR decay (< 1 trains lower blocks slower)
-    peft: str = "none"  # none or lora (Hugging Face peft adapters on attention and MLP)
+    peft: str = "none"  # none or lora (peft adapters on the blocks; trains them and what freeze=backbone keeps)
     lora_rank: int = 8  # LoRA rank
     lora_alpha: float = 16.0  # LoRA scaling numerator
     lora_dropout: float = 0.0  # dropout inside the LoRA branch
@@ -140,8 +140,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     loaded = _build_model(cfg, labels)
     model = loaded.model.to(device)
     pre = preprocessing_for(cfg, loaded)
-    apply_freeze(model, cfg.freeze)
-    train_module = _wrap_peft(model, cfg) if cfg.peft == "lora" else model
+    train_module = trainable_module(model, cfg, fresh=loaded.preprocessing is None)
     groups = param_groups(
         train_module, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index
     )
@@ -174,7 +173,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             trainer = trainer_state(optimizer, scheduler, state, module=module)
         checkpoint.save_checkpoint(
             out / name,
-            model=_deployable(train_module, model),
+            model=deployable(train_module),
             config=checkpoint_config(model, pre),
             labels=labels,
             training_args=to_dict(cfg),
@@ -368,27 +367,6 @@ def check_fits(pre: Preprocessing) -> None:
         )
     if pre.size is not None and pre.size < max(p, q):
         raise ConfigError(f"tubelet: {name} is larger than frames resized to a {pre.size}-px short side")
-
-
-def _wrap_peft(model, cfg: FinetuneConfig):
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=["qkv", "proj", "fc1", "fc2"],
-        modules_to_save=["head"],
-    )
-    wrapped = get_peft_model(model, config)
-    return wrapped
-
-
-def _deployable(train_module, model):
-    """The plain encoder to save: LoRA adapters merged into a copy, so checkpoints load without peft."""
-    if train_module is model:
-        return model
-    return copy.deepcopy(train_module).merge_and_unload()
 
 
 def _epoch_batches(cfg, estimates, epoch, quarantine) -> list[list[int]]:

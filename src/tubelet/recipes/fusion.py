@@ -20,9 +20,12 @@ embeddings, modality tags and head start fresh.
 ``--freeze backbone`` keeps what a video encoder provides fixed (video embedding, blocks, final norm) and trains the
 rest: the head and every new embedding (`tubelet.models.fusion.UNFROZEN`). From a pretrained encoder that is the
 linear-probe-like path: the pretrained blocks read the new modality through embeddings learned for them.
-``--freeze top:K`` also trains the last K blocks and the final norm. ``--resume`` continues each arm from its own
-``last/`` (trainer state as video fine-tuning saves it, `tubelet.train.resume`); an arm that had finished is not
-trained again, and the test report is written anew from every arm's ``best/``.
+``--freeze top:K`` also trains the last K blocks and the final norm. ``--peft lora`` trains LoRA adapters on the
+blocks' attention and MLP projections in their place, beside what ``--freeze backbone`` trains (with ``top:K``, the
+last K blocks train in full too: `tubelet.recipes.common.trainable_module`); every checkpoint holds the adapters
+merged into the weights (`tubelet.train.lora`), so it loads like any other. ``--resume`` continues each arm from its
+own ``last/`` (trainer state as video fine-tuning saves it, LoRA adapters included, `tubelet.train.resume`); an arm
+that had finished is not trained again, and the test report is written anew from every arm's ``best/``.
 
 The class is the manifest's ``label`` column, or any other with ``label_column`` (``--label-column sentiment``):
 sentiment or affect recognition is this same head over fused features with the label set the data gives. The
@@ -31,7 +34,7 @@ AV sample data carries a made-up ``sentiment`` column (colour valence plus pitch
 
 Read top to bottom: data -> per arm (model -> optimizer -> (resume) -> loop (`train_arm`) -> checkpoints) -> test
 report. The checkpoints (`load_fusion`) are read by ``tubelet evaluate``, ``predict`` and ``explain`` like video
-ones. Not supported here (a `ConfigError` says so): peft.
+ones.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.fusion import MODEL_TYPE, UNFROZEN, FusionConfig, FusionModel
 from tubelet.models.registry import model_config, model_names
-from tubelet.recipes.common import LoadedModel, evaluate_classifier, load_model
+from tubelet.recipes.common import LoadedModel, evaluate_classifier, load_model, trainable_module
 from tubelet.recipes.fusion_from_encoder import describe_load, fusion_from_encoder
 from tubelet.recipes.report import write_report
 from tubelet.tasks.classification import classification_loss
@@ -69,8 +72,9 @@ from tubelet.train.loop import (
     steps_in,
     train_epoch,
 )
+from tubelet.train.lora import deployable
 from tubelet.train.metrics_log import MetricsLog
-from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
+from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.fusion")
@@ -145,8 +149,6 @@ def finetune_fusion(cfg) -> dict:
     Args:
         cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``modalities`` is not just ``video``.
     """
-    if cfg.peft != "none":
-        raise ConfigError(f"peft: not supported with --modalities {cfg.modalities} (fusion fine-tuning)")
     modalities = parse_modalities(cfg.modalities)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -317,11 +319,12 @@ def train_arm(
     ``out/last`` holds trainer state after every epoch (and every ``cfg.save_every_steps`` steps): with
     ``cfg.resume`` the arm continues from it, at the batch it had reached, with the optimizer, schedule and RNG
     states it had (`tubelet.train.resume`); an arm that had already finished is not trained again. ``cfg.freeze``
-    fixes what a pretrained encoder provides (`tubelet.models.fusion.UNFROZEN` always trains). A model started
-    from an encoder writes its load report to ``out/load_report.json``.
+    fixes what a pretrained encoder provides (`tubelet.models.fusion.UNFROZEN` always trains); ``cfg.peft`` ``lora``
+    trains adapters on the blocks instead, merged into every checkpoint. A model started from an encoder writes
+    its load report to ``out/load_report.json``.
 
     Args:
-        cfg: a `FinetuneConfig` (schedule, budget, seed, model spec, freeze, resume).
+        cfg: a `FinetuneConfig` (schedule, budget, seed, model spec, freeze, peft, resume).
         train_set_for: the training dataset for the run's preprocessing and augmentation; its items' labels
             index `labels`.
         validate: metrics (``accuracy``, ``macro_f1``) of a model on the validation split, or None for no
@@ -341,10 +344,10 @@ def train_arm(
         (out / "load_report.json").write_text(json.dumps(load_report, indent=2) + "\n")
     model = model.to(device)
     pre = preprocessing_for(cfg, LoadedModel(model, base, labels, cfg.model))
-    apply_freeze(model, cfg.freeze, keep=UNFROZEN)
-    if cfg.freeze != "none" and base is None:
-        log.warning("freeze=%s on %s: the frozen blocks keep their random initialisation", cfg.freeze, cfg.model)
-    groups = param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index)
+    train_module = trainable_module(model, cfg, keep=UNFROZEN, fresh=base is None)  # model, or its LoRA wrapper
+    groups = param_groups(
+        train_module, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index
+    )
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
     train_set = train_set_for(pre, augment)
@@ -363,7 +366,9 @@ def train_arm(
 
     # --- state, resume ---------------------------------------------------------------------------------
     state = loop_state()
-    resumed = cfg.resume and resume(out / "last", module=model, optimizer=optimizer, scheduler=scheduler, state=state)
+    resumed = cfg.resume and resume(
+        out / "last", module=train_module, optimizer=optimizer, scheduler=scheduler, state=state
+    )
     stopper = EarlyStopping(cfg.early_stopping, state["best"], state["bad_epochs"])
 
     def summary() -> dict:
@@ -376,20 +381,21 @@ def train_arm(
     metrics_log = MetricsLog(out)
 
     def save(name: str, with_trainer: bool) -> None:
+        wrapper = train_module if train_module is not model else None  # its adapters' state, to resume them
         checkpoint.save_checkpoint(
             out / name,
-            model=model,
+            model=deployable(train_module),
             config=fusion_checkpoint_config(model, pre, audio),
             labels=labels,
             training_args={**to_dict(cfg), "arm_modalities": list(modalities)},
-            trainer=trainer_state(optimizer, scheduler, state) if with_trainer else None,
+            trainer=trainer_state(optimizer, scheduler, state, module=wrapper) if with_trainer else None,
         )
         if tokenizer is not None:
             save_tokenizer(tokenizer, out / name)
 
     def loss_of(batch):
         with autocast(device, cfg.precision):
-            logits = model(batch.packed.to(device))
+            logits = train_module(batch.packed.to(device))
         loss = classification_loss(logits.float(), batch.labels.to(device), label_smoothing=cfg.label_smoothing)
         return loss, len(batch.labels)
 
@@ -403,36 +409,32 @@ def train_arm(
             break
         train_set.set_epoch(epoch)
         batches = epoch_batches(epoch)
-        count, skip, first = len(batches), state["batch_in_epoch"], state["step"]  # skip: a multiple of accum_steps
-        model.train()
+        skip = state["batch_in_epoch"]  # batches of this epoch trained on before a resume
+        train_module.train()
         started = time.perf_counter()
 
-        def on_step(step, grad_norm, seen, loss_sum, epoch=epoch, count=count, skip=skip, first=first) -> None:
-            state["step"] = step
-            state["batch_in_epoch"] = min(count, skip + (step - first) * cfg.accum_steps)
+        def on_step(step: int, grad_norm: float, seen: int, loss_sum: float, epoch: int = epoch) -> None:
             lr = scheduler.get_last_lr()[0]
             metrics_log.write("train", step, loss=loss_sum / max(seen, 1), lr=lr, grad_norm=grad_norm, epoch=epoch)
             if cfg.save_every_steps and step % cfg.save_every_steps == 0:
                 save("last", with_trainer=True)
 
-        _, seen, loss_sum = train_epoch(
-            model,
-            iterate_batches(train_set, batches[skip:], workers=cfg.workers),
-            count - skip,
+        seen, loss_sum = train_epoch(
+            train_module,
+            batches,
+            lambda todo: iterate_batches(train_set, todo, workers=cfg.workers),
+            state=state,
             loss_of=loss_of,
             optimizer=optimizer,
             scheduler=scheduler,
             grad_clip=cfg.grad_clip,
             accum_steps=cfg.accum_steps,
-            step=state["step"],
             total_steps=total_steps,
             on_failed=on_failed,
             on_step=on_step,
         )
-        if seen == 0 and skip < count:
+        if seen == 0 and skip < len(batches):
             raise DataError(f"{cfg.data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
-        if state["batch_in_epoch"] == count:  # else max_steps ended the run inside this epoch
-            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         line = {
             "arm": arm,
             "epoch": epoch + 1,

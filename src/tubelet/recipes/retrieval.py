@@ -13,9 +13,17 @@ trained on the TRAIN captions unless ``--tokenizer`` names one (a local director
 ``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split or manifest with captions
 (`caption_pairs`, `evaluate_retrieval`, `write_retrieval_report`).
 
-Read top to bottom: data and captions -> tokenizer -> model -> optimizer -> loop (symmetric InfoNCE) -> report.
-The video tower starts from a registered size, a tubelet encoder checkpoint (pretrained weights), or a retrieval
-checkpoint. Not supported here (a `ConfigError` says so): peft, freeze, resume, modalities other than video.
+Read top to bottom: data and captions -> tokenizer -> model -> optimizer -> (resume) -> loop (symmetric InfoNCE) ->
+report. The video tower starts from a registered size, a tubelet encoder checkpoint (pretrained weights), or a
+retrieval checkpoint.
+
+``--freeze backbone|top:K`` applies to the video tower as in video fine-tuning (its attention pooling, if any, and
+with ``top:K`` its last K blocks and final norm train); the text tower, both projections and the temperature always
+train. ``--peft lora`` puts LoRA adapters on the video tower's blocks in their place (`tubelet.train.lora`; the text
+tower, usually fresh, trains in full) and every checkpoint holds them merged into the weights. ``--resume``
+continues from ``RUN/last`` (optimizer, schedule, RNG, the batch reached, the best validation recall and the
+tokenizer: `tubelet.train.resume`); a run that had finished is not trained again. Not supported here (a
+`ConfigError` says so): modalities other than video.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from tokenizers import Tokenizer
 
 from tubelet import __version__
 from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset, manifest_rows
-from tubelet.data.text import encode, load_tokenizer, save_tokenizer, train_tokenizer
+from tubelet.data.text import encode, load_tokenizer, run_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.encoder import EncoderConfig
@@ -41,7 +49,7 @@ from tubelet.models.retrieval import MODEL_TYPE, RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.structure import PackedParticles
 from tubelet.particles.text import tokenize_text
-from tubelet.recipes.common import LoadedModel, load_model
+from tubelet.recipes.common import LoadedModel, load_model, trainable_module
 from tubelet.recipes.report import data_text, heading_markdown
 from tubelet.tasks.retrieval import caption_key, info_nce, retrieval_metrics
 from tubelet.train import checkpoint
@@ -57,8 +65,10 @@ from tubelet.train.loop import (
     train_epoch,
     view_windows,
 )
+from tubelet.train.lora import deployable
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
+from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.retrieval")
 
@@ -89,13 +99,20 @@ def is_retrieval_checkpoint(directory: str | Path) -> bool:
     return (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("model_type") == MODEL_TYPE
 
 
-def save_retrieval(directory: Path, loaded: LoadedRetrieval, training_args: dict | None = None) -> Path:
-    """A retrieval checkpoint directory, with the tokenizer beside the weights."""
+def save_retrieval(
+    directory: Path, loaded: LoadedRetrieval, training_args: dict | None = None, *, trainer: dict | None = None
+) -> Path:
+    """A retrieval checkpoint directory, with the tokenizer beside the weights.
+
+    Args:
+        trainer: resume state (`tubelet.train.resume.trainer_state`) for a run's ``last/``.
+    """
     checkpoint.save_checkpoint(
         directory,
         model=loaded.model,
         config=retrieval_checkpoint_config(loaded.model, loaded.preprocessing),
         training_args=training_args,
+        trainer=trainer,
     )
     save_tokenizer(loaded.tokenizer, directory)
     return directory
@@ -174,9 +191,8 @@ def finetune_retrieval(cfg) -> dict:
     Args:
         cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``task`` is ``retrieval``.
     """
-    for name, off in (("peft", "none"), ("freeze", "none"), ("resume", False), ("modalities", "video")):
-        if getattr(cfg, name) != off:
-            raise ConfigError(f"{name}: not supported with --task retrieval")
+    if cfg.modalities != "video":
+        raise ConfigError(f"modalities: only video is read with --task retrieval, got {cfg.modalities}")
     from tubelet.recipes.finetune import preprocessing_for  # the same sampling flags as fine-tuning
 
     out = Path(cfg.out)
@@ -188,21 +204,21 @@ def finetune_retrieval(cfg) -> dict:
     # --- data and captions -----------------------------------------------------------------------------
     train_data = load_dataset(cfg.data, split=cfg.train_split, require_labels=False)
     train_captions = read_captions(cfg.data, cfg.train_split, train_data)
-    if cfg.tokenizer:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    elif is_retrieval_checkpoint(cfg.model):  # continuing a retrieval model: keep the vocabulary it learned
-        tokenizer = load_tokenizer(cfg.model)
-    else:
-        tokenizer = train_tokenizer(train_captions)
+    saved = [out / "last"] if cfg.resume else []  # resuming, or continuing a retrieval model: its vocabulary
+    saved += [cfg.model] if is_retrieval_checkpoint(cfg.model) else []
+    tokenizer = run_tokenizer(train_captions, given=cfg.tokenizer, saved=saved)
     val = _split_pairs(cfg.data, cfg.val_split, tokenizer) if cfg.val_split not in (None, "none") else None
 
     # --- model -----------------------------------------------------------------------------------------
     model, base = build_retrieval(cfg, tokenizer.get_vocab_size())
     model = model.to(device)
     pre = preprocessing_for(cfg, LoadedModel(model.video, base, None, cfg.model))
+    train_module = trainable_module(model, cfg, tower="video", fresh=base is None)  # model, or its LoRA wrapper
     train_ids = [encode(tokenizer, c, source=str(s.path)) for c, s in zip(train_captions, train_data.samples)]
     caption_group = _groups(train_captions)  # (N,) equal captions share an id: positives of each other
-    groups = param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index)
+    groups = param_groups(
+        train_module, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index
+    )
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
     train_set = ClipDataset(train_data, pre, augment=augment, seed=cfg.seed)
@@ -218,30 +234,46 @@ def finetune_retrieval(cfg) -> dict:
         total_steps = min(total_steps, cfg.max_steps)
     warmup = round(cfg.warmup_epochs * steps_in(epoch_batches(0), cfg.accum_steps))
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
+
+    # --- state, resume ---------------------------------------------------------------------------------
+    state = loop_state()
+    resumed = cfg.resume and resume(
+        out / "last", module=train_module, optimizer=optimizer, scheduler=scheduler, state=state
+    )
+    finished = resumed and (state["epoch"] >= cfg.epochs or state["step"] >= total_steps)
+    if finished:
+        log.info("the run had finished (step %d, epoch %d); not training it again", state["step"], state["epoch"])
     metrics_log = MetricsLog(out)
-    loaded = LoadedRetrieval(model, pre, tokenizer)
-    best, step, skipped = None, 0, []
+    loaded = LoadedRetrieval(model, pre, tokenizer)  # `model` computes with its LoRA adapters: validation reads it
+
+    def save(name: str, with_trainer: bool) -> None:
+        wrapper = train_module if train_module is not model else None  # its adapters' state, to resume them
+        trainer = trainer_state(optimizer, scheduler, state, module=wrapper) if with_trainer else None
+        save_retrieval(
+            out / name, LoadedRetrieval(deployable(train_module), pre, tokenizer), to_dict(cfg), trainer=trainer
+        )
 
     def loss_of(batch):
         if len(batch.samples) < 2:  # one pair alone has no negative to learn from
             return None
         text = caption_batch([train_ids[s] for s in batch.samples]).to(device)
         with autocast(device, cfg.precision):
-            video_emb, text_emb = model(batch.packed.to(device), text)
+            video_emb, text_emb = train_module(batch.packed.to(device), text)
         group = caption_group[batch.samples].to(device)
         return info_nce(video_emb.float(), text_emb.float(), model.scale(), groups=group), len(batch.samples)
 
     def on_failed(item) -> None:
         log.warning("skipping %s: %s", item.path, item.error)
-        skipped.append({"path": item.path, "reason": item.error})
+        state["skipped"].append((item.path, item.error))
 
-    # --- loop ------------------------------------------------------------------------------------------
-    for epoch in range(cfg.epochs):
-        if step >= total_steps:
+    # --- loop: from the batch `last/` had reached when resumed ------------------------------------------
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["step"] >= total_steps:
             break
         train_set.set_epoch(epoch)
         batches = epoch_batches(epoch)
-        model.train()
+        skip = state["batch_in_epoch"]  # batches of this epoch trained on before a resume
+        train_module.train()
         started = time.perf_counter()
 
         def on_step(step: int, grad_norm: float, seen: int, loss_sum: float, epoch: int = epoch) -> None:
@@ -254,50 +286,52 @@ def finetune_retrieval(cfg) -> dict:
                 temperature=1.0 / model.scale().item(),
                 epoch=epoch,
             )
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save("last", with_trainer=True)
 
-        step, seen, loss_sum = train_epoch(
-            model,
-            iterate_batches(train_set, batches, workers=cfg.workers),
-            len(batches),
+        seen, loss_sum = train_epoch(
+            train_module,
+            batches,
+            lambda todo: iterate_batches(train_set, todo, workers=cfg.workers),
+            state=state,
             loss_of=loss_of,
             optimizer=optimizer,
             scheduler=scheduler,
             grad_clip=cfg.grad_clip,
             accum_steps=cfg.accum_steps,
-            step=step,
             total_steps=total_steps,
             on_failed=on_failed,
             on_step=on_step,
         )
-        if seen == 0:
+        if seen == 0 and skip < len(batches):
             raise DataError(f"{cfg.data}: no training batch held two decodable clips in epoch {epoch + 1}")
         summary = {
             "epoch": epoch + 1,
-            "train_loss": round(loss_sum / seen, 5),
+            "train_loss": round(loss_sum / max(seen, 1), 5),
             "temperature": round(1.0 / model.scale().item(), 5),
             "clips_per_s": round(seen / max(time.perf_counter() - started, 1e-9), 2),
         }
         if val is not None:
             metrics = evaluate_retrieval(loaded, *val, budget=cfg.batch_particles, device=device, workers=cfg.workers)
             summary["val_mean_recall"] = round(metrics["mean_recall"], 4)
-            metrics_log.write("val", step, mean_recall=metrics["mean_recall"], epoch=epoch + 1)
-            if best is None or metrics["mean_recall"] > best:
-                best = metrics["mean_recall"]
-                save_retrieval(out / "best", loaded, to_dict(cfg))
+            metrics_log.write("val", state["step"], mean_recall=metrics["mean_recall"], epoch=epoch + 1)
+            if state["best"] is None or metrics["mean_recall"] > state["best"]:
+                state["best"] = metrics["mean_recall"]
+                save("best", with_trainer=False)
                 (out / "best" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        save_retrieval(out / "last", loaded, to_dict(cfg))
+        save("last", with_trainer=True)
         print(json.dumps(summary), flush=True)
-    if val is None:
-        save_retrieval(out / "best", loaded, to_dict(cfg))
+    if val is None and not finished:  # nothing to choose by: the last weights are the best we know
+        save("best", with_trainer=False)
     metrics_log.close()
 
     result = {
         "out": str(out),
         "best": str(out / "best"),
         "last": str(out / "last"),
-        "steps": step,
-        "best_val_mean_recall": best,
-        "skipped": skipped,
+        "steps": state["step"],
+        "best_val_mean_recall": state["best"],
+        "skipped": [{"path": p, "reason": r} for p, r in state["skipped"]],
     }
     test = _split_pairs(cfg.data, "test", tokenizer, missing_ok=True)
     if test is not None:

@@ -28,9 +28,9 @@ model takes from the clip.
 ``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split's ``qa_{split}.csv`` or a
 question manifest (`load_qa`, `evaluate_vqa`, `write_vqa_report`); ``--baseline`` adds another arm's row.
 
-Training is `tubelet.recipes.fusion.train_arm`, so ``--model`` may be a pretrained video encoder, and ``--freeze``
-and ``--resume`` work as for audio-visual classification (a resumed run keeps the tokenizer of its ``last/``).
-Not supported here (a `ConfigError` says so): peft.
+Training is `tubelet.recipes.fusion.train_arm`, so ``--model`` may be a pretrained video encoder, and ``--freeze``,
+``--peft lora`` and ``--resume`` work as for audio-visual classification (a resumed run keeps the tokenizer of its
+``last/``).
 A VQA checkpoint answers new questions with ``tubelet predict --checkpoint RUN/best FILE --question TEXT``
 (`tubelet.recipes.predict`), and ``tubelet explain ... --question TEXT`` says which particles (the question's tokens
 among them) the answer rests on (`tubelet.recipes.explain`); both check the flag with `asked_questions` and build
@@ -50,7 +50,7 @@ import torch
 from tokenizers import Tokenizer
 
 from tubelet.data.manifest import MANIFEST_SUFFIXES, Sample, VideoDataset, manifest_rows, try_probe
-from tubelet.data.text import TOKENIZER_FILE, encode, load_tokenizer, train_tokenizer
+from tubelet.data.text import encode, run_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.particles.structure import Particles
@@ -247,8 +247,6 @@ def finetune_vqa(cfg) -> dict:
         cfg: a `tubelet.recipes.finetune.FinetuneConfig` whose ``task`` is ``vqa``; ``modalities`` are what is
             read from the clip (``video``, ``audio`` or both); the question's text is always read.
     """
-    if cfg.peft != "none":
-        raise ConfigError("peft: not supported with --task vqa")
     media = parse_modalities(cfg.modalities)
     modalities = (*media, "text")
     out = Path(cfg.out)
@@ -260,14 +258,9 @@ def finetune_vqa(cfg) -> dict:
     # --- data: questions, answer vocabulary, tokenizer ---------------------------------------------------
     train = load_qa(qa_manifest(cfg.data, cfg.train_split, required=True))
     answers = train.data.labels
-    if cfg.tokenizer:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    elif cfg.resume and (out / "last" / TOKENIZER_FILE).is_file():
-        tokenizer = load_tokenizer(out / "last")  # resuming: the vocabulary the saved model learned
-    elif is_fusion_checkpoint(cfg.model) and (Path(cfg.model) / TOKENIZER_FILE).is_file():
-        tokenizer = load_tokenizer(cfg.model)  # continuing a VQA model: keep the vocabulary it learned
-    else:
-        tokenizer = train_tokenizer(train.questions)
+    saved = [out / "last"] if cfg.resume else []  # resuming, or continuing a VQA model: the vocabulary it learned
+    saved += [cfg.model] if is_fusion_checkpoint(cfg.model) else []
+    tokenizer = run_tokenizer(train.questions, given=cfg.tokenizer, saved=saved)
     tokenize_questions(train, tokenizer)
     val = _split(cfg, cfg.val_split, answers, tokenizer) if cfg.val_split not in (None, "none") else None
     if "audio" in media:

@@ -43,32 +43,40 @@ def optimizer_step(module: torch.nn.Module, optimizer, scheduler, grad_clip: flo
 
 def train_epoch(
     module: torch.nn.Module,
-    batches: Iterable,
-    count: int,
+    batches: list[list[int]],
+    load: Callable[[list[list[int]]], Iterable],
     *,
+    state: dict,
     loss_of: Callable,
     optimizer,
     scheduler,
     grad_clip: float | None,
     accum_steps: int,
-    step: int,
     total_steps: int,
     on_failed: Callable,
     on_step: Callable,
-) -> tuple[int, int, float]:
-    """One pass of gradient-accumulated training over `count` batches (the loop the multimodal recipes share).
+) -> tuple[int, float]:
+    """One pass of gradient-accumulated training over an epoch, from the batch a resumed run had reached.
+
+    The loop the multimodal recipes share. It keeps the run's progress in `state` (`tubelet.train.resume.loop_state`):
+    ``step`` and ``batch_in_epoch`` after every optimizer step, and the next ``epoch`` (``batch_in_epoch`` 0) when
+    the pass reaches the end of the epoch rather than `total_steps`.
 
     Args:
+        batches: all of the epoch's batches (sample indices); the first ``state["batch_in_epoch"]`` (a multiple of
+            `accum_steps`) were trained on before the run was interrupted and are skipped.
+        load: batches -> their loaded batches, in order (`tubelet.train.loader.iterate_batches`).
         loss_of: batch -> (loss, clips it averages over), or None when the batch has nothing to learn from.
         on_failed: called with every item of a batch that failed to decode.
         on_step: called as ``on_step(step, grad_norm, seen, loss_sum)`` after each optimizer step.
-        step, total_steps: optimizer steps so far and the most to take; the pass ends early at `total_steps`.
+        total_steps: the most optimizer steps of the run; the pass ends early there.
 
     Returns:
-        (steps so far, clips learned from in this pass, their summed loss).
+        (clips learned from in this pass, their summed loss).
     """
+    count, skip = len(batches), state["batch_in_epoch"]
     seen, loss_sum = 0, 0.0
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(load(batches[skip:]), start=skip):
         for item in batch.failed:
             on_failed(item)
         result = loss_of(batch) if batch.packed is not None else None
@@ -80,11 +88,13 @@ def train_epoch(
         if (i + 1) % accum_steps and i + 1 != count:
             continue
         grad_norm = optimizer_step(module, optimizer, scheduler, grad_clip)
-        step += 1
-        on_step(step, grad_norm, seen, loss_sum)
-        if step >= total_steps:
+        state["step"], state["batch_in_epoch"] = state["step"] + 1, i + 1
+        on_step(state["step"], grad_norm, seen, loss_sum)
+        if state["step"] >= total_steps:
             break
-    return step, seen, loss_sum
+    if state["batch_in_epoch"] == count:  # else total_steps ended the run inside this epoch
+        state["epoch"], state["batch_in_epoch"] = state["epoch"] + 1, 0
+    return seen, loss_sum
 
 
 def autocast(device: torch.device, precision: str = "auto"):

@@ -12,6 +12,8 @@ from tubelet.errors import ConfigError
 
 # Parameters that get no weight decay besides biases and norm weights (every 1-D tensor).
 _NO_DECAY = ("span_embed", "attn_pool.query")
+# What an encoder trains under any freeze (and beside LoRA adapters): its head and attention pooling.
+ENCODER_KEEP = ("head.", "attn_pool.")
 
 
 def parse_freeze(spec: str) -> tuple[str, int]:
@@ -24,7 +26,7 @@ def parse_freeze(spec: str) -> tuple[str, int]:
     raise ConfigError(f"freeze: expected none, backbone or top:K (train the top K blocks), got {spec!r}")
 
 
-def apply_freeze(model: nn.Module, spec: str, *, keep: tuple[str, ...] = ("head.", "attn_pool.")) -> None:
+def apply_freeze(model: nn.Module, spec: str, *, keep: tuple[str, ...] = ENCODER_KEEP) -> None:
     """Set requires_grad: ``none`` trains everything, ``backbone`` only the parameters named in `keep`, ``top:K``
     also the last K blocks and the final norm.
 

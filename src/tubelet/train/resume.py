@@ -3,8 +3,9 @@
 A recipe's loop keeps its progress in one JSON-able dict (`loop_state`): optimizer steps, the epoch and the batch
 within it, the best validation metric and the evaluations since, and the clips skipped. `trainer_state` packs
 that dict with the optimizer, the schedule and the RNG states for `tubelet.train.checkpoint.save_checkpoint`;
-`resume` restores all of it into a freshly built model, optimizer and schedule. Video fine-tuning and the fusion
-recipes (audio-visual classification, question answering) share both, so a run of either continues the same way.
+`resume` restores all of it into a freshly built model, optimizer and schedule. Video fine-tuning, the fusion
+recipes (audio-visual classification, question answering) and retrieval share both, so a run of any of them continues
+the same way; the multimodal ones also share the epoch pass that keeps `loop_state` (`tubelet.train.loop.train_epoch`).
 """
 
 from __future__ import annotations
