@@ -7,7 +7,8 @@ shape (same tokenizer), and scored. A hit is a retrieved item whose caption equa
 templates over colour, shape, motion and sound, so several clips share one); the strict own-pair numbers are in
 the report JSON. "chance" is the expected recall of a uniformly random ranking, exact for this test set.
 
-Run: ``python -m benchmarks.bench_retrieval [--clips-per-class N] [--epochs E] [--quick]``.
+Run: ``python -m benchmarks.bench_retrieval [--clips-per-class N] [--epochs E] [--seeds 0 1] [--quick]``. With
+several seeds each cell is the mean over seeds, the per-seed values in brackets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import time
 
 import torch
 
-from benchmarks.common import AV_PREPROCESSING, cached_sample_data, machine_markdown, table, work_dir, write_section
+from benchmarks.common import (
+    AV_PREPROCESSING,
+    cached_sample_data,
+    machine_markdown,
+    over_seeds,
+    table,
+    work_dir,
+    write_section,
+)
 from tubelet.data.sample_av import generate_av
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -35,7 +44,7 @@ def main() -> None:
     parser.add_argument("--clips-per-class", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--model", default="micro")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="5 clips per class, 2 epochs, test model (smoke run)")
     args = parser.parse_args()
     if args.quick:
@@ -55,47 +64,65 @@ def main() -> None:
         workers=1,
         device="cpu",
     )
-    out = work_dir() / "retrieval_run"
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    summary = finetune(FinetuneConfig(data=str(data), out=str(out), seed=args.seed, **settings))
-    train_minutes = (time.perf_counter() - started) / 60
-    trained = json.loads((out / "report" / "report.json").read_text())
-
-    best = load_retrieval(out / "best")
-    torch.manual_seed(args.seed)
-    untrained = LoadedRetrieval(
-        RetrievalModel(best.model.video_config, best.model.config), best.preprocessing, best.tokenizer
-    )
-    test = _split_pairs(str(data), "test", best.tokenizer)
-    random_init = evaluate_retrieval(untrained, *test, budget=4096, device=torch.device("cpu"))
-    odds = trained["chance"]
-
+    runs = {seed: _train_and_score(data, settings, seed) for seed in args.seeds}
+    first = runs[args.seeds[0]]["trained"]
     rows = []
-    for name, metrics in (("trained (best val)", trained), ("random init", random_init)):
+    for name in ("trained (best val)", "random init"):
         for direction in DIRECTIONS:
-            rows.append([name, direction.replace("_", " "), *(f"{metrics[direction][f'R@{k}']:.3f}" for k in KS)])
-    rows.append(["chance (random ranking)", "either", *(f"{odds[f'R@{k}']:.3f}" for k in KS)])
-    strict = trained["instance"]
+            rows.append(
+                [name, direction.replace("_", " "), *(_cell(runs, name, direction, f"R@{k}") for k in KS)]
+            )  # fmt: skip
+    rows.append(["chance (random ranking)", "either", *(f"{first['chance'][f'R@{k}']:.3f}" for k in KS)])
+    strict = "; ".join(
+        f"{d.replace('_', ' ')} " + ", ".join(f"R@{k} {_cell(runs, 'strict', d, f'R@{k}')}" for k in KS)
+        for d in DIRECTIONS
+    )
     body = "\n\n".join(
         [
             __doc__.split("\n\n")[1].replace("\n", " "),
-            f"Data: `generate_av(clips_per_class={args.clips_per_class}, seed=0)`; test split {trained['num_pairs']} "
-            f"(clip, caption) pairs with {trained['num_captions']} distinct captions. Model `{args.model}` (text "
-            f"tower: half its depth), {args.epochs} epochs, {summary['steps']} steps, seed {args.seed}, "
-            f"{train_minutes:.1f} min training + evaluation; settings `{json.dumps(settings)}`.",
+            f"Data: `generate_av(clips_per_class={args.clips_per_class}, seed=0)`; test split {first['num_pairs']} "
+            f"(clip, caption) pairs with {first['num_captions']} distinct captions. Model `{args.model}` (text "
+            f"tower: half its depth), {args.epochs} epochs, seeds {args.seeds} ("
+            + ", ".join(f"seed {s}: {r['steps']} steps, {r['minutes']:.1f} min" for s, r in runs.items())
+            + f" training + evaluation); settings `{json.dumps(settings)}`.",
             table(["model", "direction", *(f"R@{k}" for k in KS)], rows),
-            "Strict own-pair recall of the trained model (only the query's own clip or caption counts): "
-            + "; ".join(
-                f"{d.replace('_', ' ')} " + ", ".join(f"R@{k} {strict[d][f'R@{k}']:.3f}" for k in KS)
-                for d in DIRECTIONS
-            )
-            + ".",
+            f"Strict own-pair recall of the trained model (only the query's own clip or caption counts): {strict}.",
             machine_markdown(),
         ]
     )
     write_section("retrieval", body, title="Video-text retrieval: trained two towers vs random init (issue 7)")
     print(body)
+
+
+def _train_and_score(data, settings: dict, seed: int) -> dict:
+    """Train one seed; its test report, the same shape untrained (same tokenizer), steps and minutes."""
+    out = work_dir() / f"retrieval_run_seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    summary = finetune(FinetuneConfig(data=str(data), out=str(out), seed=seed, **settings))
+    minutes = (time.perf_counter() - started) / 60
+    trained = json.loads((out / "report" / "report.json").read_text())
+    best = load_retrieval(out / "best")
+    torch.manual_seed(seed)
+    untrained = LoadedRetrieval(
+        RetrievalModel(best.model.video_config, best.model.config), best.preprocessing, best.tokenizer
+    )
+    test = _split_pairs(str(data), "test", best.tokenizer)
+    random_init = evaluate_retrieval(untrained, *test, budget=4096, device=torch.device("cpu"))
+    print(json.dumps({"seed": seed, "trained": trained["text_to_video"], "random": random_init["text_to_video"]}))
+    return {
+        "trained": trained,
+        "trained (best val)": trained,
+        "random init": random_init,
+        "strict": trained["instance"],
+        "steps": summary["steps"],
+        "minutes": minutes,
+    }
+
+
+def _cell(runs: dict, name: str, direction: str, key: str) -> str:
+    """One recall over seeds: the value, or the mean with the per-seed values in brackets."""
+    return over_seeds([run[name][direction][key] for run in runs.values()])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,15 @@ import logging
 import shutil
 import time
 
-from benchmarks.common import AV_PREPROCESSING, cached_sample_data, machine_markdown, table, work_dir, write_section
+from benchmarks.common import (
+    AV_PREPROCESSING,
+    cached_sample_data,
+    machine_markdown,
+    over_seeds,
+    table,
+    work_dir,
+    write_section,
+)
 from tubelet.data.sample_av import generate_av
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
@@ -31,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips-per-class", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--model", default="micro")
     parser.add_argument("--quick", action="store_true", help="4 clips per class, 1 epoch, test model (smoke run)")
     args = parser.parse_args()
@@ -51,16 +59,22 @@ def main() -> None:
         modalities="video,audio",
         task="vqa",
     )
-    out = work_dir() / f"vqa_run_seed{args.seed}"
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
-    finetune(FinetuneConfig(data=str(data), out=str(out), seed=args.seed, **settings))
-    seconds = time.perf_counter() - started
-    report = json.loads((out / "report" / "report.json").read_text())
+    reports, minutes = {}, {}
+    for seed in args.seeds:
+        out = work_dir() / f"vqa_run_seed{seed}"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        finetune(FinetuneConfig(data=str(data), out=str(out), seed=seed, **settings))
+        minutes[seed] = (time.perf_counter() - started) / 60
+        reports[seed] = json.loads((out / "report" / "report.json").read_text())
+        print(json.dumps({"seed": seed, **{arm: m["accuracy"] for arm, m in reports[seed]["arms"].items()}}))
+    report = reports[args.seeds[0]]
     rows = []
-    for arm, m in report["arms"].items():
-        per_type = [f"{m['per_question_type'][t]['accuracy']:.3f}" for t in TYPES]
-        rows.append([arm, f"{m['accuracy']:.3f}", *per_type])
+    for arm in report["arms"]:
+        runs = [r["arms"][arm] for r in reports.values()]
+        cells = [over_seeds([m["accuracy"] for m in runs])]
+        cells += [over_seeds([m["per_question_type"][t]["accuracy"] for m in runs]) for t in TYPES]
+        rows.append([arm, *cells])
     counts = {t: m["num_questions"] for t, m in report["per_question_type"].items()}
     body = "\n\n".join(
         [
@@ -70,8 +84,9 @@ def main() -> None:
             "(centred window of each clip). Chance for the question-only arm, answering each type's most frequent "
             "answer: about 0.33 motion, 0.25 colour, 0.5 shape, 0.33 sound.",
             f"Data: `generate_av(clips_per_class={args.clips_per_class}, seed=0)`; test questions per type {counts}. "
-            f"Model `{args.model}`, {args.epochs} epochs, seed {args.seed}; settings `{json.dumps(settings)}`; "
-            f"wall time {seconds / 60:.1f} min (both arms).",
+            f"Model `{args.model}`, {args.epochs} epochs, seeds {args.seeds}; settings `{json.dumps(settings)}`; "
+            "wall time " + ", ".join(f"seed {s}: {m:.1f} min" for s, m in minutes.items()) + " (both arms). With "
+            "several seeds each cell is the mean, the per-seed values in brackets.",
             table(["arm", "test accuracy", *TYPES], rows),
             machine_markdown(),
         ]

@@ -209,6 +209,13 @@ def write_section(name: str, body: str, *, title: str | None = None, path: Path 
     return path
 
 
+def over_seeds(values: list[float]) -> str:
+    """A measure over seeds: the value for one seed, else the mean with the per-seed values in brackets."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{sum(values) / len(values):.3f} ({' / '.join(f'{v:.3f}' for v in values)})"
+
+
 def cached_sample_data(root: Path, clips_per_class: int, seed: int, generator: Callable | None = None) -> Path:
     """A generated sample dataset in `root`, reused when a finished one with the same parameters is there.
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-import tubelet.recipes.vqa as vqa_module
+import tubelet.data.text as text_module
 from tubelet.cli import main
 from tubelet.data.text import UNK, encode, load_tokenizer
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -63,7 +63,7 @@ def test_questions_tokenizer_serves_vqa_and_a_resumed_vqa_run_keeps_its_vocabula
     def no_training(*args, **kwargs):
         raise AssertionError("a resumed run must keep its saved tokenizer")
 
-    monkeypatch.setattr(vqa_module, "train_tokenizer", no_training)
+    monkeypatch.setattr(text_module, "train_tokenizer", no_training)  # what run_tokenizer calls
     resumed = finetune(replace(cfg, tokenizer=None, max_steps=None, resume=True))
     assert resumed["arms"]["video+text"]["steps"] > 1
     assert load_tokenizer(tmp_path / "run/best").get_vocab() == vocabulary
