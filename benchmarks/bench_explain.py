@@ -30,6 +30,7 @@ import yaml
 
 from benchmarks.bench_pretrain import run_cached
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
+from tubelet.data.dataset import to_particles
 from tubelet.data.manifest import read_manifest
 from tubelet.data.sample import load_scenes, object_box
 from tubelet.explain import (
@@ -43,7 +44,6 @@ from tubelet.explain import (
 from tubelet.recipes.common import load_model
 from tubelet.recipes.explain import decode_window
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.train.dataset import to_particles
 
 # name -> (method, options)
 METHODS = {

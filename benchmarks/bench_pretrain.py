@@ -36,6 +36,7 @@ import torch
 
 import tubelet
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
+from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import load_dataset
 from tubelet.particles import pack
 from tubelet.recipes.common import load_model
@@ -43,7 +44,6 @@ from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
 from tubelet.train.config import to_dict
-from tubelet.train.dataset import ClipDataset
 from tubelet.train.loop import view_windows
 
 FEW_PER_CLASS = 5

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tubelet.data.av_dataset import AudioPreprocessing
 from tubelet.data.transforms import Preprocessing
 from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.particles.modalities import merge, pack_modalities
@@ -12,7 +13,6 @@ from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import trainable_module
 from tubelet.recipes.fusion import fusion_checkpoint_config, load_fusion
 from tubelet.train import checkpoint
-from tubelet.train.av_dataset import AudioPreprocessing
 from tubelet.train.lora import deployable
 
 TINY = dict(dim=32, depth=2, heads=2, tubelet=(2, 4, 4), audio_patch=(4, 4), audio_bands=2, num_classes=3)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from tubelet.data.av_dataset import MISSING_AUDIO
 from tubelet.errors import ConfigError
 from tubelet.io import write_video
 from tubelet.recipes.fusion import load_fusion
 from tubelet.recipes.predict import predict
 from tubelet.recipes.vqa import evaluate_vqa, load_qa, qa_manifest, tokenize_questions
-from tubelet.train.av_dataset import MISSING_AUDIO
 
 FAST = [
     "model=test",

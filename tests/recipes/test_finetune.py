@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-import tubelet.train.dataset as dataset_module
+import tubelet.data.dataset as dataset_module
 from tubelet.errors import ConfigError
 from tubelet.recipes.common import load_model
 from tubelet.recipes.finetune import FinetuneConfig, finetune

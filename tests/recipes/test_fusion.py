@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tubelet.cli import main
+from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -16,7 +17,6 @@ from tubelet.particles.structure import VIDEO
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.fusion import load_fusion
 from tubelet.train import checkpoint
-from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
 from tubelet.train.loader import iterate_batches
 
 FAST = [

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tubelet.cli import main
+from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
@@ -17,7 +18,6 @@ from tubelet.recipes.common import checkpoint_config, load_model
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.fusion import build_fusion, load_fusion
 from tubelet.train import checkpoint
-from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset
 
 RUN = dict(size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, batch_particles=600, workers=0, epochs=1)
 LABELS = ["a", "b", "c"]

@@ -84,8 +84,8 @@ def test_question_time_is_the_window_centre_and_unknown_tokens_are_unk(av_data):
     tokenize_questions(qa, tokenizer)
     assert tokenizer.token_to_id("[UNK]") in qa.token_ids[0]
     assert all(tokenizer.id_to_token(i) is not None for i in qa.token_ids[0])
+    from tubelet.data.av_dataset import AudioPreprocessing
     from tubelet.data.transforms import Preprocessing
-    from tubelet.train.av_dataset import AudioPreprocessing
 
     pre = Preprocessing(size=48, sample_fps=4.0, clip_seconds=1.0, tubelet=(2, 16, 16))
     dataset = QAClipDataset(qa, pre, AudioPreprocessing(), modalities=("video", "text"), windows=[(0, 0.5, 1.5)])

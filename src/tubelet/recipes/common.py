@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from tubelet import __version__
+from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import VideoDataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -21,7 +22,6 @@ from tubelet.models.registry import model_config, model_names
 from tubelet.models.videomae import is_videomae_checkpoint, load_videomae
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train import checkpoint
-from tubelet.train.dataset import ClipDataset
 from tubelet.train.loop import mean_over_videos, predict_items, view_windows
 from tubelet.train.lora import add_lora
 from tubelet.train.optim import ENCODER_KEEP, apply_freeze

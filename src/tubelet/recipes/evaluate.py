@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from tubelet.data.av_dataset import check_audio
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
@@ -45,7 +46,6 @@ from tubelet.recipes.vqa import (
     tokenize_questions,
     write_vqa_report,
 )
-from tubelet.train.av_dataset import check_audio
 from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.evaluate")

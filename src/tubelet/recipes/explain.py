@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
+from tubelet.data.dataset import to_particles
 from tubelet.data.text import PAD, encode
 from tubelet.data.transforms import clip_window
 from tubelet.errors import ConfigError, DataError
@@ -49,8 +51,6 @@ from tubelet.particles.modalities import ModalClip
 from tubelet.recipes.common import LoadedModel, load_model
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.vqa import QUESTION, asked_questions, question_particles
-from tubelet.train.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
-from tubelet.train.dataset import to_particles
 from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.explain")

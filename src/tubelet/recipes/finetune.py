@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tubelet.data.dataset import ClipDataset, budget_batches
 from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -24,7 +25,6 @@ from tubelet.recipes.vqa import finetune_vqa
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
-from tubelet.train.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import EarlyStopping, autocast, optimizer_step, resolve_device, seed_everything, steps_in
 from tubelet.train.lora import deployable

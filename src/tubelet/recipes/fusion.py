@@ -49,6 +49,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from tubelet import __version__
+from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
+from tubelet.data.dataset import budget_batches
 from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
@@ -60,9 +62,7 @@ from tubelet.recipes.fusion_from_encoder import describe_load, fusion_from_encod
 from tubelet.recipes.report import write_report
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
-from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.train.config import to_dict
-from tubelet.train.dataset import budget_batches
 from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import (
     EarlyStopping,

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tubelet.data.av_dataset import MISSING_AUDIO, AVClipDataset
+from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import VIDEO_EXTENSIONS, Sample, VideoDataset, try_probe
 from tubelet.data.transforms import Preprocessing, window_starts
 from tubelet.errors import ConfigError, DataError
 from tubelet.recipes.common import LoadedModel, load_model
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, asked_questions, tokenize_questions
-from tubelet.train.av_dataset import MISSING_AUDIO, AVClipDataset
-from tubelet.train.dataset import ClipDataset
 from tubelet.train.loop import mean_over_videos, predict_items, resolve_device
 
 log = logging.getLogger("tubelet.predict")

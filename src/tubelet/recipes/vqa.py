@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
+from tubelet.data.dataset import Item
 from tubelet.data.manifest import MANIFEST_SUFFIXES, Sample, VideoDataset, manifest_rows, try_probe
 from tubelet.data.text import encode, run_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
@@ -59,9 +61,7 @@ from tubelet.recipes.common import windowed_probabilities
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
 from tubelet.recipes.report import data_text, heading_markdown
 from tubelet.tasks.classification import classification_metrics
-from tubelet.train.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.train.config import to_dict
-from tubelet.train.dataset import Item
 from tubelet.train.loop import resolve_device, view_windows
 
 log = logging.getLogger("tubelet.vqa")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from tubelet.train.dataset import Batch, ClipDataset, collate
+from tubelet.data.dataset import Batch, ClipDataset, collate
 
 log = logging.getLogger("tubelet.data")
 

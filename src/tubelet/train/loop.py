@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tubelet.train.dataset import ClipDataset, budget_batches
+from tubelet.data.dataset import ClipDataset, budget_batches
 from tubelet.train.loader import iterate_batches
 
 log = logging.getLogger("tubelet.train")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from tubelet.data.dataset import Batch, ClipDataset, Item
 from tubelet.data.manifest import VideoDataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import DataError, VideoError
@@ -20,7 +21,6 @@ from tubelet.io.audio import Audio, decode_audio
 from tubelet.particles.audio import LOG_FLOOR, tokenize_audio
 from tubelet.particles.modalities import pack_modalities
 from tubelet.particles.structure import Particles
-from tubelet.train.dataset import Batch, ClipDataset, Item
 from tubelet.typed import from_dict
 
 
@@ -156,7 +156,7 @@ class AVClipDataset(ClipDataset):
 
     @staticmethod
     def collate(items: list[Item]) -> Batch:
-        """`tubelet.train.dataset.collate` for multimodal items: ``packed`` is a `ModalBatch`."""
+        """`tubelet.data.dataset.collate` for multimodal items: ``packed`` is a `ModalBatch`."""
         good = [it for it in items if it.particles is not None]
         return Batch(
             packed=pack_modalities([it.particles for it in good]) if good else None,
