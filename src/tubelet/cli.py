@@ -76,7 +76,7 @@ def _print(data: dict, as_json: bool) -> None:
 # --- commands: each is (add_arguments, run) -------------------------------------------------------------
 
 
-def _probe_args(p: argparse.ArgumentParser) -> None:
+def _probe_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("file", help="video file (mp4, mkv, webm, avi, ...)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -87,7 +87,7 @@ def _probe_run(args) -> None:
     _print(probe_report(args.file), args.json)
 
 
-def _tokenize_args(p: argparse.ArgumentParser) -> None:
+def _tokenize_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("file", help="video file")
     p.add_argument("--tubelet", type=tubelet_size, default=(2, 16, 16), help="FRAMESxHEIGHTxWIDTH (default 2x16x16)")
     p.add_argument("--fps", type=positive_float, default=None, help="resample by time to this frame rate first")
@@ -120,7 +120,7 @@ def _tokenize_run(args) -> None:
     _print(report, args.json)
 
 
-def _sample_data_args(p: argparse.ArgumentParser) -> None:
+def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed (same seed, same files)")
     p.add_argument("--clips-per-class", type=int, default=12, help="clips per class (at least 3)")
@@ -144,7 +144,7 @@ def _sample_data_run(args) -> None:
     _print(write(args.out, seed=args.seed, clips_per_class=args.clips_per_class, workers=args.workers), args.json)
 
 
-def _scan_args(p: argparse.ArgumentParser) -> None:
+def _scan_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("data", help="class-folder directory, a directory with split manifests, or a CSV/JSONL manifest")
     p.add_argument("--split", default=None, help="split to read (train, val, test); default everything")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -156,78 +156,122 @@ def _scan_run(args) -> None:
     _print(scan_report(args.data, split=args.split), args.json)
 
 
-def _config_flags(p: argparse.ArgumentParser, cls, *, required: tuple[str, ...] = ()) -> None:
-    """One --flag per field of a config dataclass, typed, with the field's comment as its help.
+def _config_flags(p: argparse.ArgumentParser, cls, *, hidden=()) -> None:
+    """One --flag per field of a config dataclass, typed, with the field's documentation as its help.
 
     Flags default to None so that a YAML file (--config) and key=value overrides are only replaced by
-    flags the user actually typed.
+    flags the user actually typed. `hidden` config classes (other tasks') get hidden flags, so that typing one
+    is an error naming the field and the task rather than an unknown flag.
     """
     import dataclasses
     import typing
 
-    hints = typing.get_type_hints(cls)
-    helps = field_comments(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        shown = f.default if not isinstance(f.default, tuple) else "x".join(map(str, f.default))
-        text = f"{helps.get(f.name, '')} (default: {shown})"
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=text, required=f.name in required)
+    from tubelet.typed import field_help
+
+    seen = set()
+    for config, show in ((cls, True), *((h, False) for h in hidden)):
+        hints = typing.get_type_hints(config)
+        helps = field_help(config)
+        for f in dataclasses.fields(config):
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            flag = "--" + f.name.replace("_", "-")
+            shown = f.default if not isinstance(f.default, tuple) else "x".join(map(str, f.default))
+            text = f"{helps.get(f.name, '')} (default: {shown})" if show else argparse.SUPPRESS
+            if hints[f.name] is bool:
+                p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            else:
+                p.add_argument(flag, type=str, default=None, metavar=f.name.upper(), help=text)
     p.add_argument("--config", default=None, metavar="YAML", help="read fields from a YAML file first")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="field overrides applied after --config")
 
 
-def field_comments(cls) -> dict[str, str]:
-    """The trailing ``# comment`` of each field in a dataclass's source: its documentation."""
-    import inspect
-    import re
-
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2).strip()
-    return comments
-
-
 def _config_from_args(cls, args):
+    """The run config from --config, key=value overrides and the flags typed; a field that is not `cls`'s (another
+    task's) is a ConfigError naming it and the task."""
     import dataclasses
 
     from tubelet.train.config import load_config
 
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_FIELDS}
+    stray = sorted(set(flags) - known)
+    if stray:
+        task = getattr(cls, "task_name", "")
+        raise TubeletError(
+            f"--{stray[0].replace('_', '-')}: not a field of task {task} (see tubelet finetune --task {task} --help)"
+        )
     return load_config(cls, path=args.config, overrides=args.overrides, flags=flags)
 
 
-def _finetune_args(p: argparse.ArgumentParser) -> None:
-    from tubelet.recipes.finetune import FinetuneConfig
+# argparse attributes that are not config fields.
+_NOT_FIELDS = ("config", "overrides", "command", "run", "verbose")
 
-    _config_flags(p, FinetuneConfig)
+
+def _chosen_task(argv: list[str]) -> str:
+    """The task a finetune command line asks for: ``--task X``, ``--task=X``, ``task=X`` or its YAML file's."""
+    import yaml
+
+    task = None
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            task = argv[i + 1]
+        elif arg.startswith("--task="):
+            task = arg.split("=", 1)[1]
+        elif arg.startswith("task=") and task is None:
+            task = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv) and task is None:
+            try:
+                loaded = yaml.safe_load(open(argv[i + 1])) or {}
+                task = loaded.get("task") if isinstance(loaded, dict) else None
+            except (OSError, yaml.YAMLError):
+                pass  # load_config reports a missing or broken file, naming it
+    return task or "classification"
+
+
+def _finetune_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    from tubelet.tasks.base import get_task, task_names
+    from tubelet.train.config import run_config
+
+    try:
+        task = get_task(_chosen_task(argv)).name
+    except TubeletError as exc:
+        p.error(str(exc))
+    supervised = [name for name in task_names() if get_task(name).supervised]
+    others = [get_task(name).Config for name in supervised if name != task]
+    p.description = f"{p.description}\n\nTask {task}: {get_task(task).summary}; other tasks: --task " + ", ".join(
+        n for n in supervised if n != task
+    )
+    _config_flags(p, run_config(task), hidden=others)
 
 
 def _finetune_run(args) -> None:
-    from tubelet.recipes.finetune import FinetuneConfig, finetune
+    from tubelet.recipes.finetune import finetune
+    from tubelet.train.config import run_config
 
-    cfg = _config_from_args(FinetuneConfig, args)
+    cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
     print(json.dumps(finetune(cfg)))
+
+
+def _task_of_yaml(args) -> str:
+    return _chosen_task([*(["--config", args.config] if args.config else []), *args.overrides])
 
 
 def _probe_linear_run(args) -> None:
     """A linear probe is fine-tuning with the encoder frozen: only the head (and attention pooling) learn."""
     from dataclasses import replace
 
-    from tubelet.recipes.finetune import FinetuneConfig, finetune
+    from tubelet.recipes.finetune import finetune
+    from tubelet.train.config import run_config
 
-    cfg = _config_from_args(FinetuneConfig, args)
+    cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
     if cfg.freeze not in ("none", "backbone"):
         raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
     print(json.dumps(finetune(replace(cfg, freeze="backbone"))))
 
 
-def _pretrain_args(p: argparse.ArgumentParser) -> None:
+def _pretrain_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     from tubelet.recipes.pretrain import PretrainConfig
 
     _config_flags(p, PretrainConfig)
@@ -240,6 +284,22 @@ def _pretrain_run(args) -> None:
     print(json.dumps(pretrain(cfg)))
 
 
+def _tasks_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per task")
+
+
+def _tasks_run(args) -> None:
+    from tubelet.recipes.describe import task_table
+
+    for row in task_table():
+        if args.json:
+            print(json.dumps(row))
+            continue
+        metrics = ", ".join(f"{m} ({'higher' if up else 'lower'} is better)" for m, up in row["metrics"].items())
+        fields = ", ".join(row["fields"]) or "none"
+        print(f"{row['name']:<16} {row['summary']}\n{'':<16} metrics: {metrics}; own fields: {fields}")
+
+
 def _inference_flags(p: argparse.ArgumentParser, *, workers: int) -> None:
     """Flags every command that runs a model shares."""
     p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
@@ -247,7 +307,7 @@ def _inference_flags(p: argparse.ArgumentParser, *, workers: int) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
 
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
+def _evaluate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="checkpoint directory (e.g. RUN/best): classifier, retrieval, VQA"
     )
@@ -286,34 +346,13 @@ def _evaluate_run(args) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    task = report["details"]["task"]
-    if task == "retrieval":
-        ks = list(report["text_to_video"])
-        print(f"pairs {report['num_pairs']}   distinct captions {report['num_captions']}")
-        print(f"{'direction':<24} " + " ".join(f"{k:>7}" for k in ks))
-        for name, recall in (
-            ("text->video", report["text_to_video"]),
-            ("video->text", report["video_to_text"]),
-            ("chance", report["chance"]),
-        ):
-            print(f"{name:<24} " + " ".join(f"{recall[k]:>7.3f}" for k in ks))
-    elif task == "vqa":
-        print(
-            f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   questions "
-            f"{report['num_questions']}   unknown answers {report['unknown_answers']}"
-        )
-        print(f"{'question type':<24} {'accuracy':>9} {'questions':>9}")
-        for qtype, row in report["per_question_type"].items():
-            print(f"{qtype:<24} {row['accuracy']:>9.3f} {row['num_questions']:>9}")
-    else:
-        print(f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   clips {report['num_samples']}")
-        print(f"{'class':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-        for label, row in report["per_class"].items():
-            print(f"{label:<24} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}")
+    from tubelet.tasks.base import get_task
+
+    print(get_task(report["details"]["task"]).summary_line(report))
     print(f"report: {report['files']['markdown']}")
 
 
-def _predict_args(p: argparse.ArgumentParser) -> None:
+def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA)")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
     p.add_argument(
@@ -357,7 +396,7 @@ def _predict_run(args) -> None:
         raise TubeletError(f"{failures} file(s) could not be read (see above)")
 
 
-def _explain_args(p: argparse.ArgumentParser) -> None:
+def _explain_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     from tubelet.explain.methods import METHODS
 
     p.add_argument("--checkpoint", required=True, help="checkpoint directory: video, fusion or VQA (RUN/best)")
@@ -423,7 +462,7 @@ def _explain_run(args) -> None:
     print(f"report: {result['files'].get('html', result['files']['particles'])}")
 
 
-def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+def _tokenizer_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     from tubelet.data.text import DEFAULT_VOCAB_SIZE
 
     p.add_argument("--data", required=True, help="a folder with split manifests (CSV/JSONL), or one manifest")
@@ -455,7 +494,7 @@ def _tokenizer_run(args) -> None:
     _print(summary, args.json)
 
 
-def _index_args(p: argparse.ArgumentParser) -> None:
+def _index_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--checkpoint", required=True, help="retrieval checkpoint (tubelet finetune --task retrieval)")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
     p.add_argument("--out", required=True, metavar="INDEX", help="index directory to write")
@@ -486,7 +525,7 @@ def _index_run(args) -> None:
     print(f"indexed {summary['windows']} windows of {summary['files']} files into {summary['index']}")
 
 
-def _search_args(p: argparse.ArgumentParser) -> None:
+def _search_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("index", help="index directory (tubelet index)")
     p.add_argument("query", help='text query, e.g. "a red ball moves left"')
     p.add_argument("--topk", type=int, default=10, help="windows listed (default 10)")
@@ -518,7 +557,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _pretrain_args,
         _pretrain_run,
     ),
-    "finetune": ("supervised fine-tuning of a classifier; writes RUN/best and RUN/last", _finetune_args, _finetune_run),
+    "finetune": (
+        "supervised fine-tuning of any task (--task; see tubelet tasks); writes RUN/best and RUN/last",
+        _finetune_args,
+        _finetune_run,
+    ),
     "probe-linear": (
         "linear probe: finetune with the encoder frozen (freeze=backbone)",
         _finetune_args,
@@ -544,6 +587,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _tokenizer_args,
         _tokenizer_run,
     ),
+    "tasks": ("the registered tasks, one line each: what they learn, their metrics, their own fields", _tasks_args,
+              _tasks_run),
     "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
 }
@@ -560,7 +605,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, (summary, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
         if name == chosen:
-            add_arguments(p)
+            add_arguments(p, argv)
         p.set_defaults(run=run)
     return parser
 

@@ -32,3 +32,17 @@ def _is_tuple(annotation) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_is_tuple(arg) for arg in typing.get_args(annotation))
     return annotation is tuple or origin is tuple
+
+
+def opt(default, help: str):
+    """A config field with its documentation: ``lr: float = opt(1e-3, "peak learning rate")``.
+
+    The text is the field's ``--help`` (`field_help`) and what an error about it can quote; mutable defaults are
+    not allowed in frozen configs, so `default` is a plain value.
+    """
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's documentation (`opt`), by name."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

@@ -10,6 +10,7 @@ import torch
 
 from tubelet.cli import main
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
+from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -17,7 +18,6 @@ from tubelet.particles.structure import VIDEO
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.fusion import load_fusion
 from tubelet.train import checkpoint
-from tubelet.train.loader import iterate_batches
 
 FAST = [
     "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",

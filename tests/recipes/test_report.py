@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tubelet.recipes.report import write_report
+from tubelet.tasks.report import write_report
 from tubelet.tasks.classification import classification_metrics
 
 LABELS = ["walk", "run", "jump|hop"]  # a "|" in a name must not break the Markdown tables

@@ -65,3 +65,20 @@ def scan_report(source: str | os.PathLike, *, split: str | None = None, require_
         "codecs": dict(Counter(i.codec for i in infos)),
         "with_audio": sum(i.has_audio for i in infos),
     }
+
+
+def task_table() -> list[dict]:
+    """Every registered task: ``name``, ``summary``, ``metrics`` ({name: higher is better}) and its own ``fields``."""
+    import dataclasses
+
+    from tubelet.tasks.base import get_task, task_names
+
+    rows = []
+    for name in task_names():
+        task = get_task(name)
+        fields = [f.name for f in dataclasses.fields(task.Config)]
+        command = "tubelet finetune --task " + name if task.supervised else "tubelet pretrain"
+        rows.append(
+            {"name": name, "summary": task.summary, "metrics": dict(task.metrics), "fields": fields, "run": command}
+        )
+    return rows

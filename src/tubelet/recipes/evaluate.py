@@ -4,7 +4,7 @@
 the test split, so re-evaluating the same checkpoint on the same split with the same views gives the same numbers:
 
 - a classifier (a video encoder, or a fusion model over video and audio): accuracy, macro F1, per class and the
-  confusion matrix, also drawn to ``confusion_matrix.png`` (`tubelet.recipes.report`); with a baseline
+  confusion matrix, also drawn to ``confusion_matrix.png`` (`tubelet.tasks.report`); with a baseline
   checkpoint (e.g. the model before fine-tuning) the report compares the two, class by class.
 - a retrieval checkpoint (`tubelet.recipes.retrieval`): recall@1/5/10 text->video and video->text, and chance,
   over the (clip, caption) pairs of the split's manifest (its ``caption`` column).
@@ -29,7 +29,7 @@ from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.recipes.common import check_labels, evaluate_classifier, load_model
 from tubelet.recipes.fusion import LoadedFusion, evaluate_fusion, is_fusion_checkpoint, load_fusion
-from tubelet.recipes.report import write_report
+from tubelet.tasks.report import write_report
 from tubelet.recipes.retrieval import (
     caption_pairs,
     evaluate_retrieval,

@@ -51,6 +51,7 @@ from tokenizers import Tokenizer
 from tubelet import __version__
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.data.dataset import budget_batches
+from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
@@ -59,11 +60,10 @@ from tubelet.models.fusion import MODEL_TYPE, UNFROZEN, FusionConfig, FusionMode
 from tubelet.models.registry import model_config, model_names
 from tubelet.recipes.common import LoadedModel, evaluate_classifier, load_model, trainable_module
 from tubelet.recipes.fusion_from_encoder import describe_load, fusion_from_encoder
-from tubelet.recipes.report import write_report
+from tubelet.tasks.report import write_report
 from tubelet.tasks.classification import classification_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
-from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import (
     EarlyStopping,
     autocast,

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tubelet.data.dataset import ClipDataset, budget_batches, to_particles
+from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Augment, clip_window
 from tubelet.errors import ConfigError, DataError, TubeletError
@@ -36,7 +37,6 @@ from tubelet.recipes.finetune import preprocessing_for
 from tubelet.tasks.reconstruction import reconstruction_frames, reconstruction_loss
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
-from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import autocast, optimizer_step, resolve_device, seed_everything
 from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine

@@ -40,6 +40,7 @@ from tokenizers import Tokenizer
 
 from tubelet import __version__
 from tubelet.data.dataset import ClipDataset, budget_batches
+from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset, manifest_rows
 from tubelet.data.text import encode, load_tokenizer, run_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
@@ -51,11 +52,10 @@ from tubelet.particles.pack import pack
 from tubelet.particles.structure import PackedParticles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import LoadedModel, load_model, trainable_module
-from tubelet.recipes.report import data_text, heading_markdown
+from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.tasks.retrieval import caption_key, info_nce, retrieval_metrics
 from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
-from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import (
     autocast,
     mean_over_videos,

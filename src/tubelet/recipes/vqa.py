@@ -59,7 +59,7 @@ from tubelet.particles.structure import Particles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import windowed_probabilities
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
-from tubelet.recipes.report import data_text, heading_markdown
+from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train.config import to_dict
 from tubelet.train.loop import resolve_device, view_windows

@@ -1,8 +1,11 @@
-"""Classification loss and metrics: cross-entropy for training, a JSON-ready metrics dict for evaluation."""
+"""Classification: cross-entropy for training, a JSON-ready metrics dict for evaluation, and the ``classification``
+task (a class per clip from video, audio or both fused, with single-modality ablation arms)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +17,16 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     top_k_accuracy_score,
 )
+
+from tubelet.data.av_dataset import AudioPreprocessing, check_audio
+from tubelet.data.splits import check_labels, eval_split, test_split
+from tubelet.errors import ConfigError
+from tubelet.models.fusion import UNFROZEN
+from tubelet.nn.device import resolve_device
+from tubelet.tasks.base import Arm, Built, Prepared, Reads, Task, register
+from tubelet.tasks.inference import softmax
+from tubelet.tasks.report import write_report
+from tubelet.typed import opt
 
 # Top-k accuracy is reported only when it says more than plain accuracy can: with k or fewer classes it is 1.
 TOP_K = 5
@@ -93,3 +106,199 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: lis
         "labels": list(labels),
         "num_samples": int(len(y)),
     }
+
+
+# --- the task ---------------------------------------------------------------------------------------------------
+
+READABLE = ("video", "audio")  # modalities a video file gives (text: the questions of the vqa task)
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
+    """``"video,audio"`` -> ``("video", "audio")``; ConfigError naming the field for anything else."""
+    names = tuple(name.strip() for name in str(text).split(",") if name.strip())
+    bad = [n for n in names if n not in READABLE]
+    if not names or bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"modalities: expected distinct names from {', '.join(READABLE)} like video,audio, got {text!r}"
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class ClassificationFields:
+    """The fields of ``finetune --task classification``."""
+
+    modalities: str = opt("video", "comma-separated: video, audio; video,audio trains one early-fusion model")
+    ablate: bool = opt(True, "with several modalities, also train each alone (same budget) and report all arms")
+    allow_missing_audio: bool = opt(False, "a file without an audio stream gets silence instead of an error")
+    label_column: str = opt("label", "the manifest column holding the class (e.g. sentiment)")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+
+    def validate(self) -> None:
+        parse_modalities(self.modalities)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+
+class Classifier(Task):
+    """What every classifier shares: a head over classes, cross-entropy, softmax, accuracy and macro F1."""
+
+    metrics = {"accuracy": True, "macro_f1": True}
+    uses_labels = True
+
+    def objective(self, outputs, targets, cfg):
+        return classification_loss(outputs, targets["label"], label_smoothing=cfg.label_smoothing)
+
+    def postprocess(self, outputs: np.ndarray) -> np.ndarray:
+        return softmax(outputs)
+
+    def describe(self, prediction: np.ndarray, labels: list[str] | None, *, topk: int) -> dict:
+        order = np.argsort(-prediction)[: max(1, topk)]
+        out = {"label": labels[order[0]], "score": round(float(prediction[order[0]]), 4)}
+        if topk > 0:
+            out["topk"] = [{"label": labels[i], "score": round(float(prediction[i]), 4)} for i in order]
+        return out
+
+
+@register
+class ClassificationTask(Classifier):
+    """A class per clip from its video, its audio, or both fused (``--modalities``), with ablation arms."""
+
+    name = "classification"
+    summary = "one class per clip from video, audio or both fused; cross-entropy; accuracy, macro F1, confusion"
+    Config = ClassificationFields
+
+    def prepare(self, cfg, out: Path) -> Prepared:
+        prepared = super().prepare(cfg, out)
+        audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
+        if "audio" in parse_modalities(cfg.modalities):
+            for data in (prepared.train, prepared.val):
+                if data is not None:
+                    check_audio(data, audio)
+        prepared.extra["audio"] = audio
+        return prepared
+
+    def arms(self, cfg, prepared: Prepared) -> list[Arm]:
+        modalities = parse_modalities(cfg.modalities)
+        out = Path(cfg.out)
+        arms = [Arm("+".join(modalities), out, modalities)]
+        if cfg.ablate and len(modalities) > 1:
+            arms += [Arm(name, out / "ablation" / name, (name,)) for name in modalities]
+        return arms
+
+    def build(self, cfg, prepared: Prepared, arm: Arm) -> Built:
+        if arm.modalities == ("video",):  # the encoder itself: a head on its pooled features
+            return super().build(cfg, prepared, arm)
+        from tubelet.models.fusion_from_encoder import build_fusion
+
+        model, base, report = build_fusion(cfg, arm.modalities, prepared.labels)
+        return Built(model, base, keep=UNFROZEN, load_report=report)
+
+    def reads(self, prepared: Prepared, arm: Arm) -> Reads:
+        audio = prepared.extra["audio"] if arm.modalities != ("video",) else None
+        return Reads(arm.modalities, audio, prepared.tokenizer)
+
+    def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
+        out = Path(cfg.out)
+        if arms[0].modalities == ("video",):
+            return super().finish(cfg, prepared, arms, summaries)
+        result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last")}
+        result["arms"] = {arm.name: {"out": str(arm.out), **summaries[arm.name]} for arm in arms}
+        test = test_split(cfg, prepared.labels)
+        if test is None:
+            return result
+        if "audio" in arms[0].modalities:
+            check_audio(test, prepared.extra["audio"])
+        scores = {arm.name: self.evaluate_checkpoint(arm.out / "best", test, cfg) for arm in arms}
+        main = arms[0].name
+        metrics = {**scores[main], "ablation": {arm: _arm_summary(m) for arm, m in scores.items()}}
+        details = {"checkpoint": str(out / "best"), "data": cfg.data, "split": "test", "modalities": main}
+        paths = write_report(
+            metrics, out / "report", title=f"Test evaluation of {out / 'best'}", details=details,
+            appendix=ablation_markdown(metrics["ablation"], prepared.labels),
+        )  # fmt: skip
+        result["report"] = str(paths["json"])
+        result["ablation"] = {arm: {k: m[k] for k in ("accuracy", "macro_f1")} for arm, m in scores.items()}
+        return result
+
+    def evaluate_checkpoint(self, directory: Path, data, cfg) -> dict:
+        """Metrics of a saved checkpoint of this run on `data` (as `tubelet evaluate` scores it)."""
+        from tubelet.models import load
+
+        loaded = load(directory)
+        device = resolve_device(cfg.device)
+        return self.evaluate(
+            loaded.model.to(device), data, loaded.preprocessing, labels=loaded.labels, views=cfg.eval_views,
+            budget=cfg.batch_particles, device=device, precision=cfg.precision, workers=cfg.workers,
+            reads=Reads.of(loaded),
+        )  # fmt: skip
+
+    def score(self, predictions: np.ndarray, data, labels: list[str] | None, *, targets: dict) -> dict:
+        scored = ~np.isnan(predictions).any(axis=1)
+        index = {label: i for i, label in enumerate(labels)}
+        y_true = [index[s.label] for s, ok in zip(data.samples, scored) if ok]
+        return classification_metrics(y_true, predictions[scored], labels)
+
+    def report_markdown(self, report: dict, *, title: str) -> str:
+        from tubelet.tasks.report import report_markdown
+
+        return report_markdown(report, title=title)
+
+    def summary_line(self, report: dict) -> str:
+        lines = [
+            f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   clips {report['num_samples']}",
+            f"{'class':<24} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
+        ]
+        for label, row in report["per_class"].items():
+            lines.append(
+                f"{label:<24} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} {row['support']:>8}"
+            )
+        return "\n".join(lines)
+
+    # --- tubelet evaluate -------------------------------------------------------------------------------------
+    def check_evaluation(self, *, split, whole, baseline, loaded) -> None:
+        if not loaded.labels or loaded.preprocessing is None:
+            raise ConfigError(f"{loaded.source}: the checkpoint has no labels.json (not a classifier)")
+        if baseline is not None and Reads.of(loaded).modalities != ("video",):
+            raise ConfigError("--baseline: not supported for a fusion checkpoint")
+
+    def check_baseline(self, loaded, base, name: str) -> None:
+        if base.labels != loaded.labels:
+            raise ConfigError(f"--baseline {name}: its labels {base.labels} differ from {loaded.labels}")
+
+    def evaluation_data(self, source: str, split: str | None, loaded):
+        data = check_labels(eval_split(source, split), loaded.labels, loaded.source)
+        if "audio" in Reads.of(loaded).modalities:
+            check_audio(data, loaded.audio)
+        return data
+
+    def evaluation_report(self, scores: dict, models: dict, data, *, details: dict, out: Path) -> dict:
+        metrics = scores["model"]
+        if details["split"] == "all":
+            details["split"] = None
+        details.update(clips=metrics["num_samples"], skipped=len(metrics["skipped"]) + len(data.skipped))
+        modalities = Reads.of(models["model"]).modalities
+        if modalities != ("video",):
+            details["modalities"] = ",".join(modalities)
+        baseline = details.get("baseline")
+        paths = write_report(
+            metrics, out, title=f"Evaluation of {details['checkpoint']}", details=details,
+            baseline=scores.get("baseline"), baseline_name=baseline or "baseline",
+        )  # fmt: skip
+        return {**metrics, "details": details, "files": {k: str(v) for k, v in paths.items()}}
+
+
+def _arm_summary(metrics: dict) -> dict:
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "per_class": metrics["per_class"]}
+
+
+def ablation_markdown(ablation: dict, labels: list[str]) -> str:
+    """The ablation table: one row per arm, accuracy, macro F1 and each class's recall."""
+    lines = ["## Ablation (test split)", "", "| arm | accuracy | macro F1 | " + " | ".join(labels) + " |"]
+    lines.append("|---|" + "---:|" * (2 + len(labels)))
+    for arm, m in ablation.items():
+        recalls = " | ".join(f"{m['per_class'][label]['recall']:.3f}" for label in labels)
+        lines.append(f"| {arm} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {recalls} |")
+    return (
+        "\n".join(lines) + "\n\nPer-class numbers are recall (the fraction of that class's clips classified right).\n"
+    )

@@ -1,4 +1,5 @@
-"""Masked video modeling: reconstruction targets, the norm-pix loss, and predictions back in pixel space.
+"""Masked video modeling: reconstruction targets, the norm-pix loss, predictions back in pixel space, and the
+``reconstruction`` task that pretrains an encoder with them (``tubelet pretrain``).
 
 Targets are the particles' own values (the pixels `patchify` cut and the preprocessing normalized), gathered at
 the hidden particles; the video is never cut twice. As VideoMAE does, targets are first un-normalized to 0-1
@@ -14,13 +15,29 @@ the dataset normalization is an affine map per channel, so it would otherwise ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tubelet.data.manifest import load_dataset
+from tubelet.data.pipeline import to_particles
+from tubelet.data.transforms import clip_window
+from tubelet.errors import ConfigError, TubeletError
+from tubelet.io import decode, write_contact_sheet, write_gif
+from tubelet.models.decoder import DecoderConfig, MaskedDecoder
+from tubelet.nn.device import autocast
+from tubelet.particles import MASK_MODES, mask_batch, pack
 from tubelet.particles.patchify import to_grid, unpatchify
 from tubelet.particles.structure import Particles
+from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, register
+from tubelet.typed import opt
+
+log = logging.getLogger("tubelet.pretrain")
 
 EPS = 1e-6
 
@@ -179,3 +196,176 @@ def reconstruction_frames(
         return (video * 255).round().to(torch.uint8)
 
     return frames(particles.select(shown), pixels[shown]), frames(particles, filled)
+
+
+# --- the task: masked video pretraining -------------------------------------------------------------------------
+
+DECODER = "decoder.safetensors"  # the decoder's weights, beside the encoder's model.safetensors
+
+
+@dataclass(frozen=True)
+class ReconstructionFields:
+    """The fields of ``tubelet pretrain`` (masked video modeling) besides those every run shares."""
+
+    split: str | None = opt(None, "read only this split (train.csv, train/ ...); none reads every video")
+    mask_ratio: float = opt(0.9, "fraction of each clip's tubes / particles / times hidden from the encoder")
+    mask: str = opt("tube", "tube (the same places at every time), random (particles) or frame (whole times)")
+    decoder_mask_ratio: float = opt(0.0, "fraction of hidden particles NOT reconstructed (VideoMAE V2); 0 = all")
+    norm_pix: bool = opt(True, "predict per-patch normalized pixels (VideoMAE); false: the normalized values")
+    decoder_dim: int = opt(128, "decoder width")
+    decoder_depth: int = opt(4, "decoder blocks")
+    decoder_heads: int = opt(4, "decoder attention heads")
+
+    def validate(self) -> None:
+        for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.mask not in MASK_MODES:
+            raise ConfigError(f"mask: expected {' | '.join(MASK_MODES)}, got {self.mask!r}")
+        for name in ("mask_ratio", "decoder_mask_ratio"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.decoder_dim % self.decoder_heads or (self.decoder_dim // self.decoder_heads) % 2:
+            raise ConfigError(f"decoder_dim: {self.decoder_dim} must split into {self.decoder_heads} even heads")
+
+
+@register
+class ReconstructionTask(Task):
+    """Masked video pretraining (VideoMAE over particles) on unlabeled video: ``tubelet pretrain``.
+
+    Each clip is masked BEFORE the encoder (tube masking of 90% by default), so the encoder costs what the visible
+    particles cost; a light decoder predicts the hidden particles' pixels and the norm-pix loss is taken over the
+    hidden particles only. Masks are seeded per (seed, epoch, batch), so a resumed run hides the same particles.
+    ``best/`` is the lowest epoch-mean training loss (pretraining has no held-out set); its ``model.safetensors``
+    holds the ENCODER alone, without a head, so ``tubelet finetune --model RUN/best`` starts from it, and the decoder
+    lies beside it in ``decoder.safetensors``. Each epoch draws a fixed clip, masked and reconstructed, to
+    ``reconstructions/epoch_NNN.png`` and ``.gif``.
+    """
+
+    name = "reconstruction"
+    summary = "masked video pretraining on unlabeled video (tubelet pretrain); norm-pix loss on hidden particles"
+    Config = ReconstructionFields
+    metrics = {"loss": False}
+    supervised = False
+
+    def prepare(self, cfg, out: Path) -> Prepared:
+        return Prepared(load_dataset(cfg.data, split=cfg.split, require_labels=False))
+
+    def build(self, cfg, prepared: Prepared, arm: Arm) -> Built:
+        from tubelet.models import load, model_names
+
+        runtime = {"drop_path": cfg.drop_path, "attention": cfg.attention}
+        if Path(cfg.model).is_dir() or cfg.model not in model_names():
+            loaded = load(cfg.model, **runtime)
+            loaded.model.reset_head(0)  # features are what pretraining learns; a classifier would be dead weight
+            encoder, base = loaded.model, loaded.preprocessing
+        else:
+            tubelet = {"tubelet": tuple(cfg.tubelet)} if cfg.tubelet is not None else {}
+            encoder, base = load(cfg.model, num_classes=0, time_mode=cfg.time_mode, **tubelet, **runtime).model, None
+        decoder = MaskedDecoder(
+            DecoderConfig(
+                encoder_dim=encoder.config.dim, patch_dim=encoder.config.patch_dim, dim=cfg.decoder_dim,
+                depth=cfg.decoder_depth, heads=cfg.decoder_heads, time_mode=encoder.config.time_mode,
+                attention=cfg.attention,
+            )
+        )  # fmt: skip
+        return Built(encoder, base, extra={"decoder": decoder})
+
+    def loss(self, module, batch, *, cfg, prepared: Prepared, arm: Arm, pre, epoch: int, index: int, device):
+        masks = _generator(cfg.seed, epoch, index)
+        plan = mask_batch(
+            batch.packed, cfg.mask_ratio, mode=cfg.mask, decoder_ratio=cfg.decoder_mask_ratio, generator=masks
+        )
+        if len(plan.target_index) == 0:  # clips of one tube each: nothing hidden, nothing to learn
+            return None
+        encoder = module["model"]
+        pred = _reconstruct(module, plan.visible, plan.queries, device, cfg.precision)
+        loss = reconstruction_loss(
+            pred, batch.packed.values.to(device), plan.target_index.to(device), channels=encoder.config.channels,
+            mean=pre.mean, std=pre.std, norm_pix=cfg.norm_pix,
+        )  # fmt: skip
+        hidden = len(plan.target_index)
+        visible = len(plan.visible) / len(batch.packed)
+        return StepLoss(loss, hidden, batch.packed.num_clips, {"visible_fraction": visible})
+
+    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device, train_loss=None):
+        return None if train_loss is None else {"loss": train_loss}
+
+    def on_epoch_end(self, module, prepared: Prepared, arm: Arm, pre, *, cfg, device, epoch: int) -> dict:
+        if "shown" not in prepared.extra:  # one clip, the same every epoch, for the reconstruction pictures
+            prepared.extra["shown"] = _fixed_clip(prepared.train, pre)
+        pictures = write_reconstruction(
+            module, prepared.extra["shown"], pre, cfg, arm.out / "reconstructions", epoch, device
+        )
+        return {"pictures": pictures}
+
+    def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
+        out, summary = Path(cfg.out), summaries[arms[0].name]
+        skipped = [{"path": p, "reason": r} for p, r in prepared.train.skipped] + summary["skipped"]
+        return {
+            "out": str(out), "best": str(out / "best"), "last": str(out / "last"), "steps": summary["steps"],
+            "epochs_run": summary["epochs_run"], "best_loss": summary["best_val_loss"], "skipped": skipped,
+        }  # fmt: skip
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.default_rng(list(seeds)).integers(2**62)))
+
+
+def _reconstruct(model: nn.ModuleDict, visible, queries, device, precision: str) -> torch.Tensor:
+    """Encode the visible particles and decode the queries: (Nq, t*p*q*C) predictions."""
+    visible, queries = visible.to(device), queries.to(device)
+    with autocast(device, precision):
+        features = model["model"].forward_features(visible)  # (Nv, D): the encoder sees visible particles only
+        return model["decoder"](features, visible, queries)
+
+
+def _fixed_clip(data, pre):
+    """(frames (T, H, W, 3) uint8, timestamps (T,) s, particles) of the first video that decodes (centre window)."""
+    for sample, info in zip(data.samples, data.infos):
+        start, end = clip_window(info.duration_s, pre.clip_seconds, None)
+        try:
+            clip = decode(
+                sample.path, start=start, end=end, fps=pre.sample_fps, size=pre.output_size(info.height, info.width)
+            )
+            times = clip.timestamps - start
+            return clip.frames, times, to_particles(torch.from_numpy(clip.frames), times, pre)
+        except (TubeletError, ValueError, RuntimeError) as exc:
+            log.warning("reconstruction pictures: skipping %s: %s", sample.path, exc)
+    return None
+
+
+@torch.no_grad()
+def write_reconstruction(model, shown, pre, cfg, folder: Path, epoch: int, device) -> list[str]:
+    """PNG grid and GIF of original / masked / reconstructed frames of the fixed clip, with a fixed mask."""
+    if shown is None:
+        return []
+    frames, times, particles = shown
+    model.eval()
+    # The same mask every epoch, and every hidden particle reconstructed (whatever decoder_mask_ratio is).
+    plan = mask_batch(pack([particles]), cfg.mask_ratio, mode=cfg.mask, generator=_generator(cfg.seed))
+    pred = _reconstruct(model, plan.visible, plan.queries, device, cfg.precision).float().cpu()
+    masked, filled = reconstruction_frames(
+        particles, plan.target_index, pred, mean=pre.mean, std=pre.std, norm_pix=cfg.norm_pix
+    )
+    model.train()
+    zoom = max(1, 128 // frames.shape[2])  # small frames are enlarged (nearest) to be seen
+    rows = [np.asarray(f).repeat(zoom, 1).repeat(zoom, 2) for f in (frames, masked, filled)]  # (T, H, W, 3) uint8
+    T = len(frames)
+    png = write_contact_sheet(
+        folder / f"epoch_{epoch:03d}.png",
+        np.concatenate(rows),
+        np.tile(times, 3),
+        columns=T,
+        titles=[name for name in ("original", "masked", "recon") for _ in range(T)],
+    )
+    gap = np.full((*rows[0].shape[:2], 4, 3), 255, dtype=np.uint8)  # white bar between the three panels
+    gif = write_gif(
+        folder / f"epoch_{epoch:03d}.gif",
+        np.concatenate([rows[0], gap, rows[1], gap, rows[2]], axis=2),
+        timestamps=times,
+    )
+    return [str(png), str(gif)]

@@ -1,4 +1,11 @@
-"""Typed run configs from YAML files, ``key=value`` overrides and command-line flags.
+"""Typed run configs: the fields every run shares (once), each task's own, and reading them from YAML files,
+``key=value`` overrides and command-line flags.
+
+A run's config class is composed (`run_config`): the shared groups below (run, optimizer and schedule, model with
+freeze and PEFT, preprocessing, augmentation; supervised runs add splits and validation) plus the task's own frozen
+dataclass (``Task.Config``). A field of another task is therefore an unknown field for the task that runs: an error
+naming it and the task, never silently ignored. Every field is declared with `tubelet.typed.opt`, whose text is
+its ``--help``.
 
 Precedence: dataclass defaults < YAML file < ``key=value`` overrides < explicit flags. An unknown key or a
 value of the wrong type is an error that names the field.
@@ -14,6 +21,179 @@ from pathlib import Path
 import yaml
 
 from tubelet.errors import ConfigError
+from tubelet.typed import opt
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFields:
+    """Where a run reads and writes, where it computes, and how long."""
+
+    data: str = opt("", "class folders, a folder with split manifests, or one manifest")
+    out: str = opt("runs/finetune", "run directory: best/, last/, metrics.jsonl, tensorboard/, config.json")
+    epochs: int = opt(10, "passes over the training clips")
+    workers: int = opt(2, "DataLoader decoding processes (0 decodes in the main process)")
+    seed: int = opt(0, "seed of initialisation, sampling and augmentation")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1 ...")
+    precision: str = opt("auto", "auto (bf16 autocast on CUDA), bf16 or fp32")
+    save_every_steps: int = opt(0, "also save last/ every this many optimizer steps (0: each epoch only)")
+    resume: bool = opt(False, "continue from out/last if it holds trainer state")
+    max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimFields:
+    """The optimizer, its schedule and the batches it steps on."""
+
+    lr: float = opt(1e-3, "peak learning rate")
+    min_lr_ratio: float = opt(0.01, "final LR as a fraction of the peak (cosine)")
+    warmup_epochs: float = opt(1.0, "linear warmup length")
+    optimizer: str = opt("adamw", "adamw or sgd")
+    momentum: float = opt(0.9, "SGD momentum (Nesterov)")
+    weight_decay: float = opt(0.05, "decoupled weight decay (not on biases, norms, position parameters)")
+    batch_particles: int = opt(4096, "particle budget per batch (clips of any size share it; no padding)")
+    max_clips_per_batch: int | None = opt(None, "optional cap on clips per batch")
+    accum_steps: int = opt(1, "gradient accumulation: batches per optimizer step")
+    grad_clip: float | None = opt(1.0, "max global gradient norm; none disables")
+    layer_decay: float = opt(1.0, "layer-wise LR decay (< 1 trains lower blocks slower)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFields:
+    """Which model, what of it trains, and how it computes."""
+
+    model: str = opt("micro", "a registered size (micro, tiny, small, base, large, test) or a checkpoint directory")
+    dropout: float = opt(0.0, "dropout in blocks and before the head")
+    drop_path: float = opt(0.0, "stochastic depth of the last block")
+    pooling: str = opt("mean", "clip pooling for a fresh model: mean or attention")
+    time_mode: str = opt("seconds", "time positions for a fresh model: seconds or index (ablation)")
+    tubelet: tuple[int, int, int] | None = opt(None, "frames x rows x cols; none takes the model's")
+    attention: str = opt("auto", "attention backend (auto, sdpa, dense, varlen, flash, flex)")
+    freeze: str = opt("none", "none | backbone (head, new embeddings; retrieval: text tower) | top:K (+ last K blocks)")
+    peft: str = opt("none", "none or lora (peft adapters on the blocks; trains them and what freeze=backbone keeps)")
+    lora_rank: int = opt(8, "LoRA rank")
+    lora_alpha: float = opt(16.0, "LoRA scaling numerator")
+    lora_dropout: float = opt(0.0, "dropout inside the LoRA branch")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessFields:
+    """How a window of video becomes particles (saved in the checkpoint, so inference samples the same way)."""
+
+    sample_fps: float | None = opt(8.0, "frames per second read; none reads native frames")
+    clip_seconds: float = opt(2.0, "seconds per training clip")
+    size: int | None = opt(112, "short side after resizing; none keeps the source size")
+    max_long_side: int | None = opt(224, "cap on the long side after resizing")
+    prune_threshold: float = opt(4.0, "static pruning threshold in 0-255 levels (0 keeps all)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentFields:
+    """Training-only augmentation of the frames."""
+
+    crop_scale_min: float = opt(0.6, "random resized crop keeps at least this area fraction (1 disables)")
+    flip: bool = opt(False, "horizontal flips (off: they swap left and right motion)")
+    fps_jitter: float = opt(0.0, "sample at sample_fps * U(1/(1+j), 1+j)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedFields:
+    """Splits and validation of a supervised run (``tubelet finetune``)."""
+
+    task: str = opt("classification", "what to learn: one of `tubelet tasks` (classification, retrieval, vqa, ...)")
+    train_split: str = opt("train", "split read for training (ignored when data is one manifest)")
+    val_split: str | None = opt("val", "split for validation, best/ and early stopping; none to skip")
+    val_fraction: float = opt(
+        0.2, "fraction of each class held out for validation when class folders have no val split; 0 turns it off"
+    )
+    early_stopping: int | None = opt(None, "stop after this many validations without improvement")
+    metric: str | None = opt(None, "validation metric for best/ and early stopping (default: the task's first)")
+    eval_views: int = opt(1, "windows averaged per validation video")
+
+
+SUPERVISED = (RunFields, OptimFields, ModelFields, PreprocessFields, AugmentFields, SupervisedFields)
+UNSUPERVISED = (RunFields, OptimFields, ModelFields, PreprocessFields, AugmentFields)
+# What pretraining has no use for: no head to pool for or to freeze around, no blocks to decay by depth.
+UNSUPERVISED_DROP = (
+    "dropout", "pooling", "freeze", "peft", "lora_rank", "lora_alpha", "lora_dropout", "layer_decay",
+)  # fmt: skip
+UNSUPERVISED_DEFAULTS = {"out": "runs/pretrain", "epochs": 20, "batch_particles": 16384}
+_CLASSES: dict[str, type] = {}
+
+
+def run_config(task_name: str) -> type:
+    """The config class of a run of task `task_name`: the shared fields and the task's own (`Task.Config`)."""
+    from tubelet.tasks.base import get_task
+
+    task = get_task(task_name)
+    if task.name not in _CLASSES:
+        if task.supervised:
+            groups, drop, defaults = SUPERVISED, (), {"task": task.name}
+        else:
+            groups, drop, defaults = UNSUPERVISED, UNSUPERVISED_DROP, dict(UNSUPERVISED_DEFAULTS)
+        cls = compose(
+            f"{type(task).__name__}Config", (*groups, task.Config), drop=drop,
+            defaults={**defaults, **task.config_defaults}, doc=f"The fields of a run of task {task.name}.",
+        )  # fmt: skip
+        cls.task_name = task.name
+        _CLASSES[task.name] = cls
+    return _CLASSES[task.name]
+
+
+def make_config(task_name: str, **values):
+    """A run config of task `task_name` from keyword values (a field of another task is a ConfigError)."""
+    return build_config(run_config(task_name), values)
+
+
+def compose(name: str, groups: tuple, *, defaults: dict | None = None, drop: tuple[str, ...] = (), doc: str = ""):
+    """One frozen config dataclass with the fields of `groups` in order (a later group's field replaces an
+    earlier one of the same name), `defaults` changed and `drop` left out.
+
+    The class's ``validate()`` checks the shared fields (`check_shared`) and then calls each group's own
+    ``validate`` (a task's config checks its fields there).
+    """
+    fields: dict[str, tuple] = {}
+    for group in groups:
+        hints = typing.get_type_hints(group)
+        for f in dataclasses.fields(group):
+            fields[f.name] = (f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+    for key, value in (defaults or {}).items():
+        f = fields[key][2]
+        fields[key] = (key, fields[key][1], dataclasses.field(default=value, metadata=f.metadata))
+    own = [g for g in groups if "validate" in vars(g)]
+
+    def validate(self) -> None:
+        check_shared(self)
+        for group in own:
+            group.validate(self)
+
+    cls = dataclasses.make_dataclass(
+        name, [v for k, v in fields.items() if k not in drop], frozen=True, namespace={"validate": validate}
+    )
+    cls.__doc__ = doc or f"The fields of a {name} run."
+    cls.__module__ = __name__
+    return cls
+
+
+def check_shared(cfg) -> None:
+    """Range checks of the shared fields a config has; a ConfigError names the field."""
+    if hasattr(cfg, "data") and not cfg.data:
+        raise ConfigError("data: give a dataset directory or manifest (--data)")
+    for name in ("epochs", "batch_particles", "accum_steps", "eval_views"):
+        if hasattr(cfg, name) and getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
+    for name in ("lr", "clip_seconds"):
+        if hasattr(cfg, name) and not getattr(cfg, name) > 0:  # also refuses nan
+            raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if getattr(cfg, "optimizer", "adamw") not in ("adamw", "sgd"):
+        raise ConfigError(f"optimizer: expected adamw or sgd, got {cfg.optimizer!r}")
+    if getattr(cfg, "peft", "none") not in ("none", "lora"):
+        raise ConfigError(f"peft: expected none or lora, got {cfg.peft!r}")
+    if not 0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0:
+        raise ConfigError(f"val_fraction: must be in [0, 1), got {cfg.val_fraction}")
+    if hasattr(cfg, "freeze"):
+        from tubelet.train.optim import parse_freeze
+
+        parse_freeze(cfg.freeze)
 
 
 def load_config(cls, *, path: str | Path | None = None, overrides: list[str] = (), flags: dict | None = None):
@@ -36,10 +216,20 @@ def load_config(cls, *, path: str | Path | None = None, overrides: list[str] = (
         key, raw = item.split("=", 1)
         values[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw.strip() else None
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return build_config(cls, values)
+
+
+def build_config(cls, values: dict):
+    """`cls` from plain values, each coerced to its field's type; an unknown field is a ConfigError naming it."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        where = getattr(cls, "task_name", None)
+        what = f"fields of task {where}" if where else "known"
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(unknown)}{f' for task {where}' if where else ''} "
+            f"({what}: {', '.join(sorted(known))})"
+        )
     hints = typing.get_type_hints(cls)
     return cls(**{key: coerce(key, value, hints[key]) for key, value in values.items()})
 

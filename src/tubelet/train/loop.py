@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from tubelet.data.dataset import ClipDataset, budget_batches
-from tubelet.train.loader import iterate_batches
+from tubelet.data.loader import iterate_batches
 
 log = logging.getLogger("tubelet.train")
 
@@ -65,7 +65,7 @@ def train_epoch(
     Args:
         batches: all of the epoch's batches (sample indices); the first ``state["batch_in_epoch"]`` (a multiple of
             `accum_steps`) were trained on before the run was interrupted and are skipped.
-        load: batches -> their loaded batches, in order (`tubelet.train.loader.iterate_batches`).
+        load: batches -> their loaded batches, in order (`tubelet.data.loader.iterate_batches`).
         loss_of: batch -> (loss, clips it averages over), or None when the batch has nothing to learn from.
         on_failed: called with every item of a batch that failed to decode.
         on_step: called as ``on_step(step, grad_norm, seen, loss_sum)`` after each optimizer step.

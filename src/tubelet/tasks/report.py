@@ -1,8 +1,8 @@
-"""Evaluation reports: ``report.json``, ``report.md`` and ``confusion_matrix.png`` from a metrics dict.
+"""Classification reports: ``report.json``, ``report.md`` and ``confusion_matrix.png`` from a metrics dict.
 
 The metrics dict is the one `tubelet.tasks.classification.classification_metrics` returns. ``accuracy``,
 ``macro_f1`` and ``per_class`` stay at the top level of ``report.json``: users script against them. The retrieval
-and VQA reports (`tubelet.recipes.retrieval`, `tubelet.recipes.vqa`) open with the same Markdown
+and VQA reports (`tubelet.tasks.retrieval`, `tubelet.tasks.vqa`) open with the same Markdown
 (`heading_markdown`, `data_text`).
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from tubelet.tasks.files import write_report_files
 
 # Figure geometry: inches per matrix cell, plus room for tick labels and titles; 2 to 50 classes stay legible.
 _CELL_INCHES = 0.36
@@ -30,6 +32,7 @@ def write_report(
     details: dict | None = None,
     baseline: dict | None = None,
     baseline_name: str = "baseline",
+    appendix: str = "",
 ) -> dict[str, Path]:
     """Write the JSON, Markdown and confusion-matrix image of one evaluation.
 
@@ -42,6 +45,7 @@ def write_report(
         baseline: metrics of the same set before fine-tuning (or any reference); adds a ``comparison`` block,
             a before / after table and a second confusion matrix beside this one.
         baseline_name: what to call the baseline in the tables and the figure.
+        appendix: Markdown added at the end of ``report.md`` (e.g. an ablation table).
 
     Returns:
         ``{"json": ..., "markdown": ..., "confusion_matrix": ...}`` paths of the written files.
@@ -52,13 +56,8 @@ def write_report(
     if baseline is not None:
         report["comparison"] = compare_metrics(metrics, baseline, baseline_name=baseline_name)
 
-    paths = {
-        "json": out / "report.json",
-        "markdown": out / "report.md",
-        "confusion_matrix": out / "confusion_matrix.png",
-    }
-    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    paths["markdown"].write_text(report_markdown(report, title=title))
+    paths = write_report_files(report, out, report_markdown(report, title=title) + ("\n" + appendix if appendix else ""))
+    paths["confusion_matrix"] = out / "confusion_matrix.png"
     panels = [(f"this run (accuracy {_fmt(metrics['accuracy'])})", metrics)]
     if baseline is not None:
         panels.insert(0, (f"{baseline_name} (accuracy {_fmt(baseline['accuracy'])})", baseline))
@@ -85,11 +84,6 @@ def compare_metrics(metrics: dict, baseline: dict, *, baseline_name: str = "base
             for label, scores in metrics["per_class"].items()
         },
     }
-
-
-def _json_default(value: object) -> object:
-    """numpy scalars as numbers, anything else (a Path in `details`) as text: a report never fails on a detail."""
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _delta(before: float | None, after: float) -> dict:

@@ -1,0 +1,141 @@
+"""Running a model over a dataset's windows: per-window outputs, their mean per item, evaluation windows.
+
+Every task infers through here (validation, ``tubelet evaluate``, ``predict``, ``index``): the task says how a packed
+batch becomes per-clip outputs (`Task.forward`) and what they mean (`Task.postprocess`); this module batches the
+windows by particle budget, survives files that fail or crash a decoder, and averages windows per item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from tubelet.data.dataset import budget_batches
+from tubelet.data.loader import iterate_batches
+from tubelet.nn.device import autocast
+
+log = logging.getLogger("tubelet.tasks")
+
+
+@torch.no_grad()
+def run_model(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    forward: Callable[[torch.nn.Module, object], torch.Tensor] | None = None,
+    budget: int,
+    device: torch.device,
+    precision: str = "auto",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+    targets: Callable | None = None,
+    collected: dict | None = None,
+) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
+    """`forward(model, packed)` (default ``model(packed)``) of every item of `dataset`, in float32.
+
+    Args:
+        targets: ``targets(batch)`` -> {name: (B, ...) tensor}, collected per item into `collected` ({name: (n, k)
+            float32, NaN rows for items that failed}) when both are given: what a task scores its outputs against
+            when the targets come from the clips themselves (pixels, a signal).
+
+    Returns:
+        outputs: (len(dataset), K) float32 with NaN rows for items that failed to decode; None when none decoded.
+        failed: (path, reason) of clips that could not be read.
+    """
+    forward = forward or (lambda m, packed: m(packed))
+    model.eval()
+    batches = budget_batches(dataset.estimates(), budget, shuffle=False)
+    out = None
+    failed: list[tuple[str, str]] = []
+    for batch in iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r))):
+        failed.extend((it.path, it.error) for it in batch.failed)
+        if batch.packed is None:
+            continue
+        with autocast(device, precision):
+            values = forward(model, batch.packed.to(device))
+        values = values.float().reshape(len(batch.indices), -1).cpu().numpy()  # (B, K)
+        if out is None:
+            out = np.full((len(dataset), values.shape[1]), np.nan, dtype=np.float32)
+        out[batch.indices] = values
+        if targets is not None and collected is not None:
+            for name, value in targets(batch).items():
+                value = value.float().reshape(len(batch.indices), -1).cpu().numpy()  # (B, k)
+                if name not in collected:
+                    collected[name] = np.full((len(dataset), value.shape[1]), np.nan, dtype=np.float32)
+                collected[name][batch.indices] = value
+        if on_batch is not None:
+            on_batch(len(batch.indices))
+    return out, failed
+
+
+def predict_items(model, dataset, *, budget: int, device, precision: str = "auto", workers: int = 0, on_batch=None):
+    """Class probabilities (softmax of ``model(packed)``) of every item; NaN rows for items that failed.
+
+    Raises:
+        RuntimeError: no item could be decoded.
+    """
+    logits, failed = run_model(
+        model, dataset, budget=budget, device=device, precision=precision, workers=workers, on_batch=on_batch
+    )
+    if logits is None:
+        raise RuntimeError("no clip could be decoded")
+    return softmax(logits), failed
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, C) logits (NaN rows stay NaN)."""
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+
+def mean_over_videos(values: np.ndarray, videos: list[int], count: int) -> np.ndarray:
+    """Average window outputs (n_windows, K) per video -> (count, K); NaN rows (failed windows) skipped."""
+    out = np.full((count, values.shape[1]), np.nan, dtype=np.float32)
+    videos = np.asarray(videos)
+    for v in range(count):
+        rows = values[videos == v]
+        rows = rows[~np.isnan(rows).any(axis=1)]
+        if len(rows):
+            out[v] = rows.mean(axis=0)
+    return out
+
+
+def view_windows(durations: list[float], clip_seconds: float, views: int) -> list[tuple[int, float, float]]:
+    """`views` evenly spaced windows per video (one when the video is no longer than a window)."""
+    windows = []
+    for v, duration in enumerate(durations):
+        if duration <= clip_seconds or views <= 1:
+            start = max(0.0, (duration - clip_seconds) / 2)
+            windows.append((v, start, min(duration, start + clip_seconds)))
+            continue
+        for k in range(views):
+            start = (duration - clip_seconds) * k / (views - 1)
+            windows.append((v, start, start + clip_seconds))
+    return windows
+
+
+def windowed_outputs(
+    task, model, dataset, windows: list, count: int, *, budget: int, device, precision: str = "auto",
+    workers: int = 0, targets: dict | None = None,
+) -> tuple[np.ndarray, list[tuple[str, str]]]:  # fmt: skip
+    """(count, K') the task's predictions (`Task.postprocess` of its outputs) averaged over each item's windows (NaN
+    rows: nothing decoded), and the (path, reason) of every file that failed, each reported once here.
+
+    Args:
+        targets: when a dict, filled with the task's targets (`Task.targets`) averaged per item the same way.
+    """
+    collected: dict = {}
+    outputs, failed = run_model(
+        model, dataset, forward=task.forward, budget=budget, device=device, precision=precision, workers=workers,
+        targets=task.targets if targets is not None else None, collected=collected,
+    )  # fmt: skip
+    videos = [w[0] for w in windows]
+    if targets is not None:
+        targets.update({name: mean_over_videos(value, videos, count) for name, value in collected.items()})
+    for path, reason in failed:
+        log.warning("skipping %s: %s", path, reason)
+    if outputs is None:
+        raise RuntimeError("no clip could be decoded")
+    return mean_over_videos(task.postprocess(outputs), videos, count), failed

@@ -1,0 +1,260 @@
+"""The one training loop: every task, every model kind, the same progress, logs, checkpoints and resume.
+
+A task says how a batch becomes a loss (`loss_of`) and how a model is scored on held-out data (`validate`); `fit`
+owns the rest: particle-budget batches per epoch (seeded, so a resumed run replays them), gradient accumulation,
+clipping, the schedule, the progress bar, ``metrics.jsonl`` and TensorBoard (`MetricsLog`), ``best/`` and
+``last/`` (with trainer state, every epoch and every ``save_every_steps`` steps), early stopping in the metric's
+direction, quarantine of files that crash a decoder worker (on every later epoch and after a resume), and resume to
+the exact batch: an epoch cut by ``max_steps`` is not finished, so ``--resume`` with a larger budget continues
+inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tubelet.data.dataset import budget_batches
+from tubelet.data.loader import iterate_batches
+from tubelet.errors import DataError
+from tubelet.tasks.base import StepLoss
+from tubelet.train.metrics_log import MetricsLog
+
+log = logging.getLogger("tubelet.train")
+
+
+@dataclass
+class Schedule:
+    """The loop's budget, from a run's config: how many epochs, steps and particles, how to step."""
+
+    epochs: int
+    batch_particles: int
+    max_clips_per_batch: int | None = None
+    accum_steps: int = 1
+    grad_clip: float | None = 1.0
+    max_steps: int | None = None
+    save_every_steps: int = 0
+    early_stopping: int | None = None
+    seed: int = 0
+    workers: int = 0
+
+    @classmethod
+    def of(cls, cfg) -> Schedule:
+        """The schedule fields of any run config (fields it lacks keep their defaults)."""
+        names = cls.__dataclass_fields__
+        return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
+
+
+def loop_state() -> dict:
+    """The progress of a run that has not started: every key the loop keeps (and resume restores)."""
+    return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0, "skipped": []}
+
+
+def epoch_batches(estimates: list[int], schedule: Schedule, epoch: int, exclude=frozenset()) -> list[list[int]]:
+    """The batches (item indices) of one epoch: shuffled per (seed, epoch), each within the particle budget."""
+    return budget_batches(
+        estimates,
+        schedule.batch_particles,
+        shuffle=True,
+        seed=schedule.seed,
+        epoch=epoch,
+        max_clips=schedule.max_clips_per_batch,
+        exclude=exclude,
+    )
+
+
+def steps_in(batches: list[list[int]], accum_steps: int) -> int:
+    return math.ceil(len(batches) / accum_steps)
+
+
+def total_steps(estimates: list[int], schedule: Schedule) -> tuple[int, int]:
+    """(optimizer steps of the whole run, steps of one epoch) for the schedule."""
+    per_epoch = [steps_in(epoch_batches(estimates, schedule, e), schedule.accum_steps) for e in range(schedule.epochs)]
+    total = sum(per_epoch)
+    if schedule.max_steps is not None:
+        total = min(total, schedule.max_steps)
+    return total, per_epoch[0]
+
+
+def optimizer_step(module: torch.nn.Module, optimizer, scheduler, grad_clip: float | None) -> float:
+    """Clip the global gradient norm (None: measure only), step the optimizer and the schedule; the norm."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf) if params else torch.zeros(())
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return float(norm)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` evaluations without improvement, in the metric's direction."""
+
+    patience: int | None
+    best: float | None = None
+    bad_epochs: int = 0
+    higher_is_better: bool = True
+
+    def update(self, value: float) -> bool:
+        """Record a new value; True when it is the best so far."""
+        better = self.best is None or (value > self.best if self.higher_is_better else value < self.best)
+        if better:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+
+def fit(
+    module: torch.nn.Module,
+    dataset,
+    *,
+    schedule: Schedule,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    steps: int,
+    state: dict,
+    loss_of: Callable[..., StepLoss | None],
+    save: Callable[[str, bool], Path],
+    out: Path,
+    validate: Callable[[dict], dict | None] | None = None,
+    metric: str = "loss",
+    higher_is_better: bool = False,
+    on_epoch_end: Callable[[int], dict] | None = None,
+    name: str = "",
+    data: str = "",
+) -> dict:
+    """Train `module` on `dataset` until `steps` optimizer steps, ``schedule.epochs`` or early stopping.
+
+    Args:
+        module: what trains (the model, or its LoRA wrapper); ``train()`` is set each epoch.
+        dataset: a `tubelet.data.dataset.ClipDataset` (or subclass): ``set_epoch``, ``estimates``,
+            ``item_indices_of``.
+        steps: the run's optimizer steps (`total_steps`), the schedule's length.
+        state: `loop_state()`, or the state a resume restored; updated in place and saved in ``last/``.
+        loss_of: ``loss_of(batch, epoch, index)`` -> `StepLoss`, or None when the batch has nothing to learn from.
+        save: ``save(name, with_trainer)`` writes ``out/name`` (``best`` without, ``last`` with trainer state).
+        validate: ``validate(epoch_summary)`` -> metrics holding `metric` (None: nothing to judge this epoch);
+            None: no validation, ``best/`` is the last weights.
+        metric, higher_is_better: what picks ``best/`` and drives early stopping.
+        on_epoch_end: ``on_epoch_end(epoch)`` -> more keys for the epoch's line (e.g. pictures).
+        name: the arm's name, on the progress bar and each epoch's line (empty: one model).
+        data: the data's name, for the error when nothing decodes.
+
+    Returns:
+        ``steps``, ``epochs_run``, ``best_val_<metric>`` and ``skipped`` ([{path, reason}]). A resumed run that
+        had finished trains nothing and writes no checkpoint.
+    """
+    estimates = dataset.estimates()
+    quarantine: set[int] = set()
+    for path, _ in state["skipped"]:  # files that crashed a worker before a resume stay out
+        quarantine.update(dataset.item_indices_of(path))
+    stopper = EarlyStopping(schedule.early_stopping, state["best"], state["bad_epochs"], higher_is_better)
+    metrics_log = MetricsLog(out)
+    accum = schedule.accum_steps
+    trained = False
+
+    def on_crash(path: str, reason: str) -> None:
+        state["skipped"].append((path, reason))
+        quarantine.update(dataset.item_indices_of(path))
+
+    for epoch in range(state["epoch"], schedule.epochs):
+        if state["step"] >= steps or stopper.should_stop:
+            break
+        trained = True
+        dataset.set_epoch(epoch)
+        batches = epoch_batches(estimates, schedule, epoch, quarantine)
+        skip = state["batch_in_epoch"]  # batches of this epoch trained on before a resume
+        module.train()
+        prefix = f"{name} " if name else ""
+        progress = tqdm(
+            total=len(batches), initial=skip, desc=f"{prefix}epoch {epoch + 1}/{schedule.epochs}", unit="batch",
+            dynamic_ncols=True, disable=None,
+        )  # fmt: skip
+        clips, weight_sum, loss_sum, started = 0, 0, 0.0, time.perf_counter()
+        step_weight, step_loss, step_logs = 0, 0.0, {}  # over the batches of one optimizer step
+        finished = True
+        for i, batch in enumerate(
+            iterate_batches(dataset, batches[skip:], workers=schedule.workers, on_crash=on_crash), start=skip
+        ):
+            for item in batch.failed:
+                log.warning("skipping %s: %s", item.path, item.error)
+                on_crash(item.path, item.error)
+            result = loss_of(batch, epoch, i) if batch.packed is not None else None
+            if result is not None:
+                (result.loss / accum).backward()
+                value = result.loss.item()
+                clips += result.clips
+                weight_sum += result.weight
+                loss_sum += value * result.weight
+                step_weight += result.weight
+                step_loss += value * result.weight
+                step_logs = result.logs
+            progress.update(1)
+            if (i + 1) % accum and i + 1 != len(batches):
+                continue
+            if step_weight == 0:  # every clip of these batches failed to decode: nothing to learn from
+                continue
+            grad_norm = optimizer_step(module, optimizer, scheduler, schedule.grad_clip)
+            state["step"], state["batch_in_epoch"] = state["step"] + 1, i + 1
+            rate = clips / max(time.perf_counter() - started, 1e-9)
+            progress.set_postfix(loss=f"{loss_sum / max(weight_sum, 1):.4f}", clips_s=f"{rate:.1f}")
+            metrics_log.write(
+                "train", state["step"], loss=step_loss / step_weight, lr=scheduler.get_last_lr()[0],
+                grad_norm=grad_norm, clips_per_s=rate, epoch=epoch, **step_logs,
+            )  # fmt: skip
+            step_weight, step_loss = 0, 0.0
+            if schedule.save_every_steps and state["step"] % schedule.save_every_steps == 0:
+                save("last", True)
+            if state["step"] >= steps and i + 1 < len(batches):
+                finished = False  # the budget ended inside this epoch: a resume continues from this batch
+                break
+        progress.close()
+        if clips == 0 and skip < len(batches):
+            raise DataError(f"{data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
+        if finished:
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        line = {"arm": name} if name else {}
+        line.update(
+            epoch=epoch + 1,
+            train_loss=round(loss_sum / max(weight_sum, 1), 5),
+            clips_per_s=round(clips / max(time.perf_counter() - started, 1e-9), 2),
+        )
+        if validate is not None:
+            metrics = validate({"train_loss": loss_sum / weight_sum if weight_sum else None, "epoch": epoch + 1})
+            if metrics is not None:
+                improved = stopper.update(metrics[metric])
+                state["best"], state["bad_epochs"] = stopper.best, stopper.bad_epochs
+                numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                line.update({f"val_{k}": round(v, 4) for k, v in numbers.items() if k != "num_samples"})
+                metrics_log.write("val", state["step"], epoch=epoch + 1, **numbers)
+                if improved:
+                    best = save("best", False)
+                    (Path(best) / "val_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        save("last", True)
+        if on_epoch_end is not None:
+            line.update(on_epoch_end(epoch + 1))
+        print(json.dumps(line), flush=True)
+        if stopper.should_stop:
+            log.info("early stopping: no %s improvement in %d validations", metric, stopper.bad_epochs)
+    if trained and (validate is None or not (out / "best").exists()):
+        save("best", False)  # nothing to choose by: the last weights are the best we know
+    metrics_log.close()
+    return {
+        "steps": state["step"],
+        "epochs_run": state["epoch"],
+        f"best_val_{metric}": stopper.best,
+        "skipped": [{"path": p, "reason": r} for p, r in state["skipped"]],
+    }

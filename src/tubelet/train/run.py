@@ -1,0 +1,188 @@
+"""A training run of any task: data -> per arm (model -> what trains -> optimizer -> (resume) -> `fit`) -> summary.
+
+``tubelet finetune --task NAME`` and ``tubelet pretrain`` (task ``reconstruction``) both come here. The task
+(`tubelet.tasks.base.Task`) says what the data, the model, the loss, the metrics and the report are; this module
+does the same set-up for all of them: seeds, ``RUN/config.json``, the preprocessing a checkpoint brings (sampling
+flags applied on top), freeze and LoRA (`trainable_module`), layer-decayed parameter groups, the warmup + cosine
+schedule over the run's real step count, resume from ``last/`` and saving through `tubelet.models.save`.
+
+A task may train several arms with the same data, seed and budget (the single-modality ablations of a fused model,
+VQA's question-only arm): each is a model of its own under ``RUN/ablation/NAME``, resumed from its own ``last/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from tubelet.data.transforms import Augment, Preprocessing
+from tubelet.errors import ConfigError
+from tubelet.nn.device import resolve_device
+from tubelet.tasks.base import Arm, Built, Prepared, Task, get_task
+from tubelet.train.config import to_dict
+from tubelet.train.fit import Schedule, fit, loop_state, total_steps
+from tubelet.train.lora import add_lora, deployable
+from tubelet.train.optim import ENCODER_KEEP, apply_freeze, build_optimizer, param_groups, warmup_cosine
+from tubelet.train.resume import resume, trainer_state
+from tubelet.train.seed import seed_everything
+
+log = logging.getLogger("tubelet.train")
+
+
+def run_task(cfg, task: Task | None = None) -> dict:
+    """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``."""
+    task = task or get_task(cfg.task_name)
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    seed_everything(cfg.seed)
+    prepared = task.prepare(cfg, out)
+    arms = task.arms(cfg, prepared)
+    summaries = {}
+    for arm in arms:
+        if len(arms) > 1:
+            log.info("training arm %s (%s)", arm.name, ", ".join(arm.modalities))
+        summaries[arm.name] = train_arm(task, cfg, prepared, arm, named=len(arms) > 1)
+    result = task.finish(cfg, prepared, arms, summaries)
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = False) -> dict:
+    """Train one model of the run (`arm`) into ``arm.out/best`` and ``arm.out/last``; its `fit` summary.
+
+    Args:
+        named: the run trains several arms: progress and epoch lines carry the arm's name.
+    """
+    seed_everything(cfg.seed)  # every arm starts from the same seed: equal budget, same batches
+    device = resolve_device(cfg.device)
+    built = task.build(cfg, prepared, arm)
+    arm.out.mkdir(parents=True, exist_ok=True)
+    if built.load_report is not None:
+        (arm.out / "load_report.json").write_text(json.dumps(built.load_report, indent=2) + "\n")
+    model = built.model.to(device)
+    pre = preprocessing_for(cfg, built.tubelet, built.preprocessing)
+    adapted = trainable_module(model, cfg, keep=built.keep, tower=built.tower, fresh=built.preprocessing is None)
+    extra = nn.ModuleDict(built.extra).to(device) if built.extra else None
+    module = nn.ModuleDict({"model": adapted, **built.extra}) if extra is not None else adapted  # what trains
+    depth_of = model.block_index if extra is None else None
+    groups = param_groups(
+        module, weight_decay=cfg.weight_decay, layer_decay=getattr(cfg, "layer_decay", 1.0), depth_of=depth_of
+    )
+    optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
+    augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
+    train_set = task.dataset(prepared.train, pre, task.reads(prepared, arm), augment=augment, seed=cfg.seed)
+    schedule = Schedule.of(cfg)
+    steps, per_epoch = total_steps(train_set.estimates(), schedule)
+    warmup = round(cfg.warmup_epochs * per_epoch)
+    scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=steps, min_ratio=cfg.min_lr_ratio)
+
+    state = loop_state()
+    if cfg.resume:
+        resume(arm.out / "last", module=module, optimizer=optimizer, scheduler=scheduler, state=state)
+    sizes = [sum(p.numel() for p in module.parameters() if p.requires_grad or every) / 1e6 for every in (True, False)]
+    log.info(
+        "%s: %s on %d items, %d steps on %s; %.2fM parameters, %.2fM trainable",
+        arm.name, cfg.model, len(train_set), steps, device, *sizes,
+    )  # fmt: skip
+    extras = task.checkpoint_extras(prepared, arm)
+    args = {**to_dict(cfg), "task": task.name, "arm_modalities": list(arm.modalities)}
+
+    def save(name: str, with_trainer: bool) -> Path:
+        from tubelet.models import save as save_model
+
+        trainer = None
+        if with_trainer:  # the training module's own state too when it is not the saved model (LoRA, decoder)
+            trainer = trainer_state(optimizer, scheduler, state, module=module if module is not model else None)
+        return save_model(
+            arm.out / name,
+            deployable(adapted),
+            preprocessing=pre,
+            training_args=args,
+            trainer=trainer,
+            decoder=built.extra.get("decoder"),
+            **extras,
+        )
+
+    metric = cfg.metric if getattr(cfg, "metric", None) else next(iter(task.metrics))
+    if metric not in task.metrics:
+        raise ConfigError(f"metric: task {task.name} measures {', '.join(task.metrics)}, not {metric!r}")
+
+    def validate(epoch: dict) -> dict | None:
+        return task.validate(model, prepared, arm, pre, cfg=cfg, device=device, train_loss=epoch["train_loss"])
+
+    def loss_of(batch, epoch: int, index: int):
+        return task.loss(
+            module, batch, cfg=cfg, prepared=prepared, arm=arm, pre=pre, epoch=epoch, index=index, device=device
+        )
+
+    return fit(
+        module, train_set, schedule=schedule, optimizer=optimizer, scheduler=scheduler, steps=steps, state=state,
+        loss_of=loss_of, save=save, out=arm.out, validate=validate, metric=metric,
+        higher_is_better=task.metrics[metric], name=arm.name if named else "",
+        data=cfg.data,
+        on_epoch_end=lambda e: task.on_epoch_end(module, prepared, arm, pre, cfg=cfg, device=device, epoch=e),
+    )  # fmt: skip
+
+
+def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | None) -> Preprocessing:
+    """The checkpoint's preprocessing (`base`, or the defaults for a fresh model) with the run's sampling, resizing
+    and pruning; the model's tubelet, which no run can change."""
+    if cfg.tubelet is not None and tuple(cfg.tubelet) != tuple(tubelet):
+        raise ConfigError(f"tubelet: {cfg.model} was trained with {'x'.join(map(str, tubelet))}; it cannot change")
+    pre = replace(
+        base or Preprocessing(),
+        tubelet=tuple(tubelet),
+        sample_fps=cfg.sample_fps,
+        clip_seconds=cfg.clip_seconds,
+        size=cfg.size,
+        max_long_side=cfg.max_long_side,
+        prune_threshold=cfg.prune_threshold,
+    )
+    check_fits(pre)
+    return pre
+
+
+def check_fits(pre: Preprocessing) -> None:
+    """A tubelet larger than every clip would make every clip fail: say so before training starts."""
+    t, p, q = pre.tubelet
+    name = "x".join(map(str, pre.tubelet))
+    frames = round(pre.clip_seconds * pre.sample_fps) if pre.sample_fps is not None else None
+    if frames is not None and frames < t:
+        raise ConfigError(
+            f"tubelet: {name} needs {t} frames per clip but clip_seconds x sample_fps gives {frames}; "
+            "raise clip_seconds or sample_fps"
+        )
+    if pre.size is not None and pre.size < max(p, q):
+        raise ConfigError(f"tubelet: {name} is larger than frames resized to a {pre.size}-px short side")
+
+
+def trainable_module(
+    model: nn.Module, cfg, *, keep: tuple[str, ...] = ENCODER_KEEP, tower: str = "", fresh: bool = False
+) -> nn.Module:
+    """What a fine-tuning run trains: ``cfg.freeze`` applied to `model` (or its `tower`), and LoRA for ``cfg.peft``.
+
+    LoRA trains adapters in place of the blocks, so with ``--peft lora`` the freeze spec names what trains in full
+    beside them, ``none`` read as ``backbone``: `keep` (a head, and what the model adds to a video encoder), and with
+    ``top:K`` the last K blocks and the final norm too. Everything outside `tower` trains. A config without
+    ``freeze``/``peft`` fields (pretraining) trains the whole model.
+
+    Returns:
+        The module to train: `model` itself, or its peft wrapper (save `tubelet.train.lora.deployable` of it).
+    """
+    freeze, peft = getattr(cfg, "freeze", "none"), getattr(cfg, "peft", "none")
+    spec = "backbone" if peft == "lora" and freeze == "none" else freeze
+    apply_freeze(model.get_submodule(tower), spec, keep=keep)
+    if fresh and spec != "none":
+        log.warning("freeze=%s peft=%s on %s: the frozen blocks keep their random weights", spec, peft, cfg.model)
+    if peft == "none":
+        return model
+    return add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, tower=tower)
+
+
+__all__ = ["Built", "check_fits", "preprocessing_for", "run_task", "train_arm", "trainable_module"]
