@@ -13,17 +13,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tubelet import models
 from tubelet.data.dataset import ClipDataset, budget_batches
 from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.registry import model_names
-from tubelet.recipes.common import LoadedModel, checkpoint_config, evaluate_classifier, load_model, trainable_module
+from tubelet.recipes.common import evaluate_classifier, trainable_module
 from tubelet.recipes.fusion import finetune_fusion, parse_modalities
 from tubelet.recipes.retrieval import finetune_retrieval
 from tubelet.recipes.vqa import finetune_vqa
 from tubelet.tasks.classification import classification_loss
-from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
 from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import EarlyStopping, autocast, optimizer_step, resolve_device, seed_everything, steps_in
@@ -171,10 +171,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
         if with_trainer:
             module = train_module if train_module is not model else None
             trainer = trainer_state(optimizer, scheduler, state, module=module)
-        checkpoint.save_checkpoint(
+        models.save(
             out / name,
-            model=deployable(train_module),
-            config=checkpoint_config(model, pre),
+            deployable(train_module),
+            preprocessing=pre,
             labels=labels,
             training_args=to_dict(cfg),
             trainer=trainer,
@@ -320,10 +320,10 @@ def _load_val(cfg: FinetuneConfig, labels: list[str]) -> VideoDataset | None:
     return replace(val, labels=labels)
 
 
-def _build_model(cfg: FinetuneConfig, labels: list[str]) -> LoadedModel:
+def _build_model(cfg: FinetuneConfig, labels: list[str]) -> models.Loaded:
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
     if Path(cfg.model).is_dir() or cfg.model not in model_names():  # a checkpoint: a directory or a hub id
-        loaded = load_model(cfg.model, **runtime)
+        loaded = models.load(cfg.model, kind="encoder", **runtime)
         if loaded.labels != labels:
             loaded.model.reset_head(len(labels))
         return loaded
@@ -331,12 +331,12 @@ def _build_model(cfg: FinetuneConfig, labels: list[str]) -> LoadedModel:
     if cfg.tubelet is not None:
         fresh["tubelet"] = tuple(cfg.tubelet)
     try:
-        return load_model(cfg.model, **fresh)
+        return models.load(cfg.model, **fresh)
     except ValueError as exc:
         raise ConfigError(f"model {cfg.model}: {exc}") from exc
 
 
-def preprocessing_for(cfg, loaded: LoadedModel) -> Preprocessing:
+def preprocessing_for(cfg, loaded: models.Loaded) -> Preprocessing:
     """The model's preprocessing with the run's sampling, resizing and pruning (a FinetuneConfig or PretrainConfig)."""
     tubelet = loaded.model.config.tubelet
     if cfg.tubelet is not None and tuple(cfg.tubelet) != tuple(tubelet):
