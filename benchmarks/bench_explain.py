@@ -30,6 +30,7 @@ import yaml
 
 from benchmarks.bench_pretrain import run_cached
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
+from tubelet import models
 from tubelet.data.dataset import to_particles
 from tubelet.data.manifest import read_manifest
 from tubelet.data.sample import load_scenes, object_box
@@ -41,7 +42,6 @@ from tubelet.explain import (
     randomized_model,
     rank_correlation,
 )
-from tubelet.recipes.common import load_model
 from tubelet.recipes.explain import decode_window
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     root = work_dir() / "explain"
     data = cached_sample_data(work_dir() / "pretrain" / "sample", 24, 0)
     checkpoint = train_classifier(root, data)
-    loaded = load_model(str(checkpoint))
+    loaded = models.load(checkpoint)
     model, pre, labels = loaded.model.eval(), loaded.preprocessing, loaded.labels
     random_model = randomized_model(model, seed=0)
     scenes = load_scenes(data)

@@ -38,10 +38,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
+from tubelet import models
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import load_dataset
 from tubelet.io import decode, write_video
-from tubelet.recipes.common import check_labels, load_model
+from tubelet.recipes.common import check_labels
 from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train.config import to_dict
@@ -127,7 +128,7 @@ def _same_config(saved: dict, wanted: dict) -> bool:
 
 def correct_per_clip(checkpoint: Path, data: Path, views: int) -> np.ndarray:
     """(clips,) bool: is each test clip's prediction right, scored as `evaluate` does (views averaged)."""
-    loaded = load_model(str(checkpoint))
+    loaded = models.load(checkpoint)
     dataset = check_labels(load_dataset(str(data), split="test"), loaded.labels, str(checkpoint))
     windows = view_windows([info.duration_s for info in dataset.infos], loaded.preprocessing.clip_seconds, views)
     clips = ClipDataset(dataset, loaded.preprocessing, windows=windows)
@@ -142,7 +143,7 @@ def correct_per_clip(checkpoint: Path, data: Path, views: int) -> np.ndarray:
 def test_set_stats(data: Path, checkpoint: Path) -> dict:
     """Particles and time positions of each test clip's centred window, under the checkpoint's preprocessing."""
     dataset = load_dataset(str(data), split="test")
-    pre = load_model(str(checkpoint)).preprocessing
+    pre = models.load(checkpoint).preprocessing
     windows = view_windows([info.duration_s for info in dataset.infos], pre.clip_seconds, 1)
     clips = ClipDataset(dataset, pre, windows=windows)
     kept, total, t_max, ti_max, tubelet_s = [], [], [], [], []

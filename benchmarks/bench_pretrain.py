@@ -36,10 +36,10 @@ import torch
 
 import tubelet
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
+from tubelet import models
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import load_dataset
 from tubelet.particles import pack
-from tubelet.recipes.common import load_model
 from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
@@ -136,11 +136,11 @@ def feature_probe(root: Path, data: Path, variants: list[str], seeds: list[int])
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    encoders = {f"pretrained ({name})": load_model(str(root / f"pre_{name}" / "best")).model for name in variants}
-    pre = load_model(str(root / f"pre_{variants[0]}" / "best")).preprocessing
+    encoders = {f"pretrained ({name})": models.load(root / f"pre_{name}" / "best").model for name in variants}
+    pre = models.load(root / f"pre_{variants[0]}" / "best").preprocessing
     for seed in seeds:
         torch.manual_seed(seed)
-        encoders[f"random init (seed {seed})"] = load_model("micro", num_classes=0).model
+        encoders[f"random init (seed {seed})"] = models.load("micro", num_classes=0).model
     train_p, train_y = clip_particles(data, "few_train", pre)
     test_p, test_y = clip_particles(data, "test", pre)
     rows = []

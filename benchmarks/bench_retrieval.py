@@ -30,10 +30,11 @@ from benchmarks.common import (
     work_dir,
     write_section,
 )
+from tubelet import models
 from tubelet.data.sample_av import generate_av
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.retrieval import LoadedRetrieval, _split_pairs, evaluate_retrieval, load_retrieval
+from tubelet.recipes.retrieval import _split_pairs, evaluate_retrieval
 from tubelet.tasks.retrieval import KS
 
 DIRECTIONS = ("video_to_text", "text_to_video")
@@ -102,10 +103,10 @@ def _train_and_score(data, settings: dict, seed: int) -> dict:
     summary = finetune(FinetuneConfig(data=str(data), out=str(out), seed=seed, **settings))
     minutes = (time.perf_counter() - started) / 60
     trained = json.loads((out / "report" / "report.json").read_text())
-    best = load_retrieval(out / "best")
+    best = models.load(out / "best", kind="retrieval")
     torch.manual_seed(seed)
-    untrained = LoadedRetrieval(
-        RetrievalModel(best.model.video_config, best.model.config), best.preprocessing, best.tokenizer
+    untrained = models.Loaded(
+        RetrievalModel(best.model.video_config, best.model.config), best.preprocessing, tokenizer=best.tokenizer
     )
     test = _split_pairs(str(data), "test", best.tokenizer)
     random_init = evaluate_retrieval(untrained, *test, budget=4096, device=torch.device("cpu"))

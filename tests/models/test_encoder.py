@@ -390,16 +390,16 @@ def test_interleaved_rope_checkpoints_load_to_the_same_function(tmp_path, monkey
 
 def test_a_checkpoint_marked_interleaved_is_converted_when_loaded(tmp_path):
     from tubelet.data.transforms import Preprocessing
+    from tubelet.models import checkpoint_config, load
     from tubelet.models.encoder import interleaved_to_half
-    from tubelet.recipes.common import checkpoint_config, load_model
     from tubelet.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = Encoder(model_config("test", num_classes=2))
-    config = checkpoint_config(model, Preprocessing())
+    config = checkpoint_config(model, preprocessing=Preprocessing())
     config["encoder"]["rope_layout"] = "interleaved"  # as if written by the code before rotate-half
     save_checkpoint(tmp_path / "old", model=model, config=config, labels=["a", "b"])
-    loaded = load_model(str(tmp_path / "old")).model
+    loaded = load(str(tmp_path / "old")).model
     interleaved_to_half(model)
     assert loaded.config.rope_layout == "half"
     for name, tensor in model.state_dict().items():

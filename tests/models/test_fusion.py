@@ -6,12 +6,12 @@ import torch
 
 from tubelet.data.av_dataset import AudioPreprocessing
 from tubelet.data.transforms import Preprocessing
+from tubelet.models import checkpoint_config, load
 from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.particles.modalities import merge, pack_modalities
 from tubelet.particles.structure import AUDIO, TEXT, VIDEO, Particles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import trainable_module
-from tubelet.recipes.fusion import fusion_checkpoint_config, load_fusion
 from tubelet.train import checkpoint
 from tubelet.train.lora import deployable
 
@@ -92,7 +92,7 @@ def test_attention_never_crosses_clips_of_the_merged_batch():
 def test_modality_subset_drops_the_other_modality(kept, dropped):
     m = model((kept,))
     batch = pack_modalities(clips())
-    features, merged = m.forward_features(batch)
+    features, merged = m.forward_features(batch), m.layout(batch)
     assert len(features) == len(batch.parts[kept])  # only its particles entered the sequence
     assert set(merged.modality.tolist()) == {VIDEO if kept == "video" else AUDIO}
     noisy = pack_modalities(clips())
@@ -127,7 +127,7 @@ def test_every_parameter_gets_a_gradient_and_text_joins_the_sequence():
     batch = pack_modalities(data)
     m(batch).sum().backward()
     assert [name for name, p in m.named_parameters() if p.grad is None] == []
-    _, merged = m.forward_features(batch)
+    merged = m.layout(batch)
     assert (merged.modality == TEXT).sum() == 6 and merged.cu_seqlens.tolist() == [0, 17, 42]
 
 
@@ -136,9 +136,12 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     batch = pack_modalities(clips())
     pre, audio_pre = Preprocessing(tubelet=(2, 4, 4)), AudioPreprocessing(patch=(4, 4), n_mels=8)
     checkpoint.save_checkpoint(
-        tmp_path / "ckpt", model=m, config=fusion_checkpoint_config(m, pre, audio_pre), labels=["a", "b", "c"]
+        tmp_path / "ckpt",
+        model=m,
+        config=checkpoint_config(m, preprocessing=pre, audio=audio_pre),
+        labels=["a", "b", "c"],
     )
-    loaded = load_fusion(tmp_path / "ckpt")
+    loaded = load(tmp_path / "ckpt")
     assert loaded.model.config == m.config and loaded.audio == audio_pre and loaded.labels == ["a", "b", "c"]
     assert torch.equal(loaded.model.eval()(batch), m(batch))
 
@@ -207,7 +210,9 @@ def test_lora_trains_adapters_and_new_parts_and_saves_them_merged_into_a_plain_c
 
     pre, audio_pre = Preprocessing(tubelet=(2, 4, 4)), AudioPreprocessing(patch=(4, 4), n_mels=8)
     merged = deployable(wrapped)
-    checkpoint.save_checkpoint(tmp_path / "ckpt", model=merged, config=fusion_checkpoint_config(m, pre, audio_pre))
+    checkpoint.save_checkpoint(
+        tmp_path / "ckpt", model=merged, config=checkpoint_config(m, preprocessing=pre, audio=audio_pre)
+    )
     saved = checkpoint.load_state_dict(tmp_path / "ckpt")
     assert saved.keys() == base.keys()  # no adapter keys: loads without peft
     for key, before in base.items():
@@ -216,7 +221,7 @@ def test_lora_trains_adapters_and_new_parts_and_saves_them_merged_into_a_plain_c
             assert 0 < torch.linalg.matrix_rank(delta, atol=1e-6) <= r, key  # the low-rank update, merged
         else:
             assert torch.equal(delta, torch.zeros_like(delta)), key
-    loaded = load_fusion(tmp_path / "ckpt")
+    loaded = load(tmp_path / "ckpt")
     assert torch.allclose(loaded.model.eval()(batch), adapted, atol=1e-5)
     assert torch.allclose(merged.eval()(batch), adapted, atol=1e-5)
     assert any("lora_A" in n for n, _ in wrapped.named_parameters())  # merged into a copy: training goes on

@@ -8,12 +8,13 @@ import torch
 
 from tubelet.data.text import encode, train_tokenizer
 from tubelet.data.transforms import Preprocessing
+from tubelet.models import Loaded, load, save
 from tubelet.models.registry import model_config
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.tokenize import tokenize
 from tubelet.recipes.common import trainable_module
-from tubelet.recipes.retrieval import LoadedRetrieval, caption_batch, load_retrieval, save_retrieval
+from tubelet.recipes.retrieval import caption_batch
 from tubelet.tasks.retrieval import chance_recall, info_nce, recall_at_k, retrieval_metrics
 
 CAPTIONS = ["a red disc moves left", "a blue square stays still while a low tone plays", "something beeps"]
@@ -98,8 +99,8 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
     with torch.no_grad():
         model.logit_scale.fill_(3.0)
     pre = Preprocessing(tubelet=(2, 8, 8), size=16)
-    save_retrieval(tmp_path / "ckpt", LoadedRetrieval(model, pre, tokenizer))
-    loaded = load_retrieval(tmp_path / "ckpt")
+    save(tmp_path / "ckpt", Loaded(model, pre, tokenizer=tokenizer))
+    loaded = load(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "tokenizer.json").is_file()
     assert loaded.tokenizer.encode(CAPTIONS[0]).ids == tokenizer.encode(CAPTIONS[0]).ids
     assert loaded.preprocessing == pre and loaded.model.logit_scale.item() == 3.0

@@ -1,7 +1,7 @@
 """Hugging Face VideoMAE checkpoints imported into the particle encoder.
 
 Tiny random transformers models (dim 32, 2 blocks, 32 px, 4 frames) are saved with ``save_pretrained`` and imported
-with `load_model`; features and logits must match transformers on the same pixels. Every parameter is random
+with `tubelet.models.load`; features and logits must match transformers on the same pixels. Every parameter is random
 (norms, q/v biases included), so a tensor mapped to the wrong place, transposed or left at zero shows.
 """
 
@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from tubelet.data.sample import generate
 from tubelet.errors import ConfigError
+from tubelet.models import load
 from tubelet.models.videomae import IMAGENET_MEAN, IMAGENET_STD, load_videomae
 from tubelet.particles import pack, tokenize
-from tubelet.recipes.common import load_model
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train import checkpoint
 
@@ -110,7 +110,7 @@ def features_of(model, pixels):
 @pytest.mark.parametrize("use_mean_pooling", [True, False])
 def test_videomae_model_features_match_transformers(tmp_path, use_mean_pooling):
     hf = save_hf(tmp_path, "VideoMAEModel", use_mean_pooling=use_mean_pooling)
-    loaded = load_model(str(tmp_path))
+    loaded = load(str(tmp_path))
     model = loaded.model.eval()
     assert model.config.positions == "videomae" and model.config.norm_eps == 1e-12 and model.num_classes == 0
     assert model.config.final_norm == ("pooled" if use_mean_pooling else "tokens")
@@ -127,7 +127,7 @@ def test_videomae_model_features_match_transformers(tmp_path, use_mean_pooling):
 def test_classifier_logits_match_transformers(tmp_path):
     id2label = dict(enumerate(LABELS))
     hf = save_hf(tmp_path, "VideoMAEForVideoClassification", id2label=id2label)
-    loaded = load_model(str(tmp_path))
+    loaded = load(str(tmp_path))
     model = loaded.model.eval()
     assert loaded.labels == LABELS and model.num_classes == 3
     assert model.config.final_norm == "pooled" and model.config.final_norm_eps == 1e-5
@@ -159,7 +159,7 @@ def test_pretraining_checkpoint_imports_its_encoder_and_names_the_decoder_keys_i
 def test_uint8_frames_through_the_imported_preprocessing_match_transformers(tmp_path):
     hf = save_hf(tmp_path, "VideoMAEModel")
     write_processor(tmp_path)
-    loaded = load_model(str(tmp_path))
+    loaded = load(str(tmp_path))
     pre = loaded.preprocessing
     frames = video(5)
     ours_particles = tokenize(frames, timestamps=np.arange(4) / 8.0, tubelet=pre.tubelet, mean=pre.mean, std=pre.std)
@@ -171,23 +171,23 @@ def test_uint8_frames_through_the_imported_preprocessing_match_transformers(tmp_
 
 def test_encoder_keys_with_the_videomae_prefix_load_the_same(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
-    plain = load_model(str(tmp_path)).model.eval()
+    plain = load(str(tmp_path)).model.eval()
     rewrite_weights(tmp_path, lambda t: t.update({f"videomae.{k}": t.pop(k) for k in list(t)}))
-    prefixed = load_model(str(tmp_path)).model.eval()
+    prefixed = load(str(tmp_path)).model.eval()
     pixels = normalized(video(6))
     assert torch.equal(features_of(plain, pixels), features_of(prefixed, pixels))
 
 
 def test_query_bias_spelling_of_transformers_5_loads_the_same(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
-    before = load_model(str(tmp_path)).model.state_dict()
+    before = load(str(tmp_path)).model.state_dict()
 
     def rename(tensors):
         for key in [k for k in tensors if k.endswith(("q_bias", "v_bias"))]:
             tensors[key.replace("q_bias", "query.bias").replace("v_bias", "value.bias")] = tensors.pop(key)
 
     rewrite_weights(tmp_path, rename)
-    after = load_model(str(tmp_path)).model.state_dict()
+    after = load(str(tmp_path)).model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -195,7 +195,7 @@ def test_packed_clips_of_other_sizes_and_pruned_clips_run_as_alone(tmp_path):
     # Each particle's flat index comes from its own clip's grid, so packing changes nothing; a pruned clip runs
     # (its particles keep the index of the tubelet that opened their run).
     save_hf(tmp_path, "VideoMAEModel")
-    model = load_model(str(tmp_path)).model.eval()
+    model = load(str(tmp_path)).model.eval()
     still = video(8, frames=6, size=48)
     still[1:4] = still[0]
     clips = [
@@ -220,19 +220,19 @@ def test_qkv_bias_is_q_bias_zeros_v_bias(tmp_path):
         saved.get(f"{layer}q_bias", saved.get(f"{layer}query.bias")),
         saved.get(f"{layer}v_bias", saved.get(f"{layer}value.bias")),
     )
-    bias = load_model(str(tmp_path)).model.blocks[1].attn.qkv.bias.detach()
+    bias = load(str(tmp_path)).model.blocks[1].attn.qkv.bias.detach()
     assert torch.equal(bias, torch.cat([q, torch.zeros(32), v])) and q.abs().min() > 0
 
 
 def test_zeroing_q_bias_in_the_file_changes_the_features(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
     pixels = normalized(video(7))
-    before = features_of(load_model(str(tmp_path)).model.eval(), pixels)
+    before = features_of(load(str(tmp_path)).model.eval(), pixels)
     rewrite_weights(
         tmp_path,
         lambda t: t.update({k: torch.zeros_like(v) for k, v in t.items() if k.endswith(("q_bias", "query.bias"))}),
     )
-    after = features_of(load_model(str(tmp_path)).model.eval(), pixels)
+    after = features_of(load(str(tmp_path)).model.eval(), pixels)
     assert (before - after).abs().max() > 1e-2
 
 
@@ -243,7 +243,7 @@ def test_a_missing_key_is_an_error_naming_it(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
     rewrite_weights(tmp_path, lambda t: t.pop("encoder.layer.1.attention.attention.v_bias"))
     with pytest.raises(ConfigError, match=r"missing 1 \(encoder\.layer\.1\.attention\.attention\.v_bias\)") as error:
-        load_model(str(tmp_path))
+        load(str(tmp_path))
     assert str(tmp_path) in str(error.value)
 
 
@@ -251,7 +251,7 @@ def test_an_unexpected_key_is_an_error_naming_it(tmp_path):
     save_hf(tmp_path, "VideoMAEForVideoClassification", id2label=dict(enumerate(LABELS)))
     rewrite_weights(tmp_path, lambda t: t.update({"videomae.encoder.layer.0.extra.weight": torch.ones(3)}))
     with pytest.raises(ConfigError, match=r"unexpected 1 \(videomae\.encoder\.layer\.0\.extra\.weight\)") as error:
-        load_model(str(tmp_path))
+        load(str(tmp_path))
     assert str(tmp_path) in str(error.value)
 
 
@@ -259,7 +259,7 @@ def test_a_missing_classifier_is_an_error(tmp_path):
     save_hf(tmp_path, "VideoMAEForVideoClassification", id2label=dict(enumerate(LABELS)))
     rewrite_weights(tmp_path, lambda t: (t.pop("classifier.weight"), t.pop("fc_norm.bias")))
     with pytest.raises(ConfigError, match="missing 2 .*fc_norm.bias.*classifier.weight"):
-        load_model(str(tmp_path))
+        load(str(tmp_path))
 
 
 def test_weights_that_disagree_with_the_config_in_shape_are_an_error(tmp_path):
@@ -267,7 +267,7 @@ def test_weights_that_disagree_with_the_config_in_shape_are_an_error(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 128}))
     with pytest.raises(ConfigError, match=r"blocks\.0\.mlp\.fc1\.weight: checkpoint \(64, 32\) vs model \(128, 32\)"):
-        load_model(str(tmp_path))
+        load(str(tmp_path))
 
 
 def test_a_pickle_only_checkpoint_is_refused_without_reading_it(tmp_path):
@@ -275,13 +275,13 @@ def test_a_pickle_only_checkpoint_is_refused_without_reading_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04 not even a pickle: it must never be opened")
     with pytest.raises(ConfigError, match=r"only pickled weights \(pytorch_model\.bin\); tubelet loads safetensors"):
-        load_model(str(tmp_path))
+        load(str(tmp_path))
 
 
 def test_a_classifier_reading_the_first_token_is_refused(tmp_path):
     save_hf(tmp_path, "VideoMAEForVideoClassification", id2label=dict(enumerate(LABELS)), use_mean_pooling=False)
     with pytest.raises(ConfigError, match="use_mean_pooling=false classifies from the first patch token"):
-        load_model(str(tmp_path))
+        load(str(tmp_path))
 
 
 # --- preprocessing -------------------------------------------------------------------------------------------------
@@ -289,25 +289,25 @@ def test_a_classifier_reading_the_first_token_is_refused(tmp_path):
 
 def test_preprocessing_comes_from_the_checkpoint(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
-    pre = load_model(str(tmp_path)).preprocessing
+    pre = load(str(tmp_path)).preprocessing
     assert pre.mean == IMAGENET_MEAN and pre.std == IMAGENET_STD  # no processor file: VideoMAE's defaults
     assert pre.tubelet == (2, 16, 16) and pre.size == 32 and pre.max_long_side == 32
     assert round(pre.clip_seconds * pre.sample_fps) == 4 and pre.prune_threshold == 0.0
     write_processor(tmp_path)
-    pre = load_model(str(tmp_path)).preprocessing
+    pre = load(str(tmp_path)).preprocessing
     assert np.allclose(pre.mean, MEAN, atol=1e-12) and np.allclose(pre.std, STD, atol=1e-12)
 
 
 def test_runtime_fields_may_change_but_not_the_architecture(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
-    assert load_model(str(tmp_path), dropout=0.1, attention="dense").model.config.dropout == 0.1
+    assert load(str(tmp_path), dropout=0.1, attention="dense").model.config.dropout == 0.1
     with pytest.raises(ConfigError, match="cannot change depth"):
-        load_model(str(tmp_path), depth=1)
+        load(str(tmp_path), depth=1)
 
 
 def test_an_import_may_switch_to_rotary_positions(tmp_path):
     save_hf(tmp_path, "VideoMAEModel")
-    fixed, rope = load_model(str(tmp_path)).model.eval(), load_model(str(tmp_path), positions="rope").model.eval()
+    fixed, rope = load(str(tmp_path)).model.eval(), load(str(tmp_path), positions="rope").model.eval()
     assert rope.config.positions == "rope" and rope.config.time_mode == "seconds"
     assert all(torch.equal(v, rope.state_dict()[k]) for k, v in fixed.state_dict().items())
     pixels = normalized(video(10))
@@ -345,13 +345,13 @@ def test_finetune_from_an_imported_checkpoint(tmp_path, sample_data):
     for name in ("best", "last"):
         assert (tmp_path / "run" / name / "model.safetensors").is_file()
     assert summary["steps"] >= 1
-    reloaded = load_model(summary["best"])
+    reloaded = load(summary["best"])
     assert reloaded.model.config.positions == "videomae" and reloaded.model.num_classes == 5
     assert reloaded.preprocessing.tubelet == (2, 16, 16)
     assert np.allclose(reloaded.preprocessing.mean, MEAN) and np.allclose(reloaded.preprocessing.std, STD)
     assert checkpoint.load_labels(summary["best"]) == ["grow", "move_left", "move_right", "rotate", "static"]
     # The backbone started from the imported weights: the first block's LayerNorm moved only by one epoch's steps.
-    imported = load_model(str(hf_dir)).model.blocks[0].norm1.weight
+    imported = load(str(hf_dir)).model.blocks[0].norm1.weight
     assert (reloaded.model.blocks[0].norm1.weight - imported).abs().max() < 0.05
 
 

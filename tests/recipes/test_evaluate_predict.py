@@ -12,7 +12,7 @@ import torch
 from tubelet.data.av_dataset import MISSING_AUDIO
 from tubelet.errors import ConfigError
 from tubelet.io import write_video
-from tubelet.recipes.fusion import load_fusion
+from tubelet.models import load
 from tubelet.recipes.predict import predict
 from tubelet.recipes.vqa import evaluate_vqa, load_qa, qa_manifest, tokenize_questions
 
@@ -176,7 +176,7 @@ def test_predict_with_an_audio_only_model_and_with_silence_allowed(sound_pair, s
 
 def test_predict_answers_every_question_about_every_file_as_evaluate_vqa_does(vqa_run, av_data):
     """Each (file, question) of the test questions, one window over the whole clip, answered as the VQA report does."""
-    loaded = load_fusion(vqa_run / "best")
+    loaded = load(vqa_run / "best")
     qa = tokenize_questions(load_qa(qa_manifest(av_data, "test"), answers=loaded.labels), loaded.tokenizer)
     whole = replace(loaded, preprocessing=replace(loaded.preprocessing, clip_seconds=100.0))  # one window: all of it
     expected = evaluate_vqa(whole, qa, device=torch.device("cpu"))["predictions"]

@@ -17,10 +17,10 @@ from tubelet.data.manifest import Sample, VideoDataset
 from tubelet.errors import ConfigError, DataError
 from tubelet.explain import METHODS, class_probs
 from tubelet.io import probe
+from tubelet.models import load
 from tubelet.particles.modalities import ModalClip
 from tubelet.particles.structure import TEXT
 from tubelet.recipes.explain import explain
-from tubelet.recipes.fusion import load_fusion
 from tubelet.recipes.predict import predict, window_dataset
 
 FAST = ["model=test", "size=64", "max_long_side=96", "sample_fps=4", "clip_seconds=1", "batch_particles=400"]
@@ -173,7 +173,7 @@ def _whole_window(loaded, clip: str, question: str) -> ModalClip:
 
 def test_vqa_explanation_answers_as_predict_does_and_scores_each_token_by_removing_it(vqa_run, asked, tmp_path):
     checkpoint, (clip, question) = str(vqa_run / "best"), asked
-    loaded = load_fusion(checkpoint)
+    loaded = load(checkpoint)
     whole = dict(start=0.0, seconds=100.0, pictures=False)  # one window over all of the clip, as predict's below
     report = explain(checkpoint, clip, out=tmp_path, question=question, **whole)
     (answer,) = predict(checkpoint, [clip], questions=[question], window_seconds=100.0, topk=len(loaded.labels))

@@ -12,7 +12,7 @@ import yaml
 
 import tubelet.data.dataset as dataset_module
 from tubelet.errors import ConfigError
-from tubelet.recipes.common import load_model
+from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train import checkpoint
 from tubelet.train.config import load_config
@@ -41,7 +41,7 @@ def test_run_writes_checkpoints_metrics_and_config(tiny_data, tmp_path):
     assert sum(r["kind"] == "val" for r in records) == 2
     assert any((out / "tensorboard").iterdir())
     assert json.loads((out / "config.json").read_text())["lr"] == 3e-3
-    loaded = load_model(str(out / "best"))  # reloads cleanly, with its preprocessing
+    loaded = load(str(out / "best"))  # reloads cleanly, with its preprocessing
     assert loaded.preprocessing.clip_seconds == 1.0 and loaded.model.num_classes == 5
 
 
@@ -90,7 +90,7 @@ def test_lora_adapters_are_merged_into_a_plain_checkpoint(tiny_data, tmp_path):
     assert not any("lora" in k for k in merged)  # loads without peft
     before = checkpoint.load_state_dict(base_out / "best")
     assert not torch.equal(before["blocks.0.attn.qkv.weight"], merged["blocks.0.attn.qkv.weight"])  # merged delta
-    load_model(str(out / "best"))
+    load(str(out / "best"))
 
 
 def test_sgd_layer_decay_label_smoothing_and_accumulation_run(tiny_data, tmp_path):
@@ -199,7 +199,7 @@ def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path):
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["steps"] == reference["steps"]
     assert "resumed from" in resumed.stderr
-    load_model(str(tmp_path / "run" / "last"))
+    load(str(tmp_path / "run" / "last"))
 
 
 def test_a_tubelet_larger_than_the_clips_is_refused_up_front(tiny_data, tmp_path):

@@ -14,9 +14,9 @@ from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
+from tubelet.models import load
 from tubelet.particles.structure import VIDEO
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.fusion import load_fusion
 from tubelet.train import checkpoint
 
 FAST = [
@@ -30,8 +30,8 @@ def test_cli_trains_every_arm_and_reports_the_ablation(av_data, tmp_path, capsys
     assert main(["finetune", "--data", str(av_data), "--out", str(run), "--modalities", "video,audio", *FAST]) == 0
     for ckpt in (run / "best", run / "last", run / "ablation/video/best", run / "ablation/audio/best"):
         assert {"config.json", "model.safetensors", "labels.json"} <= set(os.listdir(ckpt))
-    assert load_fusion(run / "best").model.config.modalities == ("video", "audio")
-    assert load_fusion(run / "ablation/audio/best").model.config.modalities == ("audio",)
+    assert load(run / "best").model.config.modalities == ("video", "audio")
+    assert load(run / "ablation/audio/best").model.config.modalities == ("audio",)
     report = json.loads((run / "report/report.json").read_text())
     assert {"accuracy", "macro_f1", "per_class"} <= report.keys() and report["num_samples"] == 6
     assert set(report["ablation"]) == {"video+audio", "video", "audio"}
@@ -199,7 +199,7 @@ def test_lora_trains_adapters_beside_what_is_new_and_saves_them_merged(pretraine
         assert not any("lora" in k or "base_layer" in k for k in merged)  # a plain fusion checkpoint
         assert_low_rank_updates_only(encoder, merged, rank=2)  # the encoder's blocks through adapters, all else kept
         assert merged["modality_embed.weight"][VIDEO].abs().sum() > 0  # new parts train in full (started at zero)
-        load_fusion(tmp_path / "run" / name)
+        load(tmp_path / "run" / name)
     state = json.loads((tmp_path / "run/last/trainer/state.json").read_text())
     assert "lora_A" in json.dumps(state["module"]), "the adapters' own state, for --resume"
 

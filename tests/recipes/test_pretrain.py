@@ -130,14 +130,14 @@ def test_training_reduces_the_loss_on_a_fixed_set(tiny_data, tmp_path):
 def test_finetune_starts_from_the_pretrained_encoder(pretrained, tiny_data, tmp_path, monkeypatch):
     _, out = pretrained
     loaded = {}
-    real_load = finetune_module.load_model
+    real_load = finetune_module.models.load
 
     def spy_load(spec, **kw):
         result = real_load(spec, **kw)
         loaded.update({k: v.clone() for k, v in result.model.state_dict().items()})
         return result
 
-    monkeypatch.setattr(finetune_module, "load_model", spy_load)
+    monkeypatch.setattr(finetune_module.models, "load", spy_load)
     summary = finetune(
         FinetuneConfig(
             data=str(tiny_data),

@@ -12,8 +12,9 @@ from tubelet.cli import main
 from tubelet.data.manifest import load_dataset
 from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
+from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.retrieval import load_retrieval, read_captions
+from tubelet.recipes.retrieval import read_captions
 from tubelet.train import checkpoint
 
 LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")
@@ -30,7 +31,7 @@ def test_train_index_and_search_end_to_end(retrieval_run, av_data, tmp_path, cap
         assert report[direction]["R@10"] == 1.0  # 6 test pairs: every item is in the top 10
     assert report["num_pairs"] == 6 and report["chance"]["R@10"] == 1.0
     assert "| text -> video |" in (run / "report/report.md").read_text()
-    assert load_retrieval(run / "best").model.config.vocab_size > 10
+    assert load(run / "best").model.config.vocab_size > 10
 
     # a folder of two videos and one file that is not a video: indexed with the file reported and skipped
     folder = tmp_path / "videos"
@@ -151,7 +152,7 @@ def test_freeze_and_lora_keep_the_video_tower_and_train_the_rest(pretrained_enco
         weights = checkpoint.load_state_dict(tmp_path / name / "last")
         assert weights["logit_scale"] != math.log(1 / 0.07)  # the rest (temperature, text tower) trains
         assert not any("lora" in k for k in weights)
-        load_retrieval(tmp_path / name / "last")
+        load(tmp_path / name / "last")
         return {k for k, v in encoder.items() if not torch.equal(weights[f"video.{k}"], v)}
 
     assert video_changes("backbone", freeze="backbone") == set()

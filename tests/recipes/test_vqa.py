@@ -8,9 +8,9 @@ import torch
 from tubelet.cli import main
 from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
+from tubelet.models import checkpoint_config, load
 from tubelet.particles.modalities import pack_modalities
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.fusion import fusion_checkpoint_config, load_fusion
 from tubelet.recipes.vqa import QAClipDataset, evaluate_vqa, load_qa, qa_manifest, tokenize_questions
 from tubelet.train import checkpoint
 
@@ -23,8 +23,8 @@ FAST = [
 def test_cli_writes_checkpoints_and_a_report_per_question_type(vqa_run, av_data):
     for ckpt in (vqa_run / "best", vqa_run / "last", vqa_run / "ablation/question-only/best"):
         assert {"config.json", "model.safetensors", "labels.json", "tokenizer.json"} <= set(os.listdir(ckpt))
-    assert load_fusion(vqa_run / "best").model.config.modalities == ("video", "text")
-    assert load_fusion(vqa_run / "ablation/question-only/best").model.config.modalities == ("text",)
+    assert load(vqa_run / "best").model.config.modalities == ("video", "text")
+    assert load(vqa_run / "ablation/question-only/best").model.config.modalities == ("text",)
     with open(av_data / "qa_train.csv") as f:
         train_answers = sorted({row["answer"] for row in csv.DictReader(f)})
     assert json.loads((vqa_run / "best/labels.json").read_text()) == train_answers
@@ -41,7 +41,7 @@ def test_cli_writes_checkpoints_and_a_report_per_question_type(vqa_run, av_data)
 
 
 def test_reloaded_checkpoint_gives_identical_logits_and_reproduces_the_report(vqa_run, av_data, tmp_path):
-    loaded = load_fusion(vqa_run / "best")
+    loaded = load(vqa_run / "best")
     qa = tokenize_questions(load_qa(qa_manifest(av_data, "test"), answers=loaded.labels), loaded.tokenizer)
     dataset = QAClipDataset(qa, loaded.preprocessing, loaded.audio, modalities=("video", "text"))
     batch = pack_modalities([dataset[i].particles for i in range(4)])
@@ -49,10 +49,10 @@ def test_reloaded_checkpoint_gives_identical_logits_and_reproduces_the_report(vq
     with torch.no_grad():
         before = loaded.model(batch)
     copy = tmp_path / "copy"
-    config = fusion_checkpoint_config(loaded.model, loaded.preprocessing, loaded.audio)
+    config = checkpoint_config(loaded.model, preprocessing=loaded.preprocessing, audio=loaded.audio)
     checkpoint.save_checkpoint(copy, model=loaded.model, config=config, labels=loaded.labels)
     save_tokenizer(loaded.tokenizer, copy)
-    again = load_fusion(copy)
+    again = load(copy)
     again.model.eval()
     with torch.no_grad():
         assert torch.equal(again.model(batch), before)
@@ -62,7 +62,7 @@ def test_reloaded_checkpoint_gives_identical_logits_and_reproduces_the_report(vq
 
 
 def test_an_answer_only_in_test_is_scored_wrong_not_a_crash(vqa_run, av_data, tmp_path):
-    loaded = load_fusion(vqa_run / "ablation/question-only/best")
+    loaded = load(vqa_run / "ablation/question-only/best")
     rows = list(csv.DictReader(open(av_data / "qa_test.csv")))
     rows[0]["answer"] = "purple"  # never a train answer
     manifest = tmp_path / "qa_test.csv"
@@ -150,7 +150,7 @@ def test_lora_vqa_runs_end_to_end_from_a_pretrained_encoder(pretrained_encoder, 
     assert not any("lora" in k for k in merged)  # adapters merged: a plain VQA checkpoint
     assert torch.equal(merged["patch_embed.weight"], encoder["patch_embed.weight"])  # frozen beside the adapters
     assert not torch.equal(merged["blocks.0.attn.qkv.weight"], encoder["blocks.0.attn.qkv.weight"])
-    loaded = load_fusion(run / "best")
+    loaded = load(run / "best")
     assert loaded.model.config.modalities == ("video", "text")
     report = json.loads((run / "report/report.json").read_text())
     assert report["num_questions"] == 24 and set(report["arms"]) == {"video+text"}

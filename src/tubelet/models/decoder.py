@@ -6,19 +6,26 @@ learned mask token per particle to reconstruct, each placed by that particle's o
 the hidden particles is given as queries and the decoder attends over the visible ones and that subset alone.
 
 The decoder returns raw predictions; targets, pixel normalization and the loss live in `tasks.reconstruction`.
+
+Interface as every model kind's (`tubelet.models.kinds`), except that a decoder reads encoder features beside the
+particles: `forward_features(features, visible, queries) -> (Nq, dim)` (the queries' decoder features),
+`pool(decoded, queries) -> (B, dim)` (their per-clip mean), `forward_head(decoded) -> (Nq, patch_dim)` (pixels).
+A pretraining checkpoint stores it beside the encoder: its config under ``decoder`` in ``config.json``, its weights
+in ``decoder.safetensors`` (`tubelet.models.load_decoder`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
-from tubelet.models.encoder import _init_weights
+from tubelet.models.encoder import _init_weights, mean_pool
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import TIME_MODES, RotaryPositions, SpanEmbedding
 from tubelet.particles.structure import PackedParticles
+from tubelet.typed import from_dict
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,22 @@ class DecoderConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DecoderConfig:
+        config = from_dict(cls, data, what="decoder config")
+        config.validate()
+        return config
+
     def validate(self) -> None:
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"decoder dim {self.dim} must split into {self.heads} heads of even width")
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+
+    def replace(self, **changes) -> DecoderConfig:
+        config = replace(self, **changes)
+        config.validate()
+        return config
 
 
 class MaskedDecoder(nn.Module):
@@ -69,8 +87,10 @@ class MaskedDecoder(nn.Module):
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, features: torch.Tensor, visible: PackedParticles, queries: PackedParticles) -> torch.Tensor:
-        """Predict the pixels of the query particles.
+    def forward_features(
+        self, features: torch.Tensor, visible: PackedParticles, queries: PackedParticles
+    ) -> torch.Tensor:
+        """The decoder's features of the query particles, after its final norm.
 
         Args:
             features: (Nv, encoder_dim) encoder features of the `visible` particles, in their packed order.
@@ -78,8 +98,7 @@ class MaskedDecoder(nn.Module):
             queries: the particles to reconstruct, packed in the same clip order (positions only).
 
         Returns:
-            (Nq, patch_dim) predictions, one row per query in `queries` order, laid out as the particles'
-            values ``(t p q c)``.
+            (Nq, dim), one row per query in `queries` order.
         """
         if features.shape[0] != len(visible):
             raise ValueError(f"{features.shape[0]} feature rows for {len(visible)} visible particles")
@@ -110,7 +129,34 @@ class MaskedDecoder(nn.Module):
         is_query = order >= len(visible)
         out = torch.empty_like(x[: len(queries)])
         out[order[is_query] - len(visible)] = x[is_query]
-        return self.head(self.norm(out))  # (Nq, patch_dim)
+        return self.norm(out)  # (Nq, dim)
+
+    def pool(self, decoded: torch.Tensor, queries: PackedParticles) -> torch.Tensor:
+        """(Nq, dim) -> (B, dim): the mean of each clip's query features (a decoder predicts per particle; this is
+        for probing and for the interface every model kind shares)."""
+        return mean_pool(decoded, queries.seq, queries.num_clips)
+
+    def forward_head(self, decoded: torch.Tensor) -> torch.Tensor:
+        """(Nq, dim) -> (Nq, patch_dim) predicted pixels, laid out as the particles' values ``(t p q c)``."""
+        return self.head(decoded)
+
+    def reset_head(self, num_classes: int) -> None:
+        """A decoder's head predicts a particle's pixels (patch_dim outputs); it has no classes to reset."""
+        raise NotImplementedError("a decoder's head predicts pixels (patch_dim outputs); it has no classes to reset")
+
+    def forward(self, features: torch.Tensor, visible: PackedParticles, queries: PackedParticles) -> torch.Tensor:
+        """Predict the pixels of the query particles.
+
+        Args:
+            features: (Nv, encoder_dim) encoder features of the `visible` particles, in their packed order.
+            visible: the particles the encoder saw (positions are read; values are not).
+            queries: the particles to reconstruct, packed in the same clip order (positions only).
+
+        Returns:
+            (Nq, patch_dim) predictions, one row per query in `queries` order, laid out as the particles'
+            values ``(t p q c)``.
+        """
+        return self.forward_head(self.forward_features(features, visible, queries))
 
 
 _POSITIONS = ("seq", "t", "ti", "y", "x", "span")

@@ -16,15 +16,17 @@ instead: a learned embedding per mel band for audio, VideoMAE-style sin-cos of t
 any other modality in the batch are ignored. The same class therefore gives the ablations: ``("video",)``,
 ``("audio",)``, ``("video", "audio")``.
 
-Interface as `tubelet.models.encoder.Encoder`: `forward_features(batch) -> ((N, D), merged)`,
-`pool(features, merged) -> (B, D)`, `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`, and what
-the attribution methods of `tubelet.explain` need: `embed(batch) -> (N, D)` in merged order, `forward(batch,
-embedded=...)` and `forward_features(batch, keep_attention=True)` leaving the attention maps in `last_attention`.
+Interface as `tubelet.models.encoder.Encoder`: `forward_features(batch) -> (N, D)` in merged order,
+`pool(features, batch) -> (B, D)`, `forward_head(pooled) -> (B, classes)`, `reset_head(num_classes)`; `layout(batch)`
+gives the merged order's fields (seq, modality, t, ...) for per-particle results. And what the attribution methods
+of `tubelet.explain` need: `embed(batch) -> (N, D)` in merged order, `forward(batch, embedded=...)` and
+`forward_features(batch, keep_attention=True)` leaving the attention maps in `last_attention`.
 The blocks, final `norm`, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained
 encoder's weights load into them: `config_from_encoder` gives a fusion model of an encoder's shape, and
-`tubelet.recipes.fusion.fusion_from_encoder` loads the weights. On video the two compute the same thing (the same
-rotary angles from seconds, rows and columns; the same blocks and final norm) except for the modality embedding,
-which the recipe starts at zero for video, so a video-only fusion model from an encoder gives its features.
+`tubelet.recipes.fusion_from_encoder.fusion_from_encoder` loads the weights. On video the two compute the same
+thing (the same rotary angles from seconds, rows and columns; the same blocks and final norm) except for the
+modality embedding, which the recipe starts at zero for video, so a video-only fusion model from an encoder gives
+its features.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def config_from_encoder(encoder: EncoderConfig, **fields) -> FusionConfig:
     if encoder.final_norm_eps not in (None, encoder.norm_eps):
         raise ValueError(f"final_norm_eps={encoder.final_norm_eps}: a fusion model's final norm uses norm_eps")
     if encoder.rope_layout != "half":
-        raise ValueError(f"rope_layout={encoder.rope_layout!r}: load it with load_model, which converts it")
+        raise ValueError(f"rope_layout={encoder.rope_layout!r}: load it with tubelet.models.load, which converts it")
     return FusionConfig(**{name: getattr(encoder, name) for name in ENCODER_SHAPE}, **fields)
 
 
@@ -197,8 +199,8 @@ class FusionModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.modality_embed.weight.dtype
 
-    def merged(self, batch: ModalBatch) -> PackedParticles:
-        """The embedded particles of the model's modalities, merged into one sequence per clip: values (N, D).
+    def _parts(self, batch: ModalBatch) -> list[tuple[str, PackedParticles]]:
+        """The packed particles of the model's modalities, in merge order.
 
         Raises:
             ValueError: a modality the model reads is missing from `batch`.
@@ -206,8 +208,22 @@ class FusionModel(nn.Module):
         missing = [name for name in self.config.modalities if name not in batch.parts]
         if missing:
             raise ValueError(f"the batch has no {', '.join(missing)} particles, which this model reads")
-        parts = [batch.parts[n].with_values(self.embed_modality(n, batch.parts[n])) for n in self.config.modalities]
-        return merge(parts)[0]
+        return [(name, batch.parts[name]) for name in self.config.modalities]
+
+    def merged(self, batch: ModalBatch) -> PackedParticles:
+        """The embedded particles of the model's modalities, merged into one sequence per clip: values (N, D).
+
+        Raises:
+            ValueError: a modality the model reads is missing from `batch`.
+        """
+        return merge([part.with_values(self.embed_modality(name, part)) for name, part in self._parts(batch)])[0]
+
+    def layout(self, batch: ModalBatch) -> PackedParticles:
+        """The fields of the merged sequence (t, modality, seq, cu_seqlens, ...) without embedding: values (N, 0).
+
+        Row i belongs to row i of `forward_features(batch)`.
+        """
+        return merge([part.with_values(part.values.new_zeros(len(part), 0)) for _, part in self._parts(batch)])[0]
 
     def embed(self, batch: ModalBatch) -> torch.Tensor:
         """(N, D) embeddings of the model's particles in merged order (what gradient explanations perturb)."""
@@ -223,7 +239,7 @@ class FusionModel(nn.Module):
 
     def forward_features(
         self, batch: ModalBatch, *, embedded: torch.Tensor | None = None, keep_attention: bool = False
-    ) -> tuple[torch.Tensor, PackedParticles]:
+    ) -> torch.Tensor:
         """Per-particle features of the merged sequence.
 
         Args:
@@ -233,9 +249,14 @@ class FusionModel(nn.Module):
             keep_attention: also collect per-layer attention maps (left in `self.last_attention`).
 
         Returns:
-            features: (N, D) after the final norm, N the particles of the model's modalities.
-            merged: their fields (t, modality, seq, cu_seqlens, ...) in the same order, values (N, D) embeddings.
+            (N, D) after the final norm, N the particles of the model's modalities in merged order (`layout`).
         """
+        return self._features(batch, embedded, keep_attention)[0]
+
+    def _features(
+        self, batch: ModalBatch, embedded: torch.Tensor | None, keep_attention: bool
+    ) -> tuple[torch.Tensor, PackedParticles]:
+        """`forward_features` and the merged sequence it ran over (its fields, values (N, D) embeddings)."""
         merged = self.merged(batch)
         if embedded is not None:
             merged = merged.with_values(embedded)
@@ -254,12 +275,17 @@ class FusionModel(nn.Module):
         self.last_attention = ctx.attention_maps if keep_attention else None
         return self.norm(x), merged
 
-    def pool(self, features: torch.Tensor, merged: PackedParticles) -> torch.Tensor:
+    def pool(self, features: torch.Tensor, batch: ModalBatch | PackedParticles) -> torch.Tensor:
         """(N, D) -> (B, D): per clip, the mean over its particles ("mean") or the mean of each modality's mean.
 
         "modality" weighs each modality the same whatever its particle count: a question of 7 tokens next to hundreds
         of video and audio particles would otherwise barely move the pooled vector.
+
+        Args:
+            features: (N, D) from `forward_features`.
+            batch: the batch they came from, or its merged `layout` (anything with seq, modality and num_clips).
         """
+        merged = self.layout(batch) if isinstance(batch, ModalBatch) else batch
         if self.config.pooling == "mean":
             return mean_pool(features, merged.seq, merged.num_clips)
         clips, total = merged.num_clips, features.new_zeros(merged.num_clips, features.shape[1])
@@ -278,7 +304,7 @@ class FusionModel(nn.Module):
 
     def forward(self, batch: ModalBatch, *, embedded: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_classes) logits; `embedded` as in `forward_features`."""
-        features, merged = self.forward_features(batch, embedded=embedded)
+        features, merged = self._features(batch, embedded, keep_attention=False)
         return self.forward_head(self.pool(features, merged))
 
     def reset_head(self, num_classes: int) -> None:

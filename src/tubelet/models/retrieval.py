@@ -9,6 +9,10 @@
 
 Both towers return L2-normalized (B, embed_dim) embeddings, so a dot product is the cosine similarity. The loss
 (symmetric InfoNCE) and recall@k live in `tubelet.tasks.retrieval`.
+
+The model interface of every kind (`tubelet.models.kinds`) reads the video tower: `forward_features(packed) -> (N, D)`,
+`pool(features, packed) -> (B, D)` and `forward_head(pooled) -> (B, embed_dim)`, the unit video embedding
+(`encode_video` is the three in a row); `reset_head` raises, a retrieval model having no classifier.
 """
 
 from __future__ import annotations
@@ -127,10 +131,28 @@ class RetrievalModel(nn.Module):
     def video_config(self) -> EncoderConfig:
         return self.video.config
 
+    def forward_features(self, packed: PackedParticles, **options) -> torch.Tensor:
+        """(N, D_video) the video tower's particle features (`Encoder.forward_features`, same options)."""
+        return self.video.forward_features(packed, **options)
+
+    def pool(self, features: torch.Tensor, packed: PackedParticles) -> torch.Tensor:
+        """(N, D_video) -> (B, D_video) the video tower's per-clip vectors."""
+        return self.video.pool(features, packed)
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D_video) -> (B, embed_dim) unit vectors in the shared space: the video projection, normalized."""
+        return F.normalize(self.video_proj(pooled), dim=-1)
+
+    def reset_head(self, num_classes: int) -> None:
+        """A retrieval model has no classifier: its head is the projection into the space it shares with text."""
+        raise NotImplementedError(
+            "a retrieval model has no classifier head to reset; fine-tune its video tower (model.video) as a "
+            "classifier instead"
+        )
+
     def encode_video(self, packed: PackedParticles) -> torch.Tensor:
         """packed: video particles (values (N, t*p*q*C) normalized pixels) -> (B, embed_dim) unit vectors."""
-        pooled = self.video.pool(self.video.forward_features(packed), packed)  # (B, D_video)
-        return F.normalize(self.video_proj(pooled), dim=-1)
+        return self.forward_head(self.pool(self.forward_features(packed), packed))
 
     def encode_text(self, packed: PackedParticles) -> torch.Tensor:
         """packed: text particles (values (N, 1) token ids) -> (B, embed_dim) unit vectors."""

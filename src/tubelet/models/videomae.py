@@ -145,10 +145,14 @@ def load_videomae(directory: str | Path, **overrides) -> VideoMAEImport:
 
 def read_config(directory: Path) -> dict:
     """config.json of a VideoMAE checkpoint, with VideoMAEConfig's defaults for keys it leaves out."""
-    path = directory / "config.json"
-    data = _read_json(path)
+    return with_defaults(_read_json(directory / "config.json"), directory / "config.json")
+
+
+def with_defaults(data: dict, path: Path) -> dict:
+    """A VideoMAE config.json's content (read from `path`) with VideoMAEConfig's defaults for keys it leaves out."""
     if data.get("model_type") != MODEL_TYPE:
         raise ConfigError(f"{path}: model_type {data.get('model_type')!r} is not a VideoMAE checkpoint")
+    data = dict(data)
     if "qkv_bias" in data and "qv_bias" not in data:  # the name older configs used
         data["qv_bias"] = data["qkv_bias"]
     return {**HF_DEFAULTS, **data}

@@ -23,20 +23,15 @@ from pathlib import Path
 
 import torch
 
+from tubelet import models
 from tubelet.data.av_dataset import check_audio
 from tubelet.data.manifest import load_dataset
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
-from tubelet.recipes.common import check_labels, evaluate_classifier, load_model
-from tubelet.recipes.fusion import LoadedFusion, evaluate_fusion, is_fusion_checkpoint, load_fusion
+from tubelet.recipes.common import check_labels, evaluate_classifier
+from tubelet.recipes.fusion import evaluate_fusion
 from tubelet.tasks.report import write_report
-from tubelet.recipes.retrieval import (
-    caption_pairs,
-    evaluate_retrieval,
-    is_retrieval_checkpoint,
-    load_retrieval,
-    write_retrieval_report,
-)
+from tubelet.recipes.retrieval import caption_pairs, evaluate_retrieval, write_retrieval_report
 from tubelet.recipes.vqa import (
     QUESTION_ONLY,
     arm_summary,
@@ -121,10 +116,11 @@ def evaluate(
         sample_fps=sample_fps,
         clip_seconds=clip_seconds,
     )
-    if is_retrieval_checkpoint(checkpoint):
+    kind = models.checkpoint_kind(checkpoint)
+    if kind == "retrieval":
         _refuse(kind="retrieval", split=split, whole=whole, baseline=baseline)
         return _evaluate_retrieval(checkpoint, data, Path(out), split=None if whole else split, run=run)
-    fusion = load_fusion(checkpoint) if is_fusion_checkpoint(checkpoint) else None
+    fusion = models.load(checkpoint) if kind == "fusion" else None
     if fusion is not None and "text" in fusion.model.config.modalities:
         _refuse(kind="VQA", split=split, whole=whole)
         return _evaluate_vqa(
@@ -135,7 +131,7 @@ def evaluate(
 
 
 def _evaluate_classifier(
-    fusion: LoadedFusion | None,
+    fusion: models.Loaded | None,
     checkpoint: str,
     data: str,
     out: Path,
@@ -148,7 +144,7 @@ def _evaluate_classifier(
     dataset = load_dataset(data, split=split)
     if fusion is not None and baseline is not None:
         raise ConfigError("--baseline: not supported for a fusion checkpoint")
-    loaded = fusion if fusion is not None else load_model(checkpoint)
+    loaded = fusion if fusion is not None else models.load(checkpoint, kind="encoder")
     dataset = check_labels(dataset, loaded.labels, checkpoint)
     pre = run.preprocessing(loaded.preprocessing)
 
@@ -162,7 +158,7 @@ def _evaluate_classifier(
     metrics = score(loaded.model)
     before = None
     if baseline is not None:
-        base = load_model(baseline)
+        base = models.load(baseline, kind="encoder")
         if base.labels != loaded.labels:
             raise ConfigError(f"--baseline {baseline}: its labels {base.labels} differ from {loaded.labels}")
         before = score(base.model)
@@ -185,7 +181,7 @@ def _evaluate_classifier(
 
 def _evaluate_retrieval(checkpoint: str, data: str, out: Path, *, split: str | None, run: RunOptions) -> dict:
     """A retrieval checkpoint on the (clip, caption) pairs of a split's manifest."""
-    loaded = load_retrieval(checkpoint)
+    loaded = models.load(checkpoint, kind="retrieval")
     loaded.preprocessing = run.preprocessing(loaded.preprocessing)
     clips, captions, token_ids = caption_pairs(data, split, loaded.tokenizer)
     metrics = evaluate_retrieval(loaded, clips, captions, token_ids, **run.options())
@@ -196,7 +192,7 @@ def _evaluate_retrieval(checkpoint: str, data: str, out: Path, *, split: str | N
 
 
 def _evaluate_vqa(
-    loaded: LoadedFusion,
+    loaded: models.Loaded,
     checkpoint: str,
     data: str,
     out: Path,
@@ -208,14 +204,14 @@ def _evaluate_vqa(
     """A VQA model (and a baseline VQA model, e.g. the run's question-only arm) on a split's questions."""
     manifest = Path(data) if split is None else qa_manifest(data, split, required=True)
     qa = load_qa(manifest, answers=loaded.labels)
-    models = {_arm(loaded): loaded}
+    arms = {_arm(loaded): loaded}
     if baseline is not None:
-        base = load_fusion(baseline) if is_fusion_checkpoint(baseline) else None
+        base = models.load(baseline) if models.checkpoint_kind(baseline) == "fusion" else None
         if base is None or "text" not in base.model.config.modalities:
             raise ConfigError(f"--baseline {baseline}: not a VQA checkpoint (a fusion model that reads text)")
-        models[_arm(base) if _arm(base) not in models else "baseline"] = base
+        arms[_arm(base) if _arm(base) not in arms else "baseline"] = base
     scores = {}
-    for name, model in models.items():
+    for name, model in arms.items():
         model = replace(model, preprocessing=run.preprocessing(model.preprocessing))
         if "audio" in model.model.config.modalities:
             check_audio(qa.data, model.audio)
@@ -233,7 +229,7 @@ def _evaluate_vqa(
     return _with_files(report, write_vqa_report(report, out))
 
 
-def _arm(loaded: LoadedFusion) -> str:
+def _arm(loaded: models.Loaded) -> str:
     """A VQA model's row name, as training names its arms."""
     modalities = loaded.model.config.modalities
     return QUESTION_ONLY if modalities == ("text",) else "+".join(modalities)

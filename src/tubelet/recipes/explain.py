@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tubelet import models
 from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
 from tubelet.data.dataset import to_particles
 from tubelet.data.text import PAD, encode
@@ -48,8 +49,6 @@ from tubelet.explain.methods import (
 from tubelet.explain.render import audio_scores, plot_audio, plot_timeline, write_heatmap_video, write_html
 from tubelet.io import decode, probe
 from tubelet.particles.modalities import ModalClip
-from tubelet.recipes.common import LoadedModel, load_model
-from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.vqa import QUESTION, asked_questions, question_particles
 from tubelet.train.loop import resolve_device
 
@@ -68,7 +67,7 @@ METHOD_NOTES = {
 
 
 def explain(
-    checkpoint: str | LoadedModel | LoadedFusion,
+    checkpoint: str | models.Loaded,
     path: str | Path,
     *,
     out: str | Path,
@@ -102,7 +101,7 @@ def explain(
         raise ConfigError(f"{source}: not a classifier checkpoint (no labels.json)")
     if method not in METHODS:
         raise ConfigError(f"method: expected {' | '.join(METHODS)}, got {method!r}")
-    audio = loaded.audio if isinstance(loaded, LoadedFusion) else None
+    audio = loaded.audio if loaded.kind == "fusion" else None
     modalities = loaded.model.config.modalities if audio is not None else ("video",)
     (asked,) = asked_questions(source, modalities, [question] if question is not None else None)
     token_ids = encode(loaded.tokenizer, asked, field=QUESTION, source="--question") if asked is not None else None
@@ -189,13 +188,11 @@ def _pad_id(tokenizer, method: str) -> int | None:
     return pad
 
 
-def _load(checkpoint: str | LoadedModel | LoadedFusion) -> tuple[LoadedModel | LoadedFusion, str]:
+def _load(checkpoint: str | models.Loaded) -> tuple[models.Loaded, str]:
     """The loaded model (video encoder or fusion) and the name to put in error messages."""
-    if isinstance(checkpoint, LoadedModel):
-        return checkpoint, checkpoint.source
-    if isinstance(checkpoint, LoadedFusion):
-        return checkpoint, "the fusion model"
-    return (load_fusion(checkpoint) if is_fusion_checkpoint(checkpoint) else load_model(checkpoint)), str(checkpoint)
+    if isinstance(checkpoint, models.Loaded):
+        return checkpoint, checkpoint.source or f"the {checkpoint.kind} model"
+    return models.load(checkpoint), str(checkpoint)
 
 
 def _video_pictures(

@@ -33,8 +33,8 @@ AV sample data carries a made-up ``sentiment`` column (colour valence plus pitch
 `tubelet.data.sample_av.sentiment`) that neither modality decides alone.
 
 Read top to bottom: data -> per arm (model -> optimizer -> (resume) -> loop (`train_arm`) -> checkpoints) -> test
-report. The checkpoints (`load_fusion`) are read by ``tubelet evaluate``, ``predict`` and ``explain`` like video
-ones.
+report. The checkpoints (`tubelet.models.load`) are read by ``tubelet evaluate``, ``predict`` and ``explain`` like
+video ones.
 """
 
 from __future__ import annotations
@@ -43,26 +43,23 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from tubelet import __version__
+from tubelet import models
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.data.dataset import budget_batches
 from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import VideoDataset, load_dataset
-from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
-from tubelet.models.fusion import MODEL_TYPE, UNFROZEN, FusionConfig, FusionModel
+from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.models.registry import model_config, model_names
-from tubelet.recipes.common import LoadedModel, evaluate_classifier, load_model, trainable_module
+from tubelet.recipes.common import evaluate_classifier, trainable_module
 from tubelet.recipes.fusion_from_encoder import describe_load, fusion_from_encoder
 from tubelet.tasks.report import write_report
 from tubelet.tasks.classification import classification_loss
-from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
 from tubelet.train.loop import (
     EarlyStopping,
@@ -91,56 +88,6 @@ def parse_modalities(text: str) -> tuple[str, ...]:
             f"modalities: expected distinct names from {', '.join(READABLE)} like video,audio, got {text!r}"
         )
     return names
-
-
-@dataclass
-class LoadedFusion:
-    """A fusion checkpoint: the model, the preprocessing of each modality, the labels, the tokenizer (text only)."""
-
-    model: FusionModel
-    preprocessing: Preprocessing
-    audio: AudioPreprocessing
-    labels: list[str] | None
-    tokenizer: Tokenizer | None = None
-
-
-def fusion_checkpoint_config(model: FusionModel, pre: Preprocessing, audio: AudioPreprocessing) -> dict:
-    """The ``config.json`` of a fusion checkpoint."""
-    return {
-        "model_type": MODEL_TYPE,
-        "tubelet_version": __version__,
-        "fusion": model.config.to_dict(),
-        "preprocessing": pre.to_dict(),
-        "audio": audio.to_dict(),
-    }
-
-
-def is_fusion_checkpoint(directory: str | Path) -> bool:
-    path = Path(directory)
-    return (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("model_type") == MODEL_TYPE
-
-
-def load_fusion(directory: str | Path, **runtime) -> LoadedFusion:
-    """A fusion checkpoint directory; `runtime` may change dropout, drop_path and attention only."""
-    directory = Path(directory)
-    config = checkpoint.load_config(directory)
-    if config.get("model_type") != MODEL_TYPE:
-        raise ConfigError(f"{directory}/config.json: model_type {config.get('model_type')!r} is not a fusion model")
-    bad = sorted(set(runtime) - {"dropout", "attn_dropout", "drop_path", "attention"})
-    if bad:
-        raise ConfigError(f"{directory}: cannot change {', '.join(bad)} of a trained model")
-    try:
-        fusion = FusionConfig.from_dict(config["fusion"]).replace(**runtime)
-        pre = Preprocessing.from_dict(config["preprocessing"])
-        audio = AudioPreprocessing.from_dict(config["audio"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{directory}/config.json: {exc}") from exc
-    model = FusionModel(fusion)
-    checkpoint.load_weights(model, directory)
-    tokenizer = load_tokenizer(directory) if (directory / TOKENIZER_FILE).is_file() else None
-    if "text" in fusion.modalities and tokenizer is None:
-        raise ConfigError(f"{directory}: the model reads text but the checkpoint has no {TOKENIZER_FILE}")
-    return LoadedFusion(model, pre, audio, checkpoint.load_labels(directory), tokenizer)
 
 
 def finetune_fusion(cfg) -> dict:
@@ -177,7 +124,7 @@ def finetune_fusion(cfg) -> dict:
         def train_set(pre: Preprocessing, augment: Augment, mods=mods) -> AVClipDataset:
             return AVClipDataset(train_data, pre, audio, modalities=mods, augment=augment, seed=cfg.seed)
 
-        def validate(loaded: LoadedFusion) -> dict:
+        def validate(loaded: models.Loaded) -> dict:
             return evaluate_fusion(
                 loaded,
                 val_data,
@@ -199,7 +146,7 @@ def finetune_fusion(cfg) -> dict:
             check_audio(test, audio)
         scores = {}
         for arm, (_, arm_out) in arms.items():
-            loaded = load_fusion(arm_out / "best")
+            loaded = models.load(arm_out / "best")
             scores[arm] = evaluate_fusion(
                 loaded,
                 test,
@@ -281,8 +228,8 @@ def build_fusion(
         pooling="modality" if "text" in modalities else "mean",  # a question's few tokens must count (vqa)
         **runtime,
     )
-    if is_fusion_checkpoint(cfg.model):
-        loaded = load_fusion(cfg.model, **runtime)
+    if models.checkpoint_kind(cfg.model) == "fusion":
+        loaded = models.load(cfg.model, **runtime)
         if loaded.model.config.modalities != modalities:
             raise ConfigError(
                 f"--model {cfg.model}: reads {','.join(loaded.model.config.modalities)}, not {','.join(modalities)}"
@@ -295,7 +242,7 @@ def build_fusion(
         tubelet = tuple(cfg.tubelet) if cfg.tubelet is not None else shape.tubelet
         dims = dict(dim=shape.dim, depth=shape.depth, heads=shape.heads, mlp_ratio=shape.mlp_ratio, tubelet=tubelet)
         return FusionModel(FusionConfig(**dims, **fields)), None, None
-    encoder = load_model(cfg.model, **runtime)  # a ConfigError naming --model when it is no checkpoint
+    encoder = models.load(cfg.model, kind="encoder", **runtime)  # a ConfigError naming --model when it is no checkpoint
     model, report = fusion_from_encoder(encoder, **fields)
     return model, encoder.preprocessing, report
 
@@ -308,7 +255,7 @@ def train_arm(
     labels: list[str],
     audio: AudioPreprocessing,
     *,
-    validate: Callable[[LoadedFusion], dict] | None = None,
+    validate: Callable[[models.Loaded], dict] | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> dict:
     """Train one `FusionModel` reading `modalities` as a classifier over `labels`; ``out/best``, ``out/last``.
@@ -343,7 +290,7 @@ def train_arm(
         log.info("arm %s %s", arm, describe_load(load_report))
         (out / "load_report.json").write_text(json.dumps(load_report, indent=2) + "\n")
     model = model.to(device)
-    pre = preprocessing_for(cfg, LoadedModel(model, base, labels, cfg.model))
+    pre = preprocessing_for(cfg, models.Loaded(model, base, labels, cfg.model))
     train_module = trainable_module(model, cfg, keep=UNFROZEN, fresh=base is None)  # model, or its LoRA wrapper
     groups = param_groups(
         train_module, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay, depth_of=model.block_index
@@ -382,16 +329,16 @@ def train_arm(
 
     def save(name: str, with_trainer: bool) -> None:
         wrapper = train_module if train_module is not model else None  # its adapters' state, to resume them
-        checkpoint.save_checkpoint(
+        models.save(
             out / name,
-            model=deployable(train_module),
-            config=fusion_checkpoint_config(model, pre, audio),
+            deployable(train_module),
+            preprocessing=pre,
             labels=labels,
+            audio=audio,
+            tokenizer=tokenizer,
             training_args={**to_dict(cfg), "arm_modalities": list(modalities)},
             trainer=trainer_state(optimizer, scheduler, state, module=wrapper) if with_trainer else None,
         )
-        if tokenizer is not None:
-            save_tokenizer(tokenizer, out / name)
 
     def loss_of(batch):
         with autocast(device, cfg.precision):
@@ -442,7 +389,7 @@ def train_arm(
             "clips_per_s": round(seen / max(time.perf_counter() - started, 1e-9), 2),
         }
         if validate is not None:
-            metrics = validate(LoadedFusion(model, pre, audio, labels, tokenizer))
+            metrics = validate(models.Loaded(model, pre, labels, audio=audio, tokenizer=tokenizer))
             improved = stopper.update(metrics[cfg.metric])
             state["best"], state["bad_epochs"] = stopper.best, stopper.bad_epochs
             line.update(val_accuracy=round(metrics["accuracy"], 4), val_macro_f1=round(metrics["macro_f1"], 4))
@@ -461,7 +408,7 @@ def train_arm(
 
 
 def evaluate_fusion(
-    loaded: LoadedFusion,
+    loaded: models.Loaded,
     data: VideoDataset,
     *,
     views: int = 1,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from tubelet.errors import ConfigError
+from tubelet.models import Loaded
 from tubelet.models.fusion import FusionModel, config_from_encoder
 from tubelet.particles.structure import VIDEO
-from tubelet.recipes.common import LoadedModel
 from tubelet.train import checkpoint
 
 # Why a fusion model's parameter has no counterpart in a video encoder, and why an encoder's is left out.
@@ -33,7 +33,7 @@ UNUSED_BECAUSE = {
 }
 
 
-def fusion_from_encoder(encoder: LoadedModel, **fields) -> tuple[FusionModel, dict]:
+def fusion_from_encoder(encoder: Loaded, **fields) -> tuple[FusionModel, dict]:
     """A `FusionModel` of a pretrained encoder's shape holding its weights, and a report of what loaded.
 
     The encoder's video embedding (``patch_embed``, ``span_embed``), blocks and final norm load by name. What a

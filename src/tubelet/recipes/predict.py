@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tubelet import models
 from tubelet.data.av_dataset import MISSING_AUDIO, AVClipDataset
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import VIDEO_EXTENSIONS, Sample, VideoDataset, try_probe
 from tubelet.data.transforms import Preprocessing, window_starts
 from tubelet.errors import ConfigError, DataError
-from tubelet.recipes.common import LoadedModel, load_model
-from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, asked_questions, tokenize_questions
 from tubelet.train.loop import mean_over_videos, predict_items, resolve_device
 
@@ -73,8 +72,8 @@ def predict(
     Unreadable files (and, for a model that reads audio, files without audio) yield ``{"path": ..., "error": ...}``
     once and the rest go on.
     """
-    fusion = is_fusion_checkpoint(checkpoint)
-    loaded = load_fusion(checkpoint) if fusion else load_model(checkpoint)
+    loaded = models.load(checkpoint)
+    fusion = loaded.kind == "fusion"
     if not loaded.labels:
         raise ConfigError(f"{checkpoint}: the checkpoint has no labels.json (not a classifier)")
     modalities = loaded.model.config.modalities if fusion else ("video",)
@@ -137,7 +136,7 @@ def predict(
 
 
 def window_dataset(
-    loaded: LoadedModel | LoadedFusion,
+    loaded: models.Loaded,
     data: VideoDataset,
     pre: Preprocessing,
     windows: list[tuple[int, float, float]],
@@ -153,7 +152,7 @@ def window_dataset(
         A `ClipDataset` (frames) for a video encoder; an `AVClipDataset` (frames and/or audio) for a fusion model;
         a `QAClipDataset` (also the question's tokens) for one that reads text.
     """
-    if isinstance(loaded, LoadedModel):
+    if loaded.kind != "fusion":
         return ClipDataset(data, pre, windows=windows)
     modalities = loaded.model.config.modalities
     if "text" not in modalities:

@@ -7,7 +7,8 @@ visible particles cost; a light decoder predicts the hidden particles' pixels an
 
 RUN/last (with trainer state for --resume) and RUN/best (the lowest epoch-mean training loss: pretraining has no
 held-out set) are tubelet checkpoints whose model.safetensors holds the ENCODER alone, without a head, so
-``tubelet finetune --model RUN/best`` starts from it. The decoder lies beside it in decoder.safetensors.
+``tubelet finetune --model RUN/best`` starts from it. The decoder lies beside it in decoder.safetensors
+(`tubelet.models.load_decoder` reads it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tubelet import models
 from tubelet.data.dataset import ClipDataset, budget_batches, to_particles
 from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import load_dataset
@@ -32,7 +34,6 @@ from tubelet.io import decode, write_contact_sheet, write_gif
 from tubelet.models.decoder import DecoderConfig, MaskedDecoder
 from tubelet.models.registry import model_names
 from tubelet.particles import MASK_MODES, mask_batch, pack
-from tubelet.recipes.common import LoadedModel, checkpoint_config, load_model
 from tubelet.recipes.finetune import preprocessing_for
 from tubelet.tasks.reconstruction import reconstruction_frames, reconstruction_loss
 from tubelet.train import checkpoint
@@ -42,7 +43,7 @@ from tubelet.train.metrics_log import MetricsLog
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 
 log = logging.getLogger("tubelet.pretrain")
-DECODER = "decoder.safetensors"  # the decoder's weights, beside the encoder's model.safetensors
+DECODER = models.DECODER_WEIGHTS  # the decoder's weights, beside the encoder's model.safetensors
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 "rng": True,
                 "module": decoder.state_dict(),  # the encoder's weights are model.safetensors
             }
-        checkpoint.save_checkpoint(
-            out / name,
-            model=encoder,
-            config={**checkpoint_config(encoder, pre), "decoder": decoder_config.to_dict()},
-            training_args=to_dict(cfg),
-            trainer=trainer,
-            extra_weights={DECODER: decoder.state_dict()},
+        models.save(
+            out / name, encoder, preprocessing=pre, decoder=decoder, training_args=to_dict(cfg), trainer=trainer
         )
 
     def on_crash(path: str, reason: str) -> None:
@@ -283,15 +279,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
 # --- helpers (plain functions; the loop above is the recipe) -----------------------------------------------
 
 
-def _build_encoder(cfg: PretrainConfig) -> LoadedModel:
+def _build_encoder(cfg: PretrainConfig) -> models.Loaded:
     """A fresh registered size, or a checkpoint's encoder (a directory or a hub id), with no classifier head."""
     runtime = {"drop_path": cfg.drop_path, "attention": cfg.attention}
     if Path(cfg.model).is_dir() or cfg.model not in model_names():
-        loaded = load_model(cfg.model, **runtime)
+        loaded = models.load(cfg.model, kind="encoder", **runtime)
         loaded.model.reset_head(0)  # features are what pretraining learns; a classifier would be dead weight
         return loaded
     tubelet = {"tubelet": tuple(cfg.tubelet)} if cfg.tubelet is not None else {}
-    return load_model(cfg.model, num_classes=0, time_mode=cfg.time_mode, **tubelet, **runtime)
+    return models.load(cfg.model, num_classes=0, time_mode=cfg.time_mode, **tubelet, **runtime)
 
 
 def _generator(*seeds: int) -> torch.Generator:

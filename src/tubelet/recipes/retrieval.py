@@ -31,31 +31,28 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from tubelet import __version__
+from tubelet import models
 from tubelet.data.dataset import ClipDataset, budget_batches
-from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset, manifest_rows
-from tubelet.data.text import encode, load_tokenizer, run_tokenizer, save_tokenizer
+from tubelet.data.text import encode, run_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
-from tubelet.models.encoder import EncoderConfig
 from tubelet.models.registry import model_names
-from tubelet.models.retrieval import MODEL_TYPE, RetrievalConfig, RetrievalModel
+from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.structure import PackedParticles
 from tubelet.particles.text import tokenize_text
-from tubelet.recipes.common import LoadedModel, load_model, trainable_module
+from tubelet.recipes.common import trainable_module
 from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.tasks.retrieval import caption_key, info_nce, retrieval_metrics
-from tubelet.train import checkpoint
 from tubelet.train.config import to_dict
+from tubelet.train.loader import iterate_batches
 from tubelet.train.loop import (
     autocast,
     mean_over_videos,
@@ -73,69 +70,6 @@ from tubelet.train.resume import loop_state, resume, trainer_state
 log = logging.getLogger("tubelet.retrieval")
 
 CAPTION = "caption"
-
-
-@dataclass
-class LoadedRetrieval:
-    """A retrieval checkpoint: the two towers, the video preprocessing, the tokenizer."""
-
-    model: RetrievalModel
-    preprocessing: Preprocessing
-    tokenizer: Tokenizer
-
-
-def retrieval_checkpoint_config(model: RetrievalModel, pre: Preprocessing) -> dict:
-    return {
-        "model_type": MODEL_TYPE,
-        "tubelet_version": __version__,
-        "encoder": model.video_config.to_dict(),
-        "retrieval": model.config.to_dict(),
-        "preprocessing": pre.to_dict(),
-    }
-
-
-def is_retrieval_checkpoint(directory: str | Path) -> bool:
-    path = Path(directory)
-    return (path / checkpoint.CONFIG).is_file() and checkpoint.load_config(path).get("model_type") == MODEL_TYPE
-
-
-def save_retrieval(
-    directory: Path, loaded: LoadedRetrieval, training_args: dict | None = None, *, trainer: dict | None = None
-) -> Path:
-    """A retrieval checkpoint directory, with the tokenizer beside the weights.
-
-    Args:
-        trainer: resume state (`tubelet.train.resume.trainer_state`) for a run's ``last/``.
-    """
-    checkpoint.save_checkpoint(
-        directory,
-        model=loaded.model,
-        config=retrieval_checkpoint_config(loaded.model, loaded.preprocessing),
-        training_args=training_args,
-        trainer=trainer,
-    )
-    save_tokenizer(loaded.tokenizer, directory)
-    return directory
-
-
-def load_retrieval(directory: str | Path) -> LoadedRetrieval:
-    """A retrieval checkpoint directory (its ``tokenizer.json`` included)."""
-    directory = Path(directory)
-    config = checkpoint.load_config(directory)
-    if config.get("model_type") != MODEL_TYPE:
-        raise ConfigError(
-            f"{directory}/config.json: model_type {config.get('model_type')!r} is not a retrieval model "
-            "(train one with tubelet finetune --task retrieval)"
-        )
-    try:
-        video = EncoderConfig.from_dict(config["encoder"])
-        retrieval = RetrievalConfig.from_dict(config["retrieval"])
-        pre = Preprocessing.from_dict(config["preprocessing"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{directory}/config.json: {exc}") from exc
-    model = RetrievalModel(video, retrieval)
-    checkpoint.load_weights(model, directory)
-    return LoadedRetrieval(model, pre, load_tokenizer(directory))
 
 
 def text_manifest(source: str | Path, split: str | None, column: str = CAPTION) -> Path:
@@ -205,14 +139,14 @@ def finetune_retrieval(cfg) -> dict:
     train_data = load_dataset(cfg.data, split=cfg.train_split, require_labels=False)
     train_captions = read_captions(cfg.data, cfg.train_split, train_data)
     saved = [out / "last"] if cfg.resume else []  # resuming, or continuing a retrieval model: its vocabulary
-    saved += [cfg.model] if is_retrieval_checkpoint(cfg.model) else []
+    saved += [cfg.model] if models.checkpoint_kind(cfg.model) == "retrieval" else []
     tokenizer = run_tokenizer(train_captions, given=cfg.tokenizer, saved=saved)
     val = _split_pairs(cfg.data, cfg.val_split, tokenizer) if cfg.val_split not in (None, "none") else None
 
     # --- model -----------------------------------------------------------------------------------------
     model, base = build_retrieval(cfg, tokenizer.get_vocab_size())
     model = model.to(device)
-    pre = preprocessing_for(cfg, LoadedModel(model.video, base, None, cfg.model))
+    pre = preprocessing_for(cfg, models.Loaded(model.video, base, None, cfg.model))
     train_module = trainable_module(model, cfg, tower="video", fresh=base is None)  # model, or its LoRA wrapper
     train_ids = [encode(tokenizer, c, source=str(s.path)) for c, s in zip(train_captions, train_data.samples)]
     caption_group = _groups(train_captions)  # (N,) equal captions share an id: positives of each other
@@ -244,13 +178,18 @@ def finetune_retrieval(cfg) -> dict:
     if finished:
         log.info("the run had finished (step %d, epoch %d); not training it again", state["step"], state["epoch"])
     metrics_log = MetricsLog(out)
-    loaded = LoadedRetrieval(model, pre, tokenizer)  # `model` computes with its LoRA adapters: validation reads it
+    loaded = models.Loaded(model, pre, tokenizer=tokenizer)  # `model` computes with its LoRA adapters: validation too
 
     def save(name: str, with_trainer: bool) -> None:
         wrapper = train_module if train_module is not model else None  # its adapters' state, to resume them
         trainer = trainer_state(optimizer, scheduler, state, module=wrapper) if with_trainer else None
-        save_retrieval(
-            out / name, LoadedRetrieval(deployable(train_module), pre, tokenizer), to_dict(cfg), trainer=trainer
+        models.save(
+            out / name,
+            deployable(train_module),
+            preprocessing=pre,
+            tokenizer=tokenizer,
+            training_args=to_dict(cfg),
+            trainer=trainer,
         )
 
     def loss_of(batch):
@@ -336,7 +275,7 @@ def finetune_retrieval(cfg) -> dict:
     test = _split_pairs(cfg.data, "test", tokenizer, missing_ok=True)
     if test is not None:
         metrics = evaluate_retrieval(
-            load_retrieval(out / "best"), *test, budget=cfg.batch_particles, device=device, workers=cfg.workers
+            models.load(out / "best"), *test, budget=cfg.batch_particles, device=device, workers=cfg.workers
         )
         report = {**metrics, "checkpoint": str(out / "best"), "data": cfg.data, "split": "test"}
         result["report"] = str(write_retrieval_report(report, out / "report"))
@@ -352,19 +291,19 @@ def build_retrieval(cfg, vocab_size: int) -> tuple[RetrievalModel, Preprocessing
     the video tower's width.
     """
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
-    if Path(cfg.model).is_dir() and is_retrieval_checkpoint(cfg.model):
-        loaded = load_retrieval(cfg.model)
+    if Path(cfg.model).is_dir() and models.checkpoint_kind(cfg.model) == "retrieval":
+        loaded = models.load(cfg.model)
         if loaded.model.config.vocab_size != vocab_size:
             raise ConfigError(f"--tokenizer: its vocabulary differs from that of --model {cfg.model}")
         return loaded.model, loaded.preprocessing
     if Path(cfg.model).is_dir() or cfg.model not in model_names():  # an encoder checkpoint: pretrained video tower
-        encoder = load_model(cfg.model, **runtime)
+        encoder = models.load(cfg.model, kind="encoder", **runtime)
         video_config, base = encoder.model.config.replace(num_classes=0), encoder.preprocessing
     else:
         fresh = dict(runtime, num_classes=0, pooling=cfg.pooling, time_mode=cfg.time_mode)
         if cfg.tubelet is not None:
             fresh["tubelet"] = tuple(cfg.tubelet)
-        video_config, encoder, base = load_model(cfg.model, **fresh).model.config, None, None
+        video_config, encoder, base = models.load(cfg.model, **fresh).model.config, None, None
     text = RetrievalConfig(
         vocab_size=vocab_size,
         text_dim=video_config.dim,
@@ -460,7 +399,7 @@ def embed_texts(model: RetrievalModel, token_ids: list[list[int]], *, device: to
 
 
 def evaluate_retrieval(
-    loaded: LoadedRetrieval,
+    loaded: models.Loaded,
     data: VideoDataset,
     captions: list[str],
     token_ids: list[list[int]],

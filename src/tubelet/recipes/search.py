@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from tubelet import models
 from tubelet.data.manifest import Sample, VideoDataset, try_probe
 from tubelet.data.text import encode
 from tubelet.data.transforms import window_starts
 from tubelet.errors import ConfigError, DataError
 from tubelet.recipes.predict import expand_inputs
-from tubelet.recipes.retrieval import embed_texts, embed_windows, load_retrieval
+from tubelet.recipes.retrieval import embed_texts, embed_windows
 from tubelet.tensor_files import read_safetensors
 from tubelet.train.loop import resolve_device
 
@@ -64,7 +65,7 @@ def build_index(
 
     Unreadable files are reported, listed under ``skipped`` and left out; the rest are indexed.
     """
-    loaded = load_retrieval(checkpoint)
+    loaded = models.load(checkpoint, kind="retrieval")
     window = window_seconds or loaded.preprocessing.clip_seconds
     stride = stride_seconds or window / 2
     if window <= 0 or stride <= 0:
@@ -136,7 +137,7 @@ def search(index: str, query: str, *, topk: int = 10, device: str = "auto") -> l
     meta = json.loads((directory / INDEX).read_text())
     rows = [json.loads(line) for line in (directory / WINDOWS).read_text().splitlines() if line.strip()]
     emb = read_safetensors(directory / EMBEDDINGS)["embeddings"].numpy()  # (W, E)
-    loaded = load_retrieval(meta["checkpoint"])
+    loaded = models.load(meta["checkpoint"], kind="retrieval")
     ids = encode(loaded.tokenizer, query, field="query")
     text = embed_texts(loaded.model.to(resolve_device(device)), [ids], device=resolve_device(device))[0]  # (E,)
     scores = emb @ text  # (W,)

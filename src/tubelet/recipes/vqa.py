@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from tubelet import models
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.data.dataset import Item
 from tubelet.data.manifest import MANIFEST_SUFFIXES, Sample, VideoDataset, manifest_rows, try_probe
@@ -58,7 +59,7 @@ from tubelet.errors import ConfigError, DataError
 from tubelet.particles.structure import Particles
 from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import windowed_probabilities
-from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion, parse_modalities, train_arm
+from tubelet.recipes.fusion import parse_modalities, train_arm
 from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.tasks.classification import classification_metrics
 from tubelet.train.config import to_dict
@@ -259,7 +260,7 @@ def finetune_vqa(cfg) -> dict:
     train = load_qa(qa_manifest(cfg.data, cfg.train_split, required=True))
     answers = train.data.labels
     saved = [out / "last"] if cfg.resume else []  # resuming, or continuing a VQA model: the vocabulary it learned
-    saved += [cfg.model] if is_fusion_checkpoint(cfg.model) else []
+    saved += [cfg.model] if models.checkpoint_kind(cfg.model) == "fusion" else []
     tokenizer = run_tokenizer(train.questions, given=cfg.tokenizer, saved=saved)
     tokenize_questions(train, tokenizer)
     val = _split(cfg, cfg.val_split, answers, tokenizer) if cfg.val_split not in (None, "none") else None
@@ -273,7 +274,7 @@ def finetune_vqa(cfg) -> dict:
     if cfg.ablate:
         arms[QUESTION_ONLY] = (("text",), out / "ablation" / QUESTION_ONLY)
 
-    def evaluate(loaded: LoadedFusion, qa: QAData) -> dict:
+    def evaluate(loaded: models.Loaded, qa: QAData) -> dict:
         return evaluate_vqa(
             loaded,
             qa,
@@ -302,7 +303,7 @@ def finetune_vqa(cfg) -> dict:
     if test is not None:
         if "audio" in media:
             check_audio(test.data, audio)
-        scores = {arm: evaluate(load_fusion(arm_out / "best"), test) for arm, (_, arm_out) in arms.items()}
+        scores = {arm: evaluate(models.load(arm_out / "best"), test) for arm, (_, arm_out) in arms.items()}
         main = next(iter(arms))
         report = {
             **scores[main],
@@ -334,7 +335,7 @@ def arm_summary(metrics: dict) -> dict:
 
 @torch.no_grad()
 def evaluate_vqa(
-    loaded: LoadedFusion,
+    loaded: models.Loaded,
     qa: QAData,
     *,
     views: int = 1,
