@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tubelet.data.captions import caption_batch
 from tubelet.data.text import encode, train_tokenizer
 from tubelet.data.transforms import Preprocessing
 from tubelet.models.registry import model_config
@@ -13,7 +14,7 @@ from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.tokenize import tokenize
 from tubelet.recipes.common import trainable_module
-from tubelet.recipes.retrieval import LoadedRetrieval, caption_batch, load_retrieval, save_retrieval
+from tubelet.recipes.retrieval import LoadedRetrieval, load_retrieval, save_retrieval
 from tubelet.tasks.retrieval import chance_recall, info_nce, recall_at_k, retrieval_metrics
 
 CAPTIONS = ["a red disc moves left", "a blue square stays still while a low tone plays", "something beeps"]

@@ -24,28 +24,21 @@ from pathlib import Path
 import torch
 
 from tubelet.data.av_dataset import check_audio
-from tubelet.data.manifest import load_dataset
+from tubelet.data.captions import caption_pairs
+from tubelet.data.qa import load_qa, qa_manifest, tokenize_questions
+from tubelet.data.splits import eval_split
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.recipes.common import check_labels, evaluate_classifier, load_model
 from tubelet.recipes.fusion import LoadedFusion, evaluate_fusion, is_fusion_checkpoint, load_fusion
 from tubelet.recipes.report import write_report
 from tubelet.recipes.retrieval import (
-    caption_pairs,
     evaluate_retrieval,
     is_retrieval_checkpoint,
     load_retrieval,
     write_retrieval_report,
 )
-from tubelet.recipes.vqa import (
-    QUESTION_ONLY,
-    arm_summary,
-    evaluate_vqa,
-    load_qa,
-    qa_manifest,
-    tokenize_questions,
-    write_vqa_report,
-)
+from tubelet.recipes.vqa import QUESTION_ONLY, arm_summary, evaluate_vqa, write_vqa_report
 from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.evaluate")
@@ -97,7 +90,8 @@ def evaluate(
         data: class folders, a folder with split manifests, or one manifest (then `split` is ignored). A retrieval
             checkpoint needs a manifest with a ``caption`` column, a VQA one ``qa_{split}.csv`` (or a question
             manifest given as `data`).
-        split: the split to read; ``all`` reads every class folder (classifiers only).
+        split: the split to read; ``all`` reads every class folder (classifiers only), as does a split that class
+            folders without splits do not have.
         baseline: another checkpoint of the same kind, reported beside this one (classifier or VQA).
         views: windows of ``clip_seconds`` per video; class probabilities, answer probabilities or retrieval
             embeddings are averaged over them.
@@ -144,8 +138,9 @@ def _evaluate_classifier(
     baseline: str | None,
     run: RunOptions,
 ) -> dict:
-    """A video classifier, or a fusion model (`fusion`) over video and audio, on a labeled split."""
-    dataset = load_dataset(data, split=split)
+    """A video classifier, or a fusion model (`fusion`) over video and audio, on a labeled split (class folders
+    without that split: all their clips)."""
+    dataset, note = eval_split(data, split)
     if fusion is not None and baseline is not None:
         raise ConfigError("--baseline: not supported for a fusion checkpoint")
     loaded = fusion if fusion is not None else load_model(checkpoint)
@@ -168,6 +163,8 @@ def _evaluate_classifier(
         before = score(base.model)
     details = _details("classification", checkpoint, data, split, run.views, pre)
     details.update(clips=metrics["num_samples"], skipped=len(metrics["skipped"]) + len(dataset.skipped))
+    if note is not None:  # class folders without the split: every clip was scored
+        details.update(split=None, note=note)
     if fusion is not None:
         details["modalities"] = ",".join(fusion.model.config.modalities)
     if baseline is not None:

@@ -14,7 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tubelet.data.dataset import ClipDataset, budget_batches
-from tubelet.data.manifest import VideoDataset, load_dataset
+from tubelet.data.manifest import VideoDataset
+from tubelet.data.splits import train_val
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.registry import model_names
@@ -46,6 +47,7 @@ class FinetuneConfig:
     out: str = "runs/finetune"  # run directory: best/, last/, metrics.jsonl, tensorboard/, config.json
     train_split: str = "train"  # split read for training (ignored when data is one manifest)
     val_split: str | None = "val"  # split for validation, best/ and early stopping; none to skip
+    val_fraction: float = 0.2  # share of each class held out for validation when class folders have no splits; 0: none
     epochs: int = 10  # passes over the training clips
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.01  # final LR as a fraction of the peak (cosine)
@@ -132,8 +134,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = resolve_device(cfg.device)
 
     # --- data ------------------------------------------------------------------------------------------
-    train_data = load_dataset(cfg.data, split=cfg.train_split, label_column=cfg.label_column)
-    val_data = _load_val(cfg, train_data.labels)
+    train_data, val_data = _load_data(cfg)
     labels = train_data.labels
 
     # --- model -----------------------------------------------------------------------------------------
@@ -302,22 +303,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
 # --- helpers (plain functions; the loop above is the recipe) -----------------------------------------------
 
 
-def _load_val(cfg: FinetuneConfig, labels: list[str]) -> VideoDataset | None:
-    if not cfg.val_split or cfg.val_split == "none" or Path(cfg.data).is_file():
-        return None
-    try:
-        val = load_dataset(cfg.data, split=cfg.val_split, label_column=cfg.label_column)
-    except DataError as exc:
-        if f"no '{cfg.val_split}' split" in str(exc):
-            log.warning("%s; training without validation", exc)
-            return None
-        raise
-    unknown = sorted(set(val.labels) - set(labels))
-    if unknown:
-        raise DataError(
-            f"{cfg.data}: label(s) {', '.join(unknown)} of split '{cfg.val_split}' not in the training split"
-        )
-    return replace(val, labels=labels)
+def _load_data(cfg: FinetuneConfig) -> tuple[VideoDataset, VideoDataset | None]:
+    """Training and validation clips: the data's splits, or class folders less a validation share per class."""
+    return train_val(
+        cfg.data, train_split=cfg.train_split, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
+        label_column=cfg.label_column, seed=cfg.seed,
+    )  # fmt: skip
 
 
 def _build_model(cfg: FinetuneConfig, labels: list[str]) -> LoadedModel:

@@ -51,7 +51,8 @@ from tokenizers import Tokenizer
 from tubelet import __version__
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, check_audio
 from tubelet.data.dataset import budget_batches
-from tubelet.data.manifest import VideoDataset, load_dataset
+from tubelet.data.manifest import VideoDataset
+from tubelet.data.splits import load_test_split, train_val
 from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
@@ -156,10 +157,10 @@ def finetune_fusion(cfg) -> dict:
     audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
 
     # --- data ------------------------------------------------------------------------------------------
-    from tubelet.recipes.finetune import _load_val  # the same split handling as video fine-tuning
-
-    train_data = load_dataset(cfg.data, split=cfg.train_split, label_column=cfg.label_column)
-    val_data = _load_val(cfg, train_data.labels)
+    train_data, val_data = train_val(  # the same split handling as video fine-tuning
+        cfg.data, train_split=cfg.train_split, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
+        label_column=cfg.label_column, seed=cfg.seed,
+    )  # fmt: skip
     if "audio" in modalities:
         for data in (train_data, val_data):
             if data is not None:
@@ -239,18 +240,7 @@ def ablation_markdown(ablation: dict, labels: list[str]) -> str:
 
 
 def _test_split(cfg, labels: list[str]) -> VideoDataset | None:
-    if Path(cfg.data).is_file():
-        return None
-    try:
-        test = load_dataset(cfg.data, split="test", label_column=cfg.label_column)
-    except DataError as exc:
-        log.warning("%s; no test report", exc)
-        return None
-    unknown = sorted(set(test.labels) - set(labels))
-    if unknown:
-        raise DataError(f"{cfg.data}: label(s) {', '.join(unknown)} of split 'test' not in the training split")
-    test.labels = list(labels)
-    return test
+    return load_test_split(cfg.data, labels, label_column=cfg.label_column)
 
 
 def build_fusion(

@@ -20,11 +20,13 @@ import numpy as np
 from tubelet.data.av_dataset import MISSING_AUDIO, AVClipDataset
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import VIDEO_EXTENSIONS, Sample, VideoDataset, try_probe
-from tubelet.data.transforms import Preprocessing, window_starts
+from tubelet.data.pipeline import iter_windows
+from tubelet.data.qa import UNTYPED, QAClipDataset, QAData, tokenize_questions
+from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.recipes.common import LoadedModel, load_model
 from tubelet.recipes.fusion import LoadedFusion, is_fusion_checkpoint, load_fusion
-from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, asked_questions, tokenize_questions
+from tubelet.recipes.vqa import asked_questions
 from tubelet.train.loop import mean_over_videos, predict_items, resolve_device
 
 log = logging.getLogger("tubelet.predict")
@@ -105,9 +107,9 @@ def predict(
     items = [(v, q) for v in range(len(samples)) for q in range(len(asked))]
     data = VideoDataset(samples=[samples[v] for v, _ in items], infos=[infos[v] for v, _ in items], labels=[])
     windows = [
-        (i, s, min(s + window, infos[v].duration_s))
+        (i, start, end)
         for i, (v, _) in enumerate(items)
-        for s in window_starts(infos[v].duration_s, window, stride)
+        for start, end in iter_windows(infos[v].duration_s, window, stride)
     ]
     dataset = window_dataset(loaded, data, replace(pre, clip_seconds=window), windows, [asked[q] for _, q in items])
     probs, bad = predict_items(model, dataset, budget=batch_particles, device=device_, workers=workers)

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tubelet.data.dataset import ClipDataset, budget_batches, to_particles
+from tubelet.data.dataset import ClipDataset, budget_batches
 from tubelet.data.manifest import load_dataset
+from tubelet.data.pipeline import to_particles
 from tubelet.data.transforms import Augment, clip_window
 from tubelet.errors import ConfigError, DataError, TubeletError
 from tubelet.io import decode, write_contact_sheet, write_gif

@@ -11,7 +11,7 @@ trained on the TRAIN captions unless ``--tokenizer`` names one (a local director
     RUN/summary.json         training summary
 
 ``tubelet evaluate --checkpoint RUN/best`` writes the same report later, for any split or manifest with captions
-(`caption_pairs`, `evaluate_retrieval`, `write_retrieval_report`).
+(`tubelet.data.captions.caption_pairs`, `evaluate_retrieval`, `write_retrieval_report`).
 
 Read top to bottom: data and captions -> tokenizer -> model -> optimizer -> (resume) -> loop (symmetric InfoNCE) ->
 report. The video tower starts from a registered size, a tubelet encoder checkpoint (pretrained weights), or a
@@ -39,17 +39,15 @@ import torch
 from tokenizers import Tokenizer
 
 from tubelet import __version__
+from tubelet.data.captions import caption_batch, caption_pairs, read_captions
 from tubelet.data.dataset import ClipDataset, budget_batches
-from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset, manifest_rows
+from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.text import encode, load_tokenizer, run_tokenizer, save_tokenizer
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.encoder import EncoderConfig
 from tubelet.models.registry import model_names
 from tubelet.models.retrieval import MODEL_TYPE, RetrievalConfig, RetrievalModel
-from tubelet.particles.pack import pack
-from tubelet.particles.structure import PackedParticles
-from tubelet.particles.text import tokenize_text
 from tubelet.recipes.common import LoadedModel, load_model, trainable_module
 from tubelet.recipes.report import data_text, heading_markdown
 from tubelet.tasks.retrieval import caption_key, info_nce, retrieval_metrics
@@ -71,8 +69,6 @@ from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
 
 log = logging.getLogger("tubelet.retrieval")
-
-CAPTION = "caption"
 
 
 @dataclass
@@ -136,53 +132,6 @@ def load_retrieval(directory: str | Path) -> LoadedRetrieval:
     model = RetrievalModel(video, retrieval)
     checkpoint.load_weights(model, directory)
     return LoadedRetrieval(model, pre, load_tokenizer(directory))
-
-
-def text_manifest(source: str | Path, split: str | None, column: str = CAPTION) -> Path:
-    """The video manifest whose `column` holds a split's text: `source` itself, or ``source/{split}.csv|.jsonl``.
-
-    Raises:
-        DataError: no such manifest (class folders carry no text).
-    """
-    source = Path(source)
-    if source.is_file():
-        return source
-    for suffix in MANIFEST_SUFFIXES:
-        if (source / f"{split}{suffix}").is_file():
-            return source / f"{split}{suffix}"
-    raise DataError(f"{source}: no {split}.csv or {split}.jsonl manifest with a '{column}' column to read text from")
-
-
-def read_captions(source: str | Path, split: str | None, data: VideoDataset, *, column: str = CAPTION) -> list[str]:
-    """The caption of each sample of `data`, from the `column` column of the manifest it was read from.
-
-    Args:
-        column: the manifest column holding the text (``caption``; ``tubelet tokenizer --column`` reads others).
-
-    Raises:
-        DataError: no manifest (class folders carry no captions), no such column, or a sample without text.
-    """
-    manifest = text_manifest(source, split, column)
-    rows = manifest_rows(manifest)
-    if rows and column not in rows[0][1]:
-        raise DataError(f"{manifest}: no '{column}' column (the text of each clip)")
-    by_path = {}
-    for line, row in rows:
-        path = Path(str(row.get("path", "")))
-        path = path if path.is_absolute() else manifest.parent / path
-        by_path[str(path)] = (row.get(column), f"{manifest}:{line}")
-    out = []
-    for sample in data.samples:
-        text, where = by_path.get(str(sample.path), (None, str(manifest)))
-        if text is None or not str(text).strip():
-            raise DataError(f"{where}: field '{column}' is empty for {sample.path}; give every clip a {column}")
-        out.append(str(text))
-    return out
-
-
-def caption_batch(token_ids: list[list[int]]) -> PackedParticles:
-    """Text particles of captions packed one caption per sequence (no padding: attention stays in each caption)."""
-    return pack([tokenize_text(ids, time=0.0) for ids in token_ids])
 
 
 def finetune_retrieval(cfg) -> dict:
@@ -386,21 +335,6 @@ def _groups(captions: list[str]) -> torch.Tensor:
     keys = [caption_key(c) for c in captions]
     ids = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     return torch.tensor([ids[k] for k in keys], dtype=torch.int64)
-
-
-def caption_pairs(
-    source: str | Path, split: str | None, tokenizer: Tokenizer
-) -> tuple[VideoDataset, list[str], list[list[int]]]:
-    """(clips, captions, caption token ids) of a split's manifest, or of `source` itself when it is a manifest file.
-
-    Raises:
-        DataError: no such split, no ``caption`` column, an empty caption (one line naming the file and field).
-    """
-    split = None if Path(source).is_file() else split
-    data = load_dataset(source, split=split, require_labels=False)
-    captions = read_captions(source, split, data)
-    ids = [encode(tokenizer, c, source=str(s.path)) for c, s in zip(captions, data.samples)]
-    return data, captions, ids
 
 
 def _split_pairs(source: str, split: str, tokenizer: Tokenizer, *, missing_ok: bool = False):
