@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from benchmarks.bench_pretrain import run_cached
@@ -33,6 +32,7 @@ from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, t
 from tubelet import models
 from tubelet.data.dataset import to_particles
 from tubelet.data.manifest import read_manifest
+from tubelet.data.pipeline import decode_window
 from tubelet.data.sample import load_scenes, object_box
 from tubelet.explain import (
     deletion_auc,
@@ -43,6 +43,8 @@ from tubelet.explain import (
     rank_correlation,
 )
 from tubelet.recipes.explain import decode_window
+from tubelet.recipes.common import load_model
+from tubelet.recipes.explain import explained_window, window_particles
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
 # name -> (method, options)
@@ -87,16 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     for sample in samples:
         relative = str(Path(sample.path).relative_to(data))
         scene = scenes[relative]
-        clip = decode_window(sample.path, pre)
-        particles = to_particles(torch.from_numpy(clip["frames"]), clip["times"] - clip["start"], pre)
+        interval, info = explained_window(sample.path, pre)  # the centred window, as `tubelet explain` takes it
+        clip = decode_window(sample.path, interval, pre=pre, source_size=(info.height, info.width))
+        particles = window_particles(clip, pre, ("video",), None)
         target = labels.index(sample.label)
-        scale = (clip["source_size"][0] / clip["frames"].shape[1], clip["source_size"][1] / clip["frames"].shape[2])
+        scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])
         random_del.append(random_deletion_auc(model, particles, target, repeats=3))
         for name, (method, options) in METHODS.items():
             t0 = time.perf_counter()
             explanation = explain_particles(model, particles, target, method, **options)
             rows[name]["seconds"].append(time.perf_counter() - t0)
-            hit = pointing_hit(explanation, lambda t, s=scene: object_box(s, t), scale=scale, time_offset=clip["start"])
+            hit = pointing_hit(explanation, lambda t, s=scene: object_box(s, t), scale=scale, time_offset=interval[0])
             rows[name]["hit"].append(hit)
             if sample.label != "static":
                 rows[name]["hit_moving"].append(hit)

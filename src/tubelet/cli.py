@@ -317,7 +317,11 @@ def _evaluate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="class folders, a folder with split manifests (captions for retrieval, qa_SPLIT.csv for VQA), "
         "or one manifest",
     )
-    p.add_argument("--split", default="test", help="split to evaluate (default test; all = every class folder)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="split to evaluate (default test; all = every class folder; class folders without splits: all clips)",
+    )
     p.add_argument("--out", required=True, help="directory for report.json, report.md (classifiers: confusion matrix)")
     p.add_argument("--baseline", default=None, metavar="CKPT2", help="compare with this checkpoint (classifier or VQA)")
     p.add_argument("--views", type=int, default=3, help="windows averaged per video (default 3)")

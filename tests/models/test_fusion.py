@@ -11,9 +11,9 @@ from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.particles.modalities import merge, pack_modalities
 from tubelet.particles.structure import AUDIO, TEXT, VIDEO, Particles
 from tubelet.particles.text import tokenize_text
-from tubelet.recipes.common import trainable_module
 from tubelet.train import checkpoint
 from tubelet.train.lora import deployable
+from tubelet.train.run import trainable_module
 
 TINY = dict(dim=32, depth=2, heads=2, tubelet=(2, 4, 4), audio_patch=(4, 4), audio_bands=2, num_classes=3)
 

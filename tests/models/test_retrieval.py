@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tubelet.data.captions import caption_batch
 from tubelet.data.text import encode, train_tokenizer
 from tubelet.data.transforms import Preprocessing
 from tubelet.models import Loaded, load, save
@@ -13,9 +14,8 @@ from tubelet.models.registry import model_config
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 from tubelet.particles.pack import pack
 from tubelet.particles.tokenize import tokenize
-from tubelet.recipes.common import trainable_module
-from tubelet.recipes.retrieval import caption_batch
 from tubelet.tasks.retrieval import chance_recall, info_nce, recall_at_k, retrieval_metrics
+from tubelet.train.run import trainable_module
 
 CAPTIONS = ["a red disc moves left", "a blue square stays still while a low tone plays", "something beeps"]
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from tubelet.data.av_dataset import MISSING_AUDIO
+from tubelet.data.qa import load_qa, qa_manifest, tokenize_questions
 from tubelet.errors import ConfigError
 from tubelet.io import write_video
 from tubelet.models import load
 from tubelet.recipes.predict import predict
-from tubelet.recipes.vqa import evaluate_vqa, load_qa, qa_manifest, tokenize_questions
+from tubelet.tasks.vqa import evaluate_vqa
 
 FAST = [
     "model=test",

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-import tubelet.data.dataset as dataset_module
+import tubelet.data.pipeline as pipeline_module
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -117,7 +117,7 @@ def test_early_stopping_stops_before_the_last_epoch(tiny_data, tmp_path):
 
 
 def test_a_clip_that_crashes_a_worker_is_skipped(tiny_data, tmp_path, monkeypatch):
-    real_decode = dataset_module.decode
+    real_decode = pipeline_module.decode
     victim = (tiny_data / "train.csv").read_text().splitlines()[1].split(",")[0]  # a training clip
 
     def decode_or_segfault(path, **kw):
@@ -125,7 +125,7 @@ def test_a_clip_that_crashes_a_worker_is_skipped(tiny_data, tmp_path, monkeypatc
             ctypes.string_at(0)  # a real SIGSEGV in the worker process, as a broken decoder would cause
         return real_decode(path, **kw)
 
-    monkeypatch.setattr(dataset_module, "decode", decode_or_segfault)  # forked workers inherit the patch
+    monkeypatch.setattr(pipeline_module, "decode", decode_or_segfault)  # forked workers inherit the patch
     summary, out = run(tiny_data, tmp_path, epochs=2, workers=2)
     assert [s["path"].endswith(victim) for s in summary["skipped"]] == [True]
     assert summary["epochs_run"] == 2
@@ -133,7 +133,7 @@ def test_a_clip_that_crashes_a_worker_is_skipped(tiny_data, tmp_path, monkeypatc
 
 
 def test_a_clip_that_fails_to_decode_is_skipped(tiny_data, tmp_path, monkeypatch):
-    real_decode = dataset_module.decode
+    real_decode = pipeline_module.decode
 
     victim = (tiny_data / "train.csv").read_text().splitlines()[2].split(",")[0]
 
@@ -144,7 +144,7 @@ def test_a_clip_that_fails_to_decode_is_skipped(tiny_data, tmp_path, monkeypatch
             raise VideoError(path, "cannot decode (Invalid data found when processing input)")
         return real_decode(path, **kw)
 
-    monkeypatch.setattr(dataset_module, "decode", decode_or_fail)
+    monkeypatch.setattr(pipeline_module, "decode", decode_or_fail)
     summary, _ = run(tiny_data, tmp_path, epochs=1, val_split="none")
     assert [s["path"].endswith(victim) for s in summary["skipped"]] == [True]
 

@@ -13,10 +13,10 @@ from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models import checkpoint_config, load
 from tubelet.models.encoder import Encoder
+from tubelet.models.fusion_from_encoder import build_fusion
 from tubelet.models.registry import model_config
 from tubelet.particles.modalities import pack_modalities
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.fusion import build_fusion
 from tubelet.train import checkpoint
 
 RUN = dict(size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, batch_particles=600, workers=0, epochs=1)

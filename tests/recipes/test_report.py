@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tubelet.tasks.report import write_report
 from tubelet.tasks.classification import classification_metrics
+from tubelet.tasks.report import write_report
 
 LABELS = ["walk", "run", "jump|hop"]  # a "|" in a name must not break the Markdown tables
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from tubelet.cli import main
+from tubelet.data.captions import read_captions
 from tubelet.data.manifest import load_dataset
 from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
 from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.retrieval import read_captions
 from tubelet.train import checkpoint
 
 LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")

@@ -9,9 +9,9 @@ import pytest
 
 import tubelet.data.text as text_module
 from tubelet.cli import main
+from tubelet.data.qa import load_qa, qa_manifest
 from tubelet.data.text import UNK, encode, load_tokenizer
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.vqa import load_qa, qa_manifest
 
 TINY = [
     "--model", "test", "--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1",

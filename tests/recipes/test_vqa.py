@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from tubelet.cli import main
+from tubelet.data.qa import QAClipDataset, load_qa, qa_manifest, tokenize_questions
 from tubelet.data.text import save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
 from tubelet.models import checkpoint_config, load
 from tubelet.particles.modalities import pack_modalities
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.vqa import QAClipDataset, evaluate_vqa, load_qa, qa_manifest, tokenize_questions
+from tubelet.tasks.vqa import evaluate_vqa
 from tubelet.train import checkpoint
 
 FAST = [

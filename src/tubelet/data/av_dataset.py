@@ -7,58 +7,17 @@ batch per modality) formed by a particle budget over both modalities, as `budget
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, replace
-
-import numpy as np
 import torch
 
 from tubelet.data.dataset import Batch, ClipDataset, Item
 from tubelet.data.manifest import VideoDataset
-from tubelet.data.transforms import Augment, Preprocessing
-from tubelet.errors import DataError, VideoError
-from tubelet.io.audio import Audio, decode_audio
-from tubelet.particles.audio import LOG_FLOOR, tokenize_audio
+from tubelet.data.pipeline import clip_particles, read_audio
+from tubelet.data.transforms import AudioPreprocessing, Augment, Preprocessing
+from tubelet.errors import DataError
 from tubelet.particles.modalities import pack_modalities
 from tubelet.particles.structure import Particles
-from tubelet.typed import from_dict
 
-
-@dataclass(frozen=True)
-class AudioPreprocessing:
-    """How a window's soundtrack becomes audio particles. Stored in a fusion checkpoint's ``config.json``."""
-
-    sample_rate: int = 16000  # Hz the audio is resampled to
-    n_fft: int = 400  # STFT window in samples (25 ms at 16 kHz)
-    hop: int = 160  # samples between STFT frames (10 ms at 16 kHz)
-    n_mels: int = 64  # mel bins of the spectrogram
-    patch: tuple[int, int] = (16, 16)  # STFT frames x mel bins per particle
-    mean: float = -4.0  # log-mel values are normalized to (value - mean) / std (measured on the AV sample data)
-    std: float = 3.0
-    allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
-
-    @property
-    def bands(self) -> int:
-        """Mel bands of particles per time step."""
-        return self.n_mels // self.patch[1]
-
-    @property
-    def silence(self) -> float:
-        """The normalized log-mel value of digital silence: every value of a window without sound."""
-        return (math.log(LOG_FLOOR) - self.mean) / self.std
-
-    def estimate_particles(self, seconds: float) -> int:
-        """Audio particles of a window of `seconds` (exact up to the decoder's rounding of its samples)."""
-        frames = 1 + int(seconds * self.sample_rate) // self.hop
-        return math.ceil(frames / self.patch[0]) * self.bands
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AudioPreprocessing:
-        return from_dict(cls, data, what="audio preprocessing")
-
+__all__ = ["AVClipDataset", "AudioPreprocessing", "MISSING_AUDIO", "audio_particles", "check_audio"]
 
 # Why a file cannot be read by a model that reads audio (unless its AudioPreprocessing allows missing audio).
 MISSING_AUDIO = "no audio stream, but the model reads audio (it was trained without --allow-missing-audio)"
@@ -85,20 +44,10 @@ def audio_particles(path: str, window: tuple[float, float], audio: AudioPreproce
     """Normalized log-mel particles of ``window`` (start, end seconds) of `path`, with times from the window's start.
 
     A file with no audio stream gives silence when ``audio.allow_missing_audio``, else `VideoError`.
+    (`tubelet.data.pipeline.read_audio`, then `clip_particles`.)
     """
-    start, end = window
-    try:
-        decoded = decode_audio(path, sample_rate=audio.sample_rate, start=start, end=end)
-    except VideoError as exc:
-        if not (audio.allow_missing_audio and exc.reason == "no audio stream"):
-            raise
-        decoded = None
-    if decoded is None:  # no audio stream, and silence was allowed
-        samples = np.zeros(max(round((end - start) * audio.sample_rate), audio.n_fft), np.float32)
-        decoded = Audio(samples, audio.sample_rate, start, path)
-    particles = tokenize_audio(decoded, patch=audio.patch, n_fft=audio.n_fft, hop=audio.hop, n_mels=audio.n_mels)
-    # The same origin as the video particles of this window (`ClipDataset.load`): seconds after its start.
-    return replace(particles, values=(particles.values - audio.mean) / audio.std, t=particles.t - start)
+    decoded = read_audio(path, window, audio)
+    return clip_particles(window, modalities=("audio",), audio=decoded, audio_pre=audio)["audio"]
 
 
 class AVClipDataset(ClipDataset):
@@ -142,16 +91,6 @@ class AVClipDataset(ClipDataset):
         for sample, info in zip(self.dataset.samples, self.dataset.infos):
             hi = min(sample.end or info.duration_s, info.duration_s)
             out.append(min(self.pre.clip_seconds, max(hi - (sample.start or 0.0), 0.0)))
-        return out
-
-    def load(self, path: str, window, height: int, width: int, rng) -> dict[str, Particles]:
-        """Each requested modality's particles of one window, in the order of `modalities`."""
-        out = {}
-        for name in self.modalities:
-            if name == "video":
-                out[name] = super().load(path, window, height, width, rng)
-            else:
-                out[name] = audio_particles(path, window, self.audio)
         return out
 
     @staticmethod

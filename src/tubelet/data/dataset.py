@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from tubelet.data.manifest import VideoDataset
-from tubelet.data.transforms import Augment, Preprocessing, clip_window, random_resized_crop
+from tubelet.data.pipeline import ClipParticles, clip_particles, decode_window
+from tubelet.data.transforms import AudioPreprocessing, Augment, Preprocessing, clip_window
 from tubelet.errors import TubeletError
-from tubelet.io.decode import decode
 from tubelet.particles.pack import pack
-from tubelet.particles.structure import PackedParticles, Particles
-from tubelet.particles.tokenize import tokenize
+from tubelet.particles.structure import PackedParticles
 
 log = logging.getLogger("tubelet.data")
 
@@ -26,7 +25,7 @@ class Item:
 
     index: int  # item index in the dataset (a window index when the dataset has explicit windows)
     sample: int  # index of the video in the VideoDataset
-    particles: Particles | None
+    particles: ClipParticles | None  # `Particles`, or modality -> `Particles` for a fusion model's datasets
     label: int
     path: str
     window: tuple[float, float]
@@ -52,7 +51,8 @@ class ClipDataset(torch.utils.data.Dataset):
     ``clip_seconds``, deterministic per seed, epoch and item; evaluation takes the centred window. With
     `windows`, item i is the explicit window ``windows[i] = (video, start, end)`` (evaluation views, sliding
     windows for prediction). A file that fails to decode yields an `Item` with an error instead of raising,
-    so one bad clip never stops a run.
+    so one bad clip never stops a run. Every window is decoded by `tubelet.data.pipeline.decode_window` and becomes
+    particles in `tubelet.data.pipeline.clip_particles`, as in ``predict`` and ``explain``.
 
     Args:
         dataset: probed samples (`tubelet.data.load_dataset`).
@@ -63,6 +63,9 @@ class ClipDataset(torch.utils.data.Dataset):
         crash_dir: if set, each worker writes the path it is decoding to ``crash_dir/<pid>`` first, so a
             decoder that kills the worker (segfault) can be named afterwards.
     """
+
+    modalities: tuple[str, ...] | None = None  # None: a video encoder's clips; else a fusion model's (`AVClipDataset`)
+    audio: AudioPreprocessing | None = None  # how the soundtrack becomes particles, when "audio" is read
 
     def __init__(
         self,
@@ -126,28 +129,43 @@ class ClipDataset(torch.utils.data.Dataset):
         label = self.label_index.get(sample.label, -1)
         self._mark(str(sample.path))
         try:
-            particles = self.load(str(sample.path), window, info.height, info.width, rng)
+            question = self.question(video)
+            particles = self.load(str(sample.path), window, info.height, info.width, rng, question=question)
         except (TubeletError, ValueError, RuntimeError) as exc:
             return Item(index, video, None, label, str(sample.path), window, error=str(exc))
         finally:
             self._mark(None)
         return Item(index, video, particles, label, str(sample.path), window)
 
-    def load(self, path: str, window, height: int, width: int, rng: np.random.Generator | None) -> Particles:
-        """Decode one window of a file and cut it into particles (augmented when `rng` is given)."""
-        fps = self.pre.sample_fps
-        if rng is not None and self.augment is not None and self.augment.fps_jitter and fps:
-            jitter = 1.0 + self.augment.fps_jitter
-            fps = fps * float(np.exp(rng.uniform(-np.log(jitter), np.log(jitter))))
-        clip = decode(path, start=window[0], end=window[1], fps=fps, size=self.pre.output_size(height, width))
-        frames = torch.from_numpy(clip.frames)
-        if rng is not None and self.augment is not None:
-            frames = random_resized_crop(frames, self.augment, rng)
-            if self.augment.flip and rng.random() < 0.5:
-                frames = frames.flip(2)
-        # Times from the window's start: positions are relative to the clip, whatever its offset in a long video
-        # (seconds since the stream start would lose float32 precision an hour in).
-        return to_particles(frames, clip.timestamps - window[0], self.pre)
+    def load(
+        self,
+        path: str,
+        window: tuple[float, float],
+        height: int,
+        width: int,
+        rng: np.random.Generator | None,
+        *,
+        question: list[int] | None = None,
+    ) -> ClipParticles:
+        """One window of a file as particles (augmented when `rng` is given): `decode_window`, then `clip_particles`.
+
+        Args:
+            height, width: the file's frame size (probed), which the preprocessing resizes from.
+            question: the token ids of the question asked about the window (a dataset that reads ``text``).
+        """
+        media = self.modalities if self.modalities is not None else ("video",)
+        decoded = decode_window(
+            path, window, pre=self.pre, modalities=media, audio_pre=self.audio, source_size=(height, width),
+            augment=self.augment, rng=rng,
+        )  # fmt: skip
+        return clip_particles(
+            window, pre=self.pre, modalities=self.modalities, frames=decoded.frames, timestamps=decoded.timestamps,
+            audio=decoded.audio, audio_pre=self.audio, question=question,
+        )  # fmt: skip
+
+    def question(self, video: int) -> list[int] | None:
+        """The token ids of the question asked about sample `video` (None here; `QAClipDataset` asks one)."""
+        return None
 
     def _mark(self, path: str | None) -> None:
         if self.crash_dir is None:
@@ -221,15 +239,3 @@ def budget_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def to_particles(frames, timestamps, pre: Preprocessing) -> Particles:
-    """Frames (T, H, W, 3) uint8 at their times (T,) seconds -> normalized, pruned particles."""
-    return tokenize(
-        frames,
-        timestamps=timestamps,
-        tubelet=pre.tubelet,
-        prune_threshold=pre.prune_threshold,
-        mean=pre.mean,
-        std=pre.std,
-    )

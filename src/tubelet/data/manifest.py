@@ -49,6 +49,7 @@ class VideoDataset:
         labels: sorted class names (empty for unlabeled data).
         skipped: (path, reason) of every file that could not be read.
         source: where the samples came from.
+        note: how the set was chosen when it is not the split asked for (class folders evaluated whole).
     """
 
     samples: list[Sample]
@@ -56,6 +57,7 @@ class VideoDataset:
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
+    note: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -255,3 +257,18 @@ def try_probe(path: Path) -> tuple[VideoInfo | None, str]:
         return probe(path), ""
     except TubeletError as exc:
         return None, str(exc)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, and every video file under each directory (sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise DataError(f"{path}: no video files")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths

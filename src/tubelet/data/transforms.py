@@ -1,7 +1,8 @@
 """Preprocessing shared by training and inference, and training-only augmentation.
 
-`Preprocessing` is stored in every checkpoint's ``config.json`` so that `evaluate`, `predict` and export
-reproduce training's sampling, resizing, normalization, tubelet and pruning without flags.
+`Preprocessing` (and, for a model that hears, `AudioPreprocessing`) is stored in every checkpoint's ``config.json``
+so that `evaluate`, `predict` and export reproduce training's sampling, resizing, normalization, tubelet and
+pruning without flags.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tubelet.particles.audio import LOG_FLOOR
 from tubelet.typed import from_dict
 
 
@@ -55,6 +57,42 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class AudioPreprocessing:
+    """How a window's soundtrack becomes audio particles. Stored in a fusion checkpoint's ``config.json``."""
+
+    sample_rate: int = 16000  # Hz the audio is resampled to
+    n_fft: int = 400  # STFT window in samples (25 ms at 16 kHz)
+    hop: int = 160  # samples between STFT frames (10 ms at 16 kHz)
+    n_mels: int = 64  # mel bins of the spectrogram
+    patch: tuple[int, int] = (16, 16)  # STFT frames x mel bins per particle
+    mean: float = -4.0  # log-mel values are normalized to (value - mean) / std (measured on the AV sample data)
+    std: float = 3.0
+    allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
+
+    @property
+    def bands(self) -> int:
+        """Mel bands of particles per time step."""
+        return self.n_mels // self.patch[1]
+
+    @property
+    def silence(self) -> float:
+        """The normalized log-mel value of digital silence: every value of a window without sound."""
+        return (math.log(LOG_FLOOR) - self.mean) / self.std
+
+    def estimate_particles(self, seconds: float) -> int:
+        """Audio particles of a window of `seconds` (exact up to the decoder's rounding of its samples)."""
+        frames = 1 + int(seconds * self.sample_rate) // self.hop
+        return math.ceil(frames / self.patch[0]) * self.bands
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AudioPreprocessing:
+        return from_dict(cls, data, what="audio preprocessing")
+
+
+@dataclass(frozen=True)
 class Augment:
     """Training-time augmentation. Not stored for inference."""
 
@@ -71,15 +109,6 @@ def clip_window(duration: float, clip_seconds: float, rng: np.random.Generator |
     slack = duration - clip_seconds
     start = float(rng.uniform(0, slack)) if rng is not None else slack / 2
     return start, start + clip_seconds
-
-
-def window_starts(duration: float, window: float, stride: float) -> list[float]:
-    """Starts of windows of `window` seconds every `stride` seconds covering [0, duration), the last flush."""
-    if duration <= window:
-        return [0.0]
-    starts = list(np.arange(0.0, duration - window, stride))
-    starts.append(duration - window)
-    return [round(float(s), 6) for s in starts]
 
 
 def random_resized_crop(frames: torch.Tensor, augment: Augment, rng: np.random.Generator) -> torch.Tensor:

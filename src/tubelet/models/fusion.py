@@ -23,7 +23,7 @@ of `tubelet.explain` need: `embed(batch) -> (N, D)` in merged order, `forward(ba
 `forward_features(batch, keep_attention=True)` leaving the attention maps in `last_attention`.
 The blocks, final `norm`, `patch_embed` and `span_embed` carry the encoder's parameter names, so a pretrained
 encoder's weights load into them: `config_from_encoder` gives a fusion model of an encoder's shape, and
-`tubelet.recipes.fusion_from_encoder.fusion_from_encoder` loads the weights. On video the two compute the same
+`tubelet.models.fusion_from_encoder.fusion_from_encoder` loads the weights. On video the two compute the same
 thing (the same rotary angles from seconds, rows and columns; the same blocks and final norm) except for the
 modality embedding, which the recipe starts at zero for video, so a video-only fusion model from an encoder gives
 its features.

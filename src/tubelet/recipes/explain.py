@@ -1,6 +1,7 @@
 """Why did the classifier decide? Scores per particle (where, when) for one window of a video, and pictures of them.
 
-Read top to bottom: load the checkpoint -> decode the window exactly as training did -> particles -> predict ->
+Read top to bottom: load the checkpoint -> decode the window exactly as training did -> particles (both through
+`tubelet.data.pipeline`, as every dataset) -> predict ->
 attribute (one of `tubelet.explain.METHODS`) -> files: ``particles.csv`` (every particle with its seconds, cell and
 score), ``heatmap.mp4/.gif/.png``, ``timeline.png``, ``report.html`` (self-contained) and ``explanation.json``.
 
@@ -14,9 +15,9 @@ the video particles only.
 
 A VQA checkpoint (``tubelet finetune --task vqa``: a fusion model that also reads a question) is explained for one
 ``question`` (``--question TEXT``, checked and turned into text particles exactly as ``tubelet predict --question``
-does: `tubelet.recipes.vqa.asked_questions`, `question_particles`); the target is an answer, default the predicted
-one. Its question's tokens are particles like the others, so every method scores them beside the video (and
-audio) particles: ``explanation.json`` adds ``question`` (the text) and ``tokens`` ([{token, score}] in the
+does: `tubelet.data.qa.asked_questions`, `tubelet.data.pipeline.question_particles`); the target is an answer,
+default the predicted one. Its question's tokens are particles like the others, so every method scores them beside the
+video (and audio) particles: ``explanation.json`` adds ``question`` (the text) and ``tokens`` ([{token, score}] in the
 question's order), ``modality_occlusion`` has a ``text`` entry (the drop without the question), ``particles.csv``
 a ``token`` column, and ``report.html`` shows the question with each token shaded by its score.
 """
@@ -29,11 +30,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tubelet import models
-from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing, audio_particles
-from tubelet.data.dataset import to_particles
+from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing
+from tubelet.data.pipeline import DecodedWindow, clip_particles, decode_window
+from tubelet.data.qa import QUESTION, asked_questions
 from tubelet.data.text import PAD, encode
 from tubelet.data.transforms import clip_window
 from tubelet.errors import ConfigError, DataError
@@ -48,9 +49,9 @@ from tubelet.explain.methods import (
 )
 from tubelet.explain.render import audio_scores, plot_audio, plot_timeline, write_heatmap_video, write_html
 from tubelet.io import decode, probe
+from tubelet.io.probe import VideoInfo
+from tubelet.nn.device import resolve_device
 from tubelet.particles.modalities import ModalClip
-from tubelet.recipes.vqa import QUESTION, asked_questions, question_particles
-from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.explain")
 
@@ -108,10 +109,13 @@ def explain(
     labels, pre = loaded.labels, loaded.preprocessing
     model = loaded.model.to(resolve_device(device)).eval()
 
-    clip = decode_window(path, pre, start=start, seconds=seconds, frames="video" in modalities)
-    if "audio" in modalities and not clip["has_audio"] and not audio.allow_missing_audio:
+    interval, info = explained_window(path, pre, start=start, seconds=seconds)  # (start, end) seconds
+    if "audio" in modalities and not info.has_audio and not audio.allow_missing_audio:
         raise DataError(f"{path}: {MISSING_AUDIO}")
-    particles = window_particles(path, clip, pre, modalities, audio, question=token_ids)
+    clip = decode_window(
+        path, interval, pre=pre, modalities=modalities, audio_pre=audio, source_size=(info.height, info.width)
+    )
+    particles = window_particles(clip, pre, modalities, audio, question=token_ids)
     probs = class_probs(model, [particles])[0]
     index = int(probs.argmax()) if target is None else _label_index(target, labels)
     baselines = {  # where gradient methods start audio and text from (`baseline_particles`)
@@ -124,9 +128,9 @@ def explain(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scale = (1.0, 1.0)
-    if clip["frames"] is not None:
-        scale = (clip["source_size"][0] / clip["frames"].shape[1], clip["source_size"][1] / clip["frames"].shape[2])
-    rows = particle_rows(explanation, scale, clip["start"], tokens=tokens)
+    if clip.frames is not None:
+        scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])
+    rows = particle_rows(explanation, scale, interval[0], tokens=tokens)
     write_particles_csv(out / "particles.csv", rows)
     order = np.argsort([-r["score"] for r in rows], kind="stable")[:topk]
     ranked = np.argsort(-probs.numpy())[: min(5, len(labels))]
@@ -138,7 +142,7 @@ def explain(
         "target_score": round(float(probs[index]), 4),
         "prediction": {"label": labels[int(probs.argmax())], "score": round(float(probs.max()), 4)},
         "topk_classes": [{"label": labels[i], "score": round(float(probs[i]), 4)} for i in ranked],
-        "window": {"start": round(clip["start"], 3), "end": round(clip["end"], 3)},
+        "window": {"start": round(interval[0], 3), "end": round(interval[1], 3)},
         "num_particles": len(particles),
         "top_particles": [rows[i] for i in order],
         "method_note": METHOD_NOTES[method],
@@ -152,7 +156,7 @@ def explain(
         drops = modality_occlusion(model, particles, index)
         result["modality_occlusion"] = {k: round(v, 4) for k, v in drops.items()}
         if heard is not None:
-            result["audio"] = audio_scores(heard, offset=clip["start"], sample_rate=audio.sample_rate)
+            result["audio"] = audio_scores(heard, offset=interval[0], sample_rate=audio.sample_rate)
     if tokens is not None:  # the question's tokens in its order (text particles are in `ti` order)
         said = explanation.of_modality("text").scores.tolist()
         result["tokens"] = [{"token": token, "score": score} for token, score in zip(tokens, said)]
@@ -162,7 +166,7 @@ def explain(
             result["files"].update(_video_pictures(out, path, clip, pre, explanation, labels[index], top))
         if heard is not None:
             picture = plot_audio(
-                out / "audio.png", heard, offset=clip["start"], sample_rate=audio.sample_rate, hop=audio.hop,
+                out / "audio.png", heard, offset=interval[0], sample_rate=audio.sample_rate, hop=audio.hop,
                 label=labels[index],
             )  # fmt: skip
             result["files"]["audio"] = str(picture)
@@ -196,29 +200,29 @@ def _load(checkpoint: str | models.Loaded) -> tuple[models.Loaded, str]:
 
 
 def _video_pictures(
-    out: Path, path: str | Path, clip: dict, pre, explanation: Explanation, label: str, top: list[dict]
+    out: Path, path: str | Path, clip: DecodedWindow, pre, explanation: Explanation, label: str, top: list[dict]
 ) -> dict:
     """The heatmap video and timeline (`top`: the best video particles' rows) of the video particles' scores."""
     seen = explanation.of_modality("video")
     # The overlay goes on the source-resolution frames at the same times (the model saw them resized).
-    source = decode(path, start=clip["start"], end=clip["end"], fps=pre.sample_fps)
-    shown = source.frames if len(source.frames) == len(clip["frames"]) else clip["frames"]
-    files = write_heatmap_video(out, shown, clip["times"], seen)
-    files["timeline"] = str(plot_timeline(out / "timeline.png", seen, clip["times"], label=label, top=top))
+    start, end = clip.window
+    source = decode(path, start=start, end=end, fps=pre.sample_fps)
+    shown = source.frames if len(source.frames) == len(clip.frames) else clip.frames.numpy()
+    files = write_heatmap_video(out, shown, clip.timestamps, seen)
+    files["timeline"] = str(plot_timeline(out / "timeline.png", seen, clip.timestamps, label=label, top=top))
     return files
 
 
-def decode_window(
-    path: str | Path, pre, *, start: float | None = None, seconds: float | None = None, frames: bool = True
-) -> dict:
-    """Frames of one window, decoded and resized as the checkpoint's preprocessing says.
+def explained_window(
+    path: str | Path, pre, *, start: float | None = None, seconds: float | None = None
+) -> tuple[tuple[float, float], VideoInfo]:
+    """The window of `path` to explain, (start, end) seconds, and the file's probe.
 
     Args:
-        frames: decode the frames (False: only find the window, for a model that reads audio alone).
+        start, seconds: the window; default the preprocessing's ``clip_seconds``, centred.
 
-    Returns:
-        ``frames`` (T, H, W, 3) uint8 (None without `frames`), ``times`` (T,) seconds in the video, ``start``/``end``
-        of the window, ``source_size`` (H, W) of the video's own frames and ``has_audio``.
+    Raises:
+        ConfigError: a `start` outside the video.
     """
     info = probe(path)
     length = seconds or pre.clip_seconds
@@ -228,53 +232,31 @@ def decode_window(
         if start < 0 or start >= info.duration_s:
             raise ConfigError(f"start: {start} s is outside {path} (duration {info.duration_s:.2f} s)")
         begin, end = start, min(start + length, info.duration_s)
-    clip = None
-    if frames:
-        clip = decode(path, start=begin, end=end, fps=pre.sample_fps, size=pre.output_size(info.height, info.width))
-    return {
-        "frames": clip.frames if clip is not None else None,
-        "times": np.asarray(clip.timestamps if clip is not None else [], dtype=np.float64),
-        "start": float(begin),
-        "end": float(end),
-        "source_size": (info.height, info.width),
-        "has_audio": info.has_audio,
-    }
+    return (float(begin), float(end)), info
 
 
 def window_particles(
-    path: str | Path,
-    clip: dict,
+    clip: DecodedWindow,
     pre,
     modalities: tuple[str, ...],
     audio: AudioPreprocessing | None,
     *,
     question: list[int] | None = None,
 ) -> Clip:
-    """The window's particles as the model reads them, times from the window's start.
+    """The decoded window's particles as the model reads them, times from the window's start (`clip_particles`).
 
     Args:
         question: the token ids of the question a VQA model (one that reads ``text``) is asked.
 
     Returns:
         The video `Particles` for a video encoder (`audio` None); for a fusion model, a `ModalClip` of its
-        `modalities` in its order, the audio decoded for the same window as the frames, the question's tokens at
-        the window's centre (`question_particles`).
+        `modalities` in its order (the question's tokens at the window's centre).
     """
-    video = None
-    if "video" in modalities:
-        video = to_particles(torch.from_numpy(clip["frames"]), clip["times"] - clip["start"], pre)
-    if audio is None:
-        return video
-    window = (clip["start"], clip["end"])
-    parts = {}
-    for name in modalities:
-        if name == "video":
-            parts[name] = video
-        elif name == "audio":
-            parts[name] = audio_particles(str(path), window, audio)
-        else:
-            parts[name] = question_particles(question, window)
-    return ModalClip(parts)
+    particles = clip_particles(
+        clip.window, pre=pre, modalities=modalities if audio is not None else None, frames=clip.frames,
+        timestamps=clip.timestamps, audio=clip.audio, audio_pre=audio, question=question,
+    )  # fmt: skip
+    return particles if audio is None else ModalClip(particles)
 
 
 def particle_rows(

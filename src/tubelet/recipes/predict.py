@@ -1,10 +1,11 @@
-"""Predictions on new videos: a label per file and, for long videos, one per window in seconds.
+"""Predictions on new videos: one per file and, for long videos, one per window in seconds.
 
-Any classifier checkpoint: a video encoder's, or a fusion model's (``tubelet finetune --modalities video,audio``,
-audio alone, or ``--task vqa``), whose windows are decoded as it was trained: each window's audio beside its
-frames, and for a question-answering model (it reads text) each question's tokens, so every file is answered for
-every ``--question``. A file without an audio stream is a per-file error for a model that reads audio, unless
-the checkpoint's audio preprocessing allows missing audio (silence then).
+Any checkpoint whose task predicts (`tubelet.tasks.base.task_of`): a video classifier, a fusion model (video and
+audio, audio alone, or a VQA model that also reads a question), or a model of any registered task (a regression
+prints its value). Windows are decoded as the model was trained: each window's audio beside its frames, and for a
+question-answering model each question's tokens, so every file is answered for every ``--question``. A file without
+an audio stream is a per-file error for a model that reads audio, unless the checkpoint's audio preprocessing allows
+missing audio (silence then).
 """
 
 from __future__ import annotations
@@ -17,31 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tubelet import models
-from tubelet.data.av_dataset import MISSING_AUDIO, AVClipDataset
-from tubelet.data.dataset import ClipDataset
-from tubelet.data.manifest import VIDEO_EXTENSIONS, Sample, VideoDataset, try_probe
-from tubelet.data.transforms import Preprocessing, window_starts
-from tubelet.errors import ConfigError, DataError
-from tubelet.recipes.vqa import UNTYPED, QAClipDataset, QAData, asked_questions, tokenize_questions
-from tubelet.train.loop import mean_over_videos, predict_items, resolve_device
+from tubelet.data.av_dataset import MISSING_AUDIO
+from tubelet.data.manifest import Sample, VideoDataset, expand_inputs, try_probe
+from tubelet.data.pipeline import iter_windows
+from tubelet.data.qa import UNTYPED, QAData, asked_questions
+from tubelet.errors import ConfigError
+from tubelet.models import load
+from tubelet.nn.device import resolve_device
+from tubelet.tasks.base import Reads, task_of
+from tubelet.tasks.inference import mean_over_videos, run_model
 
 log = logging.getLogger("tubelet.predict")
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, and every video file under each directory (sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            if not found:
-                raise DataError(f"{path}: no video files")
-            paths.extend(found)
-        else:
-            paths.append(path)
-    return paths
 
 
 def predict(
@@ -57,10 +44,11 @@ def predict(
     device: str = "auto",
     plot_dir: str | None = None,
 ) -> Iterator[dict]:
-    """Yield one result per input file: ``path, label, score, topk`` and ``windows`` for long videos.
+    """Yield one result per input file: ``path``, the task's prediction (``label, score, topk`` for a classifier,
+    ``value`` for a regression), ``duration_s`` and ``windows`` for long videos.
 
     Args:
-        checkpoint: a classifier checkpoint directory (video encoder or fusion model).
+        checkpoint: a checkpoint directory of a task that predicts (not retrieval: `tubelet index` / `search`).
         inputs: files and/or directories.
         questions: what to ask a VQA checkpoint (one that reads text) about every file: one result per file and
             question, with its ``question``, in that order; required by such a checkpoint, an error for others.
@@ -72,12 +60,14 @@ def predict(
     Unreadable files (and, for a model that reads audio, files without audio) yield ``{"path": ..., "error": ...}``
     once and the rest go on.
     """
-    loaded = models.load(checkpoint)
-    fusion = loaded.kind == "fusion"
-    if not loaded.labels:
+    loaded = load(checkpoint)
+    task = task_of(loaded)
+    if task.name == "retrieval":
+        raise ConfigError(f"{checkpoint}: a retrieval checkpoint embeds videos for search: use tubelet index / search")
+    if task.uses_labels and not loaded.labels:
         raise ConfigError(f"{checkpoint}: the checkpoint has no labels.json (not a classifier)")
-    modalities = loaded.model.config.modalities if fusion else ("video",)
-    asked = asked_questions(checkpoint, modalities, questions)
+    reads = Reads.of(loaded)
+    asked = asked_questions(checkpoint, reads.modalities, questions)
     pre = loaded.preprocessing
     window = window_seconds or pre.clip_seconds
     stride = stride_seconds or window
@@ -90,7 +80,11 @@ def predict(
     samples, infos, failed = [], [], []
     for path in expand_inputs(inputs):
         info, reason = try_probe(path)
-        if info is not None and "audio" in modalities and not (info.has_audio or loaded.audio.allow_missing_audio):
+        if (
+            info is not None
+            and "audio" in reads.modalities
+            and not (info.has_audio or loaded.audio.allow_missing_audio)
+        ):
             info, reason = None, f"{path}: {MISSING_AUDIO}"
         if info is None:
             failed.append({"path": str(path), "error": reason})
@@ -104,15 +98,18 @@ def predict(
     items = [(v, q) for v in range(len(samples)) for q in range(len(asked))]
     data = VideoDataset(samples=[samples[v] for v, _ in items], infos=[infos[v] for v, _ in items], labels=[])
     windows = [
-        (i, s, min(s + window, infos[v].duration_s))
+        (i, start, end)
         for i, (v, _) in enumerate(items)
-        for s in window_starts(infos[v].duration_s, window, stride)
+        for start, end in iter_windows(infos[v].duration_s, window, stride)
     ]
     dataset = window_dataset(loaded, data, replace(pre, clip_seconds=window), windows, [asked[q] for _, q in items])
-    probs, bad = predict_items(model, dataset, budget=batch_particles, device=device_, workers=workers)
-    bad_paths = {p: r for p, r in bad}
-    per_item = mean_over_videos(probs, [w[0] for w in windows], len(items))
-    k = min(topk, len(labels))
+    outputs, bad = run_model(
+        model, dataset, forward=task.forward, budget=batch_particles, device=device_, workers=workers
+    )
+    bad_paths = dict(bad)
+    predictions = task.postprocess(outputs) if outputs is not None else np.full((len(windows), 1), np.nan)
+    per_item = mean_over_videos(predictions, [w[0] for w in windows], len(items))
+    k = min(topk, len(labels)) if labels else 0
     reported = set()
     for i, (v, q) in enumerate(items):
         path = samples[v].path
@@ -122,70 +119,49 @@ def predict(
                 yield {"path": str(path), "error": bad_paths.get(str(path), "no window could be decoded")}
             continue
         question = {"question": asked[q]} if asked[q] is not None else {}
-        result = {"path": str(path), **question, **_ranked(per_item[i], labels, k), "duration_s": infos[v].duration_s}
-        rows = [(w, probs[j]) for j, w in enumerate(windows) if w[0] == i and not np.isnan(probs[j]).any()]
+        described = task.describe(per_item[i], labels, topk=k)
+        result = {"path": str(path), **question, **described, "duration_s": infos[v].duration_s}
+        rows = [(w, predictions[j]) for j, w in enumerate(windows) if w[0] == i and not np.isnan(predictions[j]).any()]
         if len(rows) > 1:
             result["windows"] = [
-                {"start": round(w[1], 3), "end": round(w[2], 3), **_ranked(p, labels, 1, with_topk=False)}
-                for w, p in rows
+                {"start": round(w[1], 3), "end": round(w[2], 3), **task.describe(p, labels, topk=0)} for w, p in rows
             ]
         if plot_dir is not None:
             name = f"{path.stem}_q{q + 1}" if len(asked) > 1 else path.stem
-            result["timeline"] = str(_plot_timeline(plot_dir, path, rows, labels, name=name, question=asked[q]))
+            curves = labels or [f"output {c}" for c in range(per_item.shape[1])]
+            result["timeline"] = str(_plot_timeline(plot_dir, path, rows, curves, name=name, question=asked[q]))
         yield result
 
 
-def window_dataset(
-    loaded: models.Loaded,
-    data: VideoDataset,
-    pre: Preprocessing,
-    windows: list[tuple[int, float, float]],
-    questions: list[str | None],
-) -> ClipDataset:
-    """The windows' dataset, decoded as the model reads them.
+def window_dataset(loaded, data: VideoDataset, pre, windows: list[tuple[int, float, float]], questions: list):
+    """The windows' dataset, decoded as the loaded model reads them (`Task.dataset`).
 
     Args:
         data: one sample per item; `windows` are (item, start, end).
         questions: per item, the question a VQA model is asked (ignored by a model that reads no text).
-
-    Returns:
-        A `ClipDataset` (frames) for a video encoder; an `AVClipDataset` (frames and/or audio) for a fusion model;
-        a `QAClipDataset` (also the question's tokens) for one that reads text.
     """
-    if loaded.kind != "fusion":
-        return ClipDataset(data, pre, windows=windows)
-    modalities = loaded.model.config.modalities
-    if "text" not in modalities:
-        return AVClipDataset(data, pre, loaded.audio, modalities=modalities, windows=windows)
-    qa = tokenize_questions(
-        QAData(data, list(questions), [UNTYPED] * len(questions), Path("--question")), loaded.tokenizer
-    )
-    return QAClipDataset(qa, pre, loaded.audio, modalities=modalities, windows=windows)
-
-
-def _ranked(p: np.ndarray, labels: list[str], k: int, *, with_topk: bool = True) -> dict:
-    order = np.argsort(-p)[:k]
-    out = {"label": labels[order[0]], "score": round(float(p[order[0]]), 4)}
-    if with_topk:
-        out["topk"] = [{"label": labels[i], "score": round(float(p[i]), 4)} for i in order]
-    return out
+    reads = Reads.of(loaded)
+    if "text" in reads.modalities:  # the questions are the items' text: each file is asked each question
+        data = QAData(data, list(questions), [UNTYPED] * len(questions), Path("--question"))
+    return task_of(loaded).dataset(data, pre, reads, windows=windows)
 
 
 def _plot_timeline(
     plot_dir: str, path: Path, rows, labels: list[str], *, name: str, question: str | None = None
 ) -> Path:
-    """Class probabilities of every window over the video's seconds, in ``plot_dir/<name>_timeline.png``."""
+    """Each output (a classifier's class probabilities) of every window over the video's seconds, in
+    ``plot_dir/<name>_timeline.png``."""
     from matplotlib.figure import Figure
 
     os.makedirs(plot_dir, exist_ok=True)
     fig = Figure(figsize=(9, 3), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     centres = [(w[1] + w[2]) / 2 for w, _ in rows]
-    probs = np.stack([p for _, p in rows]) if rows else np.zeros((0, len(labels)))
+    values = np.stack([p for _, p in rows]) if rows else np.zeros((0, len(labels)))
     for c, label in enumerate(labels):
-        ax.plot(centres, probs[:, c], marker="o", label=label)
+        ax.plot(centres, values[:, c], marker="o", label=label)
     ax.set_xlabel("seconds (window centre)")
-    ax.set_ylabel("probability")
+    ax.set_ylabel("probability" if labels else "value")
     ax.set_ylim(0, 1)
     ax.set_title(path.name if question is None else f"{path.name}: {question}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a curve

@@ -24,14 +24,13 @@ import torch
 from safetensors.torch import save_file
 
 from tubelet import models
-from tubelet.data.manifest import Sample, VideoDataset, try_probe
+from tubelet.data.manifest import Sample, VideoDataset, expand_inputs, try_probe
+from tubelet.data.pipeline import iter_windows
 from tubelet.data.text import encode
-from tubelet.data.transforms import window_starts
 from tubelet.errors import ConfigError, DataError
-from tubelet.recipes.predict import expand_inputs
-from tubelet.recipes.retrieval import embed_texts, embed_windows
+from tubelet.nn.device import resolve_device
+from tubelet.tasks.retrieval import embed_texts, embed_windows
 from tubelet.tensor_files import read_safetensors
-from tubelet.train.loop import resolve_device
 
 log = logging.getLogger("tubelet.search")
 
@@ -82,9 +81,9 @@ def build_index(
     if not samples:
         raise DataError(f"{', '.join(inputs)}: no readable video to index ({len(skipped)} skipped)")
     windows = [
-        (v, s, round(min(s + window, info.duration_s), 6))
+        (v, start, round(end, 6))
         for v, info in enumerate(infos)
-        for s in window_starts(info.duration_s, window, stride)
+        for start, end in iter_windows(info.duration_s, window, stride)
     ]
     data = VideoDataset(samples=samples, infos=infos, labels=[])
     pre = replace(loaded.preprocessing, clip_seconds=window)

@@ -5,9 +5,9 @@ saved tokenizer is the one that recipe would train (same text, same settings, sa
 ``tubelet finetune --task retrieval|vqa --tokenizer DIR`` uses it as is:
 
 - ``--column caption`` (the default), or any other column of the video manifests: the text of every readable clip
-  of the split's ``{split}.csv``/``.jsonl`` (`tubelet.recipes.retrieval.read_captions`, as ``--task retrieval``);
+  of the split's ``{split}.csv``/``.jsonl`` (`tubelet.data.captions.read_captions`, as ``--task retrieval``);
 - ``--column question``: the questions of ``qa_{split}.csv``/``.jsonl`` about readable clips
-  (`tubelet.recipes.vqa.load_qa`, as ``--task vqa``, which trains its tokenizer on the questions alone: the answers
+  (`tubelet.data.qa.load_qa`, as ``--task vqa``, which trains its tokenizer on the questions alone: the answers
   are classes, never tokenized).
 
 Writes ``DIR/tokenizer.json`` and ``DIR/summary.json`` (the arguments, the vocabulary size, the texts read, and the
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from tubelet.data.captions import CAPTION, read_captions, text_manifest
 from tubelet.data.manifest import load_dataset, manifest_rows
+from tubelet.data.qa import QUESTION, load_qa, qa_manifest
 from tubelet.data.text import DEFAULT_VOCAB_SIZE, UNK, save_tokenizer, train_tokenizer
 from tubelet.errors import DataError
-from tubelet.recipes.retrieval import CAPTION, read_captions, text_manifest
-from tubelet.recipes.vqa import QUESTION, load_qa, qa_manifest
 
 log = logging.getLogger("tubelet.tokenizer")
 

@@ -25,6 +25,7 @@ import torch
 from tubelet.data.av_dataset import AVClipDataset
 from tubelet.data.dataset import Batch, ClipDataset
 from tubelet.data.manifest import load_dataset
+from tubelet.data.splits import has_split, train_val
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.nn.device import autocast
@@ -138,13 +139,18 @@ class Task:
     # --- data -------------------------------------------------------------------------------------------------
     def prepare(self, cfg, out: Path) -> Prepared:
         """The run's training and validation data (class folders without a val split: a stratified share)."""
-        from tubelet.data.splits import train_val
-
-        train, val = train_val(
-            cfg.data, train_split=cfg.train_split, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
-            label_column=getattr(cfg, "label_column", "label"), seed=cfg.seed, require_labels=self.uses_labels,
-        )  # fmt: skip
-        return Prepared(train, val, labels=train.labels if self.uses_labels else None)
+        if self.uses_labels:
+            train, val = train_val(
+                cfg.data, train_split=cfg.train_split, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
+                label_column=getattr(cfg, "label_column", "label"), seed=cfg.seed,
+            )  # fmt: skip
+            return Prepared(train, val, labels=train.labels)
+        # Unlabeled clips (the targets come from the clips): the splits as they are.
+        train = load_dataset(cfg.data, split=cfg.train_split, require_labels=False)
+        val = None
+        if Path(cfg.data).is_dir() and cfg.val_split not in (None, "none") and has_split(cfg.data, cfg.val_split):
+            val = load_dataset(cfg.data, split=cfg.val_split, require_labels=False)
+        return Prepared(train, val)
 
     uses_labels: ClassVar[bool] = False  # read a label column and save labels.json
 
@@ -245,13 +251,13 @@ class Task:
         )  # fmt: skip
 
     def evaluate(
-        self, model, data, pre: Preprocessing, *, labels: list[str] | None, reads: Reads = Reads(), views: int = 1,
+        self, model, data, pre: Preprocessing, *, labels: list[str] | None, reads: Reads | None = None, views: int = 1,
         budget: int = 8192, device, precision: str = "auto", workers: int = 0,
     ) -> dict:  # fmt: skip
         """`score` of `model` on `data`, `views` windows averaged per item; files that cannot be decoded are
         reported and left out (``skipped``)."""
         windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
-        dataset = self.dataset(data, pre, reads, windows=windows)
+        dataset = self.dataset(data, pre, reads or Reads(), windows=windows)
         targets: dict = {}
         per_item, failed = windowed_outputs(
             self, model, dataset, windows, len(data), budget=budget, device=device, precision=precision,

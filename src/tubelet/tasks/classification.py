@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 
 from tubelet.data.av_dataset import AudioPreprocessing, check_audio
-from tubelet.data.splits import check_labels, eval_split, test_split
+from tubelet.data.splits import check_labels, eval_split, load_test_split
 from tubelet.errors import ConfigError
 from tubelet.models.fusion import UNFROZEN
 from tubelet.nn.device import resolve_device
@@ -204,7 +204,7 @@ class ClassificationTask(Classifier):
             return super().finish(cfg, prepared, arms, summaries)
         result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last")}
         result["arms"] = {arm.name: {"out": str(arm.out), **summaries[arm.name]} for arm in arms}
-        test = test_split(cfg, prepared.labels)
+        test = load_test_split(cfg.data, prepared.labels, label_column=cfg.label_column)
         if test is None:
             return result
         if "audio" in arms[0].modalities:
@@ -267,7 +267,7 @@ class ClassificationTask(Classifier):
             raise ConfigError(f"--baseline {name}: its labels {base.labels} differ from {loaded.labels}")
 
     def evaluation_data(self, source: str, split: str | None, loaded):
-        data = check_labels(eval_split(source, split), loaded.labels, loaded.source)
+        data = check_labels(eval_split(source, None if split == "all" else split), loaded.labels, loaded.source)
         if "audio" in Reads.of(loaded).modalities:
             check_audio(data, loaded.audio)
         return data
@@ -277,6 +277,8 @@ class ClassificationTask(Classifier):
         if details["split"] == "all":
             details["split"] = None
         details.update(clips=metrics["num_samples"], skipped=len(metrics["skipped"]) + len(data.skipped))
+        if data.note is not None:  # class folders without the split: every clip was scored
+            details.update(split=None, note=data.note)
         modalities = Reads.of(models["model"]).modalities
         if modalities != ("video",):
             details["modalities"] = ",".join(modalities)

@@ -315,8 +315,9 @@ def _generator(*seeds: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.default_rng(list(seeds)).integers(2**62)))
 
 
-def _reconstruct(model: nn.ModuleDict, visible, queries, device, precision: str) -> torch.Tensor:
-    """Encode the visible particles and decode the queries: (Nq, t*p*q*C) predictions."""
+def _reconstruct(model: torch.nn.ModuleDict, visible, queries, device, precision: str) -> torch.Tensor:
+    """Encode the visible particles and decode the queries: (Nq, t*p*q*C) predictions (`model` holds the encoder as
+    ``model`` and the decoder as ``decoder``)."""
     visible, queries = visible.to(device), queries.to(device)
     with autocast(device, precision):
         features = model["model"].forward_features(visible)  # (Nv, D): the encoder sees visible particles only

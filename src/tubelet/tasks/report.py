@@ -56,7 +56,9 @@ def write_report(
     if baseline is not None:
         report["comparison"] = compare_metrics(metrics, baseline, baseline_name=baseline_name)
 
-    paths = write_report_files(report, out, report_markdown(report, title=title) + ("\n" + appendix if appendix else ""))
+    paths = write_report_files(
+        report, out, report_markdown(report, title=title) + ("\n" + appendix if appendix else "")
+    )
     paths["confusion_matrix"] = out / "confusion_matrix.png"
     panels = [(f"this run (accuracy {_fmt(metrics['accuracy'])})", metrics)]
     if baseline is not None:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from tubelet.data.av_dataset import AudioPreprocessing, check_audio
@@ -112,7 +111,7 @@ class VQATask(Classifier):
         )
 
     def evaluate(
-        self, model, data: QAData, pre, *, labels, reads: Reads = Reads(), views: int = 1, budget: int = 8192,
+        self, model, data: QAData, pre, *, labels, reads: Reads | None = None, views: int = 1, budget: int = 8192,
         device, precision: str = "auto", workers: int = 0,
     ) -> dict:  # fmt: skip
         """Answer accuracy over the questions of `data`, overall and per ``question_type``.
@@ -127,9 +126,16 @@ class VQATask(Classifier):
             per scored question, in order) and ``skipped``.
         """
         windows = view_windows([info.duration_s for info in data.data.infos], pre.clip_seconds, views)
-        dataset = self.dataset(data, pre, reads, windows=windows)
+        dataset = self.dataset(data, pre, reads or Reads(("video", "text")), windows=windows)
         per_question, failed = windowed_outputs(
-            self, model, dataset, windows, len(data.data), budget=budget, device=device, precision=precision,
+            self,
+            model,
+            dataset,
+            windows,
+            len(data.data),
+            budget=budget,
+            device=device,
+            precision=precision,
             workers=workers,
         )  # fmt: skip  (Q, answers)
         scored = ~np.isnan(per_question).any(axis=1)
@@ -139,7 +145,11 @@ class VQATask(Classifier):
         correct = predicted == truth
         types = np.array(data.types)[scored]
         known = truth >= 0
-        f1 = classification_metrics(truth[known], per_question[scored][known], labels)["macro_f1"] if known.any() else 0.0
+        f1 = (
+            classification_metrics(truth[known], per_question[scored][known], labels)["macro_f1"]
+            if known.any()
+            else 0.0
+        )
         return {
             "accuracy": float(correct.mean()),
             "num_questions": int(scored.sum()),
@@ -204,7 +214,6 @@ class VQATask(Classifier):
             )
         return "\n".join([*lines, "", note + "."]) + "\n"
 
-
     def summary_line(self, report: dict) -> str:
         lines = [
             f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   questions "
@@ -255,6 +264,18 @@ def arm_name(loaded) -> str:
     """A VQA model's row name, as training names its arms."""
     modalities = Reads.of(loaded).modalities
     return QUESTION_ONLY if modalities == ("text",) else "+".join(modalities)
+
+
+def evaluate_vqa(
+    loaded, qa: QAData, *, views: int = 1, budget: int = 8192, device, precision: str = "auto", workers: int = 0
+) -> dict:
+    """`VQATask.evaluate` of a loaded VQA checkpoint (`tubelet.models.Loaded`) on the questions of `qa`."""
+    if qa.token_ids is None:
+        tokenize_questions(qa, loaded.tokenizer)
+    return VQATask().evaluate(
+        loaded.model.to(device), qa, loaded.preprocessing, labels=loaded.labels, reads=Reads.of(loaded), views=views,
+        budget=budget, device=device, precision=precision, workers=workers,
+    )  # fmt: skip
 
 
 def questions_of(source: str, split: str, answers: list[str], tokenizer: Tokenizer) -> QAData | None:

@@ -53,11 +53,6 @@ class Schedule:
         return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
 
-def loop_state() -> dict:
-    """The progress of a run that has not started: every key the loop keeps (and resume restores)."""
-    return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0, "skipped": []}
-
-
 def epoch_batches(estimates: list[int], schedule: Schedule, epoch: int, exclude=frozenset()) -> list[list[int]]:
     """The batches (item indices) of one epoch: shuffled per (seed, epoch), each within the particle budget."""
     return budget_batches(
@@ -143,7 +138,8 @@ def fit(
         dataset: a `tubelet.data.dataset.ClipDataset` (or subclass): ``set_epoch``, ``estimates``,
             ``item_indices_of``.
         steps: the run's optimizer steps (`total_steps`), the schedule's length.
-        state: `loop_state()`, or the state a resume restored; updated in place and saved in ``last/``.
+        state: `tubelet.train.resume.loop_state()`, or the state a resume restored; updated in place and saved
+            in ``last/``.
         loss_of: ``loss_of(batch, epoch, index)`` -> `StepLoss`, or None when the batch has nothing to learn from.
         save: ``save(name, with_trainer)`` writes ``out/name`` (``best`` without, ``last`` with trainer state).
         validate: ``validate(epoch_summary)`` -> metrics holding `metric` (None: nothing to judge this epoch);

@@ -5,7 +5,7 @@ within it, the best validation metric and the evaluations since, and the clips s
 that dict with the optimizer, the schedule and the RNG states for `tubelet.train.checkpoint.save_checkpoint`;
 `resume` restores all of it into a freshly built model, optimizer and schedule. Video fine-tuning, the fusion
 recipes (audio-visual classification, question answering) and retrieval share both, so a run of any of them continues
-the same way; the multimodal ones also share the epoch pass that keeps `loop_state` (`tubelet.train.loop.train_epoch`).
+the same way, through the one loop that keeps `loop_state` (`tubelet.train.fit`).
 """
 
 from __future__ import annotations

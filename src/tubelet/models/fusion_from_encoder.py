@@ -1,4 +1,5 @@
-"""A fusion model started from a pretrained video encoder (``tubelet finetune --modalities ... --model ENCODER``).
+"""The fusion model a run starts from (`build_fusion`): a fusion checkpoint, a fresh registered size, or a fusion
+model built from a pretrained video encoder (``tubelet finetune --modalities ... --model ENCODER``).
 
 Users pretrain an encoder on their own footage (``tubelet pretrain`` -> ``RUN/best``). A `FusionModel` names its
 video embedding, blocks and final norm as the encoder does, so `fusion_from_encoder` builds one of the encoder's
@@ -9,11 +10,16 @@ which, and why any encoder weight was left out, so a run shows that its pretrain
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from tubelet.data.av_dataset import AudioPreprocessing
+from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
-from tubelet.models import Loaded
-from tubelet.models.fusion import FusionModel, config_from_encoder
+from tubelet.models.fusion import FusionConfig, FusionModel, config_from_encoder
+from tubelet.models.kinds import Loaded, checkpoint_kind, load
+from tubelet.models.registry import model_config, model_names
 from tubelet.particles.structure import VIDEO
 from tubelet.train import checkpoint
 
@@ -94,3 +100,50 @@ def describe_load(report: dict) -> str:
         f"({report['loaded_parameters'] / 1e6:.2f}M parameters: {modules(report['loaded'])}); "
         f"new: {modules(report['new'])}; unused: {modules(report['unused'])}"
     )
+
+
+def build_fusion(
+    cfg, modalities: tuple[str, ...], labels: list[str], *, vocab_size: int = 0
+) -> tuple[FusionModel, Preprocessing | None, dict | None]:
+    """The model an arm starts from, the preprocessing of the checkpoint it came from, and its load report.
+
+    ``cfg.model`` is one of:
+
+    - a fusion checkpoint: continued as it is (its head reset when the labels differ);
+    - a registered size: fresh weights of that shape;
+    - a tubelet encoder checkpoint (``tubelet pretrain``'s ``RUN/best``, a video fine-tune's) or hub id: a fusion
+      model of the encoder's shape with its weights (`fusion_from_encoder`); the third value is then the load
+      report, None otherwise.
+
+    Args:
+        vocab_size: the tokenizer's, for a model that reads text.
+
+    Raises:
+        ConfigError: a fusion checkpoint reading other modalities, or an encoder whose weights cannot serve.
+    """
+    runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
+    fields = dict(
+        modalities=modalities,
+        num_classes=len(labels),
+        audio_bands=AudioPreprocessing().bands,
+        vocab_size=vocab_size,
+        pooling="modality" if "text" in modalities else "mean",  # a question's few tokens must count (vqa)
+        **runtime,
+    )
+    if checkpoint_kind(cfg.model) == "fusion":
+        loaded = load(cfg.model, **runtime)
+        if loaded.model.config.modalities != modalities:
+            raise ConfigError(
+                f"--model {cfg.model}: reads {','.join(loaded.model.config.modalities)}, not {','.join(modalities)}"
+            )
+        if loaded.labels != labels:
+            loaded.model.reset_head(len(labels))
+        return loaded.model, loaded.preprocessing, None
+    if cfg.model in model_names() and not Path(cfg.model).is_dir():
+        shape = model_config(cfg.model)
+        tubelet = tuple(cfg.tubelet) if cfg.tubelet is not None else shape.tubelet
+        dims = dict(dim=shape.dim, depth=shape.depth, heads=shape.heads, mlp_ratio=shape.mlp_ratio, tubelet=tubelet)
+        return FusionModel(FusionConfig(**dims, **fields)), None, None
+    encoder = load(cfg.model, kind="encoder", **runtime)  # a ConfigError naming --model when it is no checkpoint
+    model, report = fusion_from_encoder(encoder, **fields)
+    return model, encoder.preprocessing, report
