@@ -30,7 +30,6 @@ import yaml
 from benchmarks.bench_pretrain import run_cached
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet import models
-from tubelet.data.dataset import to_particles
 from tubelet.data.manifest import read_manifest
 from tubelet.data.pipeline import decode_window
 from tubelet.data.sample import load_scenes, object_box
@@ -42,9 +41,7 @@ from tubelet.explain import (
     randomized_model,
     rank_correlation,
 )
-from tubelet.recipes.explain import decode_window
-from tubelet.recipes.common import load_model
-from tubelet.recipes.explain import explained_window, window_particles
+from tubelet.recipes.explain import decode_window, explained_window, window_particles
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
 # name -> (method, options)

@@ -36,17 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tubelet.recipes.common import check_labels
+from tubelet.train.loop import mean_over_videos, predict_items, view_windows
 
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet import models
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import load_dataset
 from tubelet.io import decode, write_video
-from tubelet.recipes.common import check_labels
 from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train.config import to_dict
-from tubelet.train.loop import mean_over_videos, predict_items, view_windows
 
 TEST_RATES = (15, 60)
 TIME_MODES = ("seconds", "index")

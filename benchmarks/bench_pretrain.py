@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tubelet.train.loop import view_windows
 
 import tubelet
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
@@ -44,7 +45,6 @@ from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
 from tubelet.train.config import to_dict
-from tubelet.train.loop import view_windows
 
 FEW_PER_CLASS = 5
 FEATURE_PROBE_NOTE = (

@@ -20,6 +20,7 @@ import shutil
 import time
 
 import torch
+from tubelet.recipes.retrieval import _split_pairs, evaluate_retrieval
 
 from benchmarks.common import (
     AV_PREPROCESSING,
@@ -34,7 +35,6 @@ from tubelet import models
 from tubelet.data.sample_av import generate_av
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.recipes.retrieval import _split_pairs, evaluate_retrieval
 from tubelet.tasks.retrieval import KS
 
 DIRECTIONS = ("video_to_text", "text_to_video")

@@ -81,10 +81,10 @@ def test_data_with_splits_is_read_split_by_split(class_dir, tmp_path, caplog):
 
 def test_test_split_and_evaluation_of_class_folders(class_dir):
     assert load_test_split(class_dir, list(CLASSES)) is None  # the validation share came from the same clips
-    data, note = eval_split(class_dir, "test")
-    assert len(data) == sum(CLASSES.values()) and note.endswith("evaluating all 9 clips")
-    data, note = eval_split(class_dir, None)
-    assert len(data) == 9 and note is None
+    data = eval_split(class_dir, "test")
+    assert len(data) == sum(CLASSES.values()) and data.note.endswith("evaluating all 9 clips")
+    data = eval_split(class_dir, None)
+    assert len(data) == 9 and data.note is None
 
 
 def test_finetune_and_evaluate_on_class_folders(class_dir, tmp_path):

@@ -15,7 +15,7 @@ from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train import checkpoint
-from tubelet.train.config import load_config
+from tubelet.train.config import load_config, run_config
 
 # Small and fast: the `test` encoder (dim 32, 2 blocks) on 64-px frames, 1 s clips at 4 fps.
 FAST = dict(
@@ -152,12 +152,14 @@ def test_a_clip_that_fails_to_decode_is_skipped(tiny_data, tmp_path, monkeypatch
 def test_yaml_config_with_overrides_and_bad_fields(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"data": "d", "epochs": 3, "lr": 0.01, "tubelet": [2, 8, 8]}))
-    cfg = load_config(FinetuneConfig, path=path, overrides=["lr=0.5", "sample_fps=none"], flags={"epochs": "7"})
+    cfg = load_config(
+        run_config("classification"), path=path, overrides=["lr=0.5", "sample_fps=none"], flags={"epochs": "7"}
+    )
     assert (cfg.epochs, cfg.lr, cfg.tubelet, cfg.sample_fps) == (7, 0.5, (2, 8, 8), None)
     with pytest.raises(ConfigError, match="unknown config field.*epohcs"):
-        load_config(FinetuneConfig, overrides=["epohcs=3"])
+        load_config(run_config("classification"), overrides=["epohcs=3"])
     with pytest.raises(ConfigError, match="^epochs: expected int"):
-        load_config(FinetuneConfig, overrides=["epochs=many"])
+        load_config(run_config("classification"), overrides=["epochs=many"])
     with pytest.raises(ConfigError, match="freeze"):
         FinetuneConfig(data="d", freeze="half").validate()
 

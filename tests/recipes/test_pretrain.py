@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import tubelet.recipes.finetune as finetune_module
-import tubelet.recipes.pretrain as pretrain_module
+import tubelet.models as models_module
+import tubelet.tasks.reconstruction as reconstruction_module
 from tubelet.errors import ConfigError
 from tubelet.models import Encoder, model_config
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -84,7 +84,7 @@ def test_run_writes_encoder_checkpoints_decoder_pictures_and_metrics(pretrained)
 
 def test_the_encoder_sees_a_tenth_of_the_particles(tiny_data, tmp_path, monkeypatch):
     fed, batches = [], []
-    real_forward, real_mask = Encoder.forward_features, pretrain_module.mask_batch
+    real_forward, real_mask = Encoder.forward_features, reconstruction_module.mask_batch
 
     def forward_features(self, packed, **kw):
         fed.append(len(packed))
@@ -96,7 +96,7 @@ def test_the_encoder_sees_a_tenth_of_the_particles(tiny_data, tmp_path, monkeypa
         return plan
 
     monkeypatch.setattr(Encoder, "forward_features", forward_features)
-    monkeypatch.setattr(pretrain_module, "mask_batch", mask_batch)
+    monkeypatch.setattr(reconstruction_module, "mask_batch", mask_batch)
     run(tiny_data, tmp_path / "run", epochs=1, prune_threshold=0.0)
 
     assert fed == [visible for _, visible in batches]  # training batches, then the picture's clip
@@ -130,14 +130,14 @@ def test_training_reduces_the_loss_on_a_fixed_set(tiny_data, tmp_path):
 def test_finetune_starts_from_the_pretrained_encoder(pretrained, tiny_data, tmp_path, monkeypatch):
     _, out = pretrained
     loaded = {}
-    real_load = finetune_module.models.load
+    real_load = models_module.load
 
     def spy_load(spec, **kw):
         result = real_load(spec, **kw)
         loaded.update({k: v.clone() for k, v in result.model.state_dict().items()})
         return result
 
-    monkeypatch.setattr(finetune_module.models, "load", spy_load)
+    monkeypatch.setattr(models_module, "load", spy_load)
     summary = finetune(
         FinetuneConfig(
             data=str(tiny_data),

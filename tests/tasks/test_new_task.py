@@ -93,7 +93,7 @@ def brightness_data(tmp_path_factory):
 
 RUN = dict(
     model="test", size=32, max_long_side=32, sample_fps=4.0, clip_seconds=1.0, prune_threshold=0.0,
-    batch_particles=400, workers=0, epochs=12, lr=3e-3, warmup_epochs=0, crop_scale_min=1.0,
+    batch_particles=48, workers=0, epochs=12, lr=1e-2, warmup_epochs=0, crop_scale_min=1.0,
 )  # fmt: skip
 
 

@@ -135,6 +135,7 @@ class Task:
     metrics: ClassVar[dict[str, bool]] = {"loss": False}  # name -> higher is better; the first is the default
     config_defaults: ClassVar[dict] = {}  # shared fields whose default differs for this task
     supervised: ClassVar[bool] = True  # reads labeled splits (train/val); False: unlabeled video (pretraining)
+    judged_on_train_loss: ClassVar[bool] = False  # no held-out set: best/ is the epoch of the lowest training loss
 
     # --- data -------------------------------------------------------------------------------------------------
     def prepare(self, cfg, out: Path) -> Prepared:
@@ -241,7 +242,7 @@ class Task:
         clips = len(batch.indices)
         return StepLoss(self.objective(outputs.float(), targets, cfg), clips, clips)
 
-    def validate(self, model, prepared: Prepared, arm: Arm, pre: Preprocessing, *, cfg, device, train_loss=None):
+    def validate(self, model, prepared: Prepared, arm: Arm, pre: Preprocessing, *, cfg, device):
         """Metrics of `model` on the validation data (holding every name of `metrics`), or None."""
         if prepared.val is None:
             return None

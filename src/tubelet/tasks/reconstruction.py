@@ -247,6 +247,7 @@ class ReconstructionTask(Task):
     Config = ReconstructionFields
     metrics = {"loss": False}
     supervised = False
+    judged_on_train_loss = True
 
     def prepare(self, cfg, out: Path) -> Prepared:
         return Prepared(load_dataset(cfg.data, split=cfg.split, require_labels=False))
@@ -287,9 +288,6 @@ class ReconstructionTask(Task):
         hidden = len(plan.target_index)
         visible = len(plan.visible) / len(batch.packed)
         return StepLoss(loss, hidden, batch.packed.num_clips, {"visible_fraction": visible})
-
-    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device, train_loss=None):
-        return None if train_loss is None else {"loss": train_loss}
 
     def on_epoch_end(self, module, prepared: Prepared, arm: Arm, pre, *, cfg, device, epoch: int) -> dict:
         if "shown" not in prepared.extra:  # one clip, the same every epoch, for the reconstruction pictures

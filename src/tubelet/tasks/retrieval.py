@@ -195,7 +195,7 @@ class RetrievalTask(Task):
         pairs = len(batch.samples)
         return StepLoss(loss, pairs, pairs, {"temperature": 1.0 / scale.item()})
 
-    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device, train_loss=None):
+    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device):
         if prepared.val is None:
             return None
         return evaluate_retrieval(

@@ -127,6 +127,7 @@ def fit(
     validate: Callable[[dict], dict | None] | None = None,
     metric: str = "loss",
     higher_is_better: bool = False,
+    judge_train_loss: bool = False,
     on_epoch_end: Callable[[int], dict] | None = None,
     name: str = "",
     data: str = "",
@@ -145,6 +146,7 @@ def fit(
         validate: ``validate(epoch_summary)`` -> metrics holding `metric` (None: nothing to judge this epoch);
             None: no validation, ``best/`` is the last weights.
         metric, higher_is_better: what picks ``best/`` and drives early stopping.
+        judge_train_loss: there is no held-out set (pretraining): `metric` is the epoch's mean training loss.
         on_epoch_end: ``on_epoch_end(epoch)`` -> more keys for the epoch's line (e.g. pictures).
         name: the arm's name, on the progress bar and each epoch's line (empty: one model).
         data: the data's name, for the error when nothing decodes.
@@ -222,30 +224,32 @@ def fit(
             raise DataError(f"{data}: no training clip could be decoded in epoch {epoch + 1} (see warnings)")
         if finished:
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        train_loss = loss_sum / weight_sum if weight_sum else None
+        rate = clips / max(time.perf_counter() - started, 1e-9)
+        metrics_log.write("epoch", state["step"], loss=train_loss, clips_per_s=rate, epoch=epoch + 1)
         line = {"arm": name} if name else {}
-        line.update(
-            epoch=epoch + 1,
-            train_loss=round(loss_sum / max(weight_sum, 1), 5),
-            clips_per_s=round(clips / max(time.perf_counter() - started, 1e-9), 2),
-        )
-        if validate is not None:
-            metrics = validate({"train_loss": loss_sum / weight_sum if weight_sum else None, "epoch": epoch + 1})
+        line.update(epoch=epoch + 1, train_loss=round(train_loss or 0.0, 5), clips_per_s=round(rate, 2))
+        if judge_train_loss:  # no held-out set (pretraining): best/ is the epoch of the lowest training loss
+            metrics = {metric: train_loss} if train_loss is not None else None
+        else:
+            metrics = validate({"train_loss": train_loss, "epoch": epoch + 1}) if validate is not None else None
             if metrics is not None:
-                improved = stopper.update(metrics[metric])
-                state["best"], state["bad_epochs"] = stopper.best, stopper.bad_epochs
                 numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                 line.update({f"val_{k}": round(v, 4) for k, v in numbers.items() if k != "num_samples"})
                 metrics_log.write("val", state["step"], epoch=epoch + 1, **numbers)
-                if improved:
-                    best = save("best", False)
-                    (Path(best) / "val_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        if metrics is not None:
+            improved = stopper.update(metrics[metric])
+            state["best"], state["bad_epochs"] = stopper.best, stopper.bad_epochs
+            if improved:
+                best = save("best", False)
+                (Path(best) / "val_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         save("last", True)
         if on_epoch_end is not None:
             line.update(on_epoch_end(epoch + 1))
         print(json.dumps(line), flush=True)
         if stopper.should_stop:
             log.info("early stopping: no %s improvement in %d validations", metric, stopper.bad_epochs)
-    if trained and (validate is None or not (out / "best").exists()):
+    if trained and ((validate is None and not judge_train_loss) or not (out / "best").exists()):
         save("best", False)  # nothing to choose by: the last weights are the best we know
     metrics_log.close()
     return {

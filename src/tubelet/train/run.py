@@ -114,7 +114,7 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
         raise ConfigError(f"metric: task {task.name} measures {', '.join(task.metrics)}, not {metric!r}")
 
     def validate(epoch: dict) -> dict | None:
-        return task.validate(model, prepared, arm, pre, cfg=cfg, device=device, train_loss=epoch["train_loss"])
+        return task.validate(model, prepared, arm, pre, cfg=cfg, device=device)
 
     def loss_of(batch, epoch: int, index: int):
         return task.loss(
@@ -123,7 +123,8 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
 
     return fit(
         module, train_set, schedule=schedule, optimizer=optimizer, scheduler=scheduler, steps=steps, state=state,
-        loss_of=loss_of, save=save, out=arm.out, validate=validate, metric=metric,
+        loss_of=loss_of, save=save, out=arm.out, metric=metric, judge_train_loss=task.judged_on_train_loss,
+        validate=validate if prepared.val is not None else None,
         higher_is_better=task.metrics[metric], name=arm.name if named else "",
         data=cfg.data,
         on_epoch_end=lambda e: task.on_epoch_end(module, prepared, arm, pre, cfg=cfg, device=device, epoch=e),
