@@ -115,12 +115,11 @@ def weighted_sum(*outputs: torch.Tensor) -> torch.Tensor:
     return sum((out * torch.randn(out.shape, generator=g)).sum() for out in outputs)
 
 
-def encoder_case(tmp_path_factory) -> Case:
-    torch.manual_seed(0)
-    model = Encoder(model_config("test", num_classes=3, tubelet=TUBELET, pooling="attention"))
+def classifier_case(loaded: Loaded) -> Case:
+    """An `Encoder` with a 3-class head on `video_batch`, saved as a tubelet encoder checkpoint."""
     batch = video_batch()
     return Case(
-        loaded=Loaded(model, PRE, LABELS),
+        loaded=loaded,
         features_in=(batch,),
         pool_in=batch,
         rows=20,
@@ -131,6 +130,13 @@ def encoder_case(tmp_path_factory) -> Case:
         loss=lambda m: weighted_sum(m(batch)),
         kind_back="encoder",
         config_keys=("model_type", "tubelet_version", "encoder", "preprocessing"),
+    )
+
+
+def encoder_case(tmp_path_factory) -> Case:
+    torch.manual_seed(0)
+    return classifier_case(
+        Loaded(Encoder(model_config("test", num_classes=3, tubelet=TUBELET, pooling="attention")), PRE, LABELS)
     )
 
 
@@ -231,20 +237,8 @@ def videomae_case(tmp_path_factory) -> Case:
     transformers.VideoMAEForVideoClassification(config).save_pretrained(hf_dir)
     loaded = models.load(hf_dir)
     assert loaded.kind == "videomae" and isinstance(loaded.model, Encoder) and loaded.labels == LABELS
-    batch = video_batch()
-    return Case(
-        loaded=loaded,
-        features_in=(batch,),
-        pool_in=batch,
-        rows=20,
-        clips=2,
-        dim=32,
-        head=3,
-        outputs=lambda m: (m(batch),),
-        loss=lambda m: weighted_sum(m(batch)),
-        kind_back="encoder",  # an imported VideoMAE is an Encoder: it is saved as a tubelet encoder checkpoint
-        config_keys=("model_type", "tubelet_version", "encoder", "preprocessing"),
-    )
+    assert loaded.extras["architecture"] == "VideoMAEForVideoClassification"
+    return classifier_case(loaded)  # an imported VideoMAE is an Encoder: saved as a tubelet encoder checkpoint
 
 
 BUILDERS = {

@@ -22,7 +22,8 @@ inputs) -> (B, D)``, ``forward_head(pooled)`` and ``reset_head(num_classes)`` (a
 there: neither has classes). The decoder alone reads encoder features beside its particles (see
 `tubelet.models.decoder`).
 
-The checkpoint files themselves are read and written by `tubelet.train.checkpoint`, imported when first used.
+The checkpoint files themselves are read and written by `tubelet.train.checkpoint`, imported when first used
+(`_checkpoint`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ class Loaded:
 
 
 def _checkpoint():
-    """`tubelet.train.checkpoint` (the safetensors and JSON files of a checkpoint), imported when first used."""
+    """`tubelet.train.checkpoint` (the safetensors and JSON files of a checkpoint), imported when first used.
+
+    train/ sits above models/ (DESIGN.md): importing it here at load time keeps `tubelet.models` importable from
+    anything train/ may import, without a cycle. Its file helpers belong below models/; until they move, this is
+    the one place models/ reaches up.
+    """
     from tubelet.train import checkpoint
 
     return checkpoint
@@ -136,23 +142,28 @@ class ModelKind:
         """The config.json of a model of this kind, with what came with it (preprocessing, audio)."""
         raise NotImplementedError
 
+    def _config(self, **blocks) -> dict:
+        """config.json: the model type and version, then each block (a config or preprocessing) as a dict."""
+        return {
+            "model_type": self.model_type,
+            "tubelet_version": __version__,
+            **{name: block.to_dict() for name, block in blocks.items()},
+        }
+
     def load(self, directory: Path, config: dict, **runtime) -> Loaded:
         """A checkpoint directory of this kind, `config` its config.json content."""
-        files = _checkpoint()
         _check_runtime(directory, runtime, self.runtime)
         where = f"{directory}/config.json"
         model = self.build(config, where=where, **runtime)
         with _fields(where):
             preprocessing = Preprocessing.from_dict(config["preprocessing"])
-        files.load_weights(model, directory)
-        return Loaded(
-            model,
-            preprocessing,
-            files.load_labels(directory),
-            str(directory),
-            self.name,
-            task=_task(directory, config),
-        )
+        self.load_weights(model, directory)
+        labels, task = _checkpoint().load_labels(directory), _task(directory, config)
+        return Loaded(model, preprocessing, labels, str(directory), self.name, task=task)
+
+    def load_weights(self, model: nn.Module, directory: Path) -> None:
+        """Fill `model` with the checkpoint's weights (strict: a ConfigError naming the file and the keys)."""
+        _checkpoint().load_weights(model, directory)
 
 
 class EncoderKind(ModelKind):
@@ -172,12 +183,7 @@ class EncoderKind(ModelKind):
         return loaded
 
     def config(self, loaded: Loaded) -> dict:
-        return {
-            "model_type": self.model_type,
-            "tubelet_version": __version__,
-            "encoder": loaded.model.config.to_dict(),
-            "preprocessing": _required(loaded, "preprocessing").to_dict(),
-        }
+        return self._config(encoder=loaded.model.config, preprocessing=_required(loaded, "preprocessing"))
 
 
 class FusionKind(ModelKind):
@@ -199,13 +205,8 @@ class FusionKind(ModelKind):
         return loaded
 
     def config(self, loaded: Loaded) -> dict:
-        return {
-            "model_type": self.model_type,
-            "tubelet_version": __version__,
-            "fusion": loaded.model.config.to_dict(),
-            "preprocessing": _required(loaded, "preprocessing").to_dict(),
-            "audio": _required(loaded, "audio").to_dict(),
-        }
+        pre, audio = _required(loaded, "preprocessing"), _required(loaded, "audio")
+        return self._config(fusion=loaded.model.config, preprocessing=pre, audio=audio)
 
 
 class RetrievalKind(ModelKind):
@@ -226,13 +227,8 @@ class RetrievalKind(ModelKind):
         return loaded
 
     def config(self, loaded: Loaded) -> dict:
-        return {
-            "model_type": self.model_type,
-            "tubelet_version": __version__,
-            "encoder": loaded.model.video_config.to_dict(),
-            "retrieval": loaded.model.config.to_dict(),
-            "preprocessing": _required(loaded, "preprocessing").to_dict(),
-        }
+        pre = _required(loaded, "preprocessing")
+        return self._config(encoder=loaded.model.video_config, retrieval=loaded.model.config, preprocessing=pre)
 
 
 class DecoderKind(ModelKind):
@@ -248,16 +244,9 @@ class DecoderKind(ModelKind):
         with _fields(where):
             return MaskedDecoder(DecoderConfig.from_dict(config["decoder"]).replace(**runtime))
 
-    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
-        files = _checkpoint()
-        _check_runtime(directory, runtime, self.runtime)
-        where = f"{directory}/config.json"
-        model = self.build(config, where=where, **runtime)
-        with _fields(where):
-            preprocessing = Preprocessing.from_dict(config["preprocessing"])
-        saved = files.load_state_dict(directory, DECODER_WEIGHTS)
-        files.load_state(model, saved, source=str(directory / DECODER_WEIGHTS))
-        return Loaded(model, preprocessing, None, str(directory), self.name, task=_task(directory, config))
+    def load_weights(self, model: nn.Module, directory: Path) -> None:
+        files, path = _checkpoint(), directory / DECODER_WEIGHTS  # strict, as model.safetensors
+        files.load_state(model, files.load_state_dict(directory, DECODER_WEIGHTS), source=str(path))
 
     def config(self, loaded: Loaded) -> dict:
         raise ValueError("a decoder is saved beside its encoder: save(directory, encoder, decoder=decoder)")
