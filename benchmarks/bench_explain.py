@@ -41,7 +41,7 @@ from tubelet.explain import (
     randomized_model,
     rank_correlation,
 )
-from tubelet.recipes.explain import decode_window, explained_window, window_particles
+from tubelet.recipes.explain import explained_window, window_particles
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
 # name -> (method, options)
