@@ -21,7 +21,6 @@ from tubelet.models.fusion import FusionConfig, FusionModel, config_from_encoder
 from tubelet.models.kinds import Loaded, checkpoint_kind, load
 from tubelet.models.registry import model_config, model_names
 from tubelet.particles.structure import VIDEO
-from tubelet.train import checkpoint
 
 # Why a fusion model's parameter has no counterpart in a video encoder, and why an encoder's is left out.
 NEW_BECAUSE = {
@@ -67,7 +66,9 @@ def fusion_from_encoder(encoder: Loaded, **fields) -> tuple[FusionModel, dict]:
     with torch.no_grad():
         model.modality_embed.weight[VIDEO].zero_()
     weights = {k: v for k, v in encoder.model.state_dict().items() if not k.startswith("head.")}
-    fit = checkpoint.load_state(model, weights, strict=False, source=f"--model {encoder.source}")
+    from tubelet.models.kinds import _checkpoint  # train/ is above models/: its file helpers, imported on use
+
+    fit = _checkpoint().load_state(model, weights, strict=False, source=f"--model {encoder.source}")
     if fit.mismatched:  # the shape was copied from the encoder: a mismatch is a bug, not bad input
         raise AssertionError(f"fusion model of the encoder's shape does not fit it: {fit.mismatched}")
     loaded = [k for k in weights if k not in fit.unexpected]

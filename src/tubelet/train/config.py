@@ -135,6 +135,14 @@ def run_config(task_name: str) -> type:
             defaults={**defaults, **task.config_defaults}, doc=f"The fields of a run of task {task.name}.",
         )  # fmt: skip
         cls.task_name = task.name
+        checks = cls.validate
+
+        def validate(self, checks=checks, task=task) -> None:
+            checks(self)
+            if getattr(self, "metric", None) and self.metric not in task.metrics:
+                raise ConfigError(f"metric: task {task.name} measures {', '.join(task.metrics)}, not {self.metric!r}")
+
+        cls.validate = validate
         _CLASSES[task.name] = cls
     return _CLASSES[task.name]
 

@@ -109,9 +109,7 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
             **extras,
         )
 
-    metric = cfg.metric if getattr(cfg, "metric", None) else next(iter(task.metrics))
-    if metric not in task.metrics:
-        raise ConfigError(f"metric: task {task.name} measures {', '.join(task.metrics)}, not {metric!r}")
+    metric = getattr(cfg, "metric", None) or next(iter(task.metrics))  # the config checked it is the task's
 
     def validate(epoch: dict) -> dict | None:
         return task.validate(model, prepared, arm, pre, cfg=cfg, device=device)
