@@ -125,19 +125,25 @@ def parse_modalities(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class ClassificationFields:
-    """The fields of ``finetune --task classification``."""
+class ClipFields:
+    """What a classifier reads from a clip, and how it is trained (shared by classification and vqa)."""
 
     modalities: str = opt("video", "comma-separated: video, audio; video,audio trains one early-fusion model")
-    ablate: bool = opt(True, "with several modalities, also train each alone (same budget) and report all arms")
     allow_missing_audio: bool = opt(False, "a file without an audio stream gets silence instead of an error")
-    label_column: str = opt("label", "the manifest column holding the class (e.g. sentiment)")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
 
     def validate(self) -> None:
         parse_modalities(self.modalities)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class ClassificationFields(ClipFields):
+    """The fields of ``finetune --task classification``."""
+
+    ablate: bool = opt(True, "with several modalities, also train each alone (same budget) and report all arms")
+    label_column: str = opt("label", "the manifest column holding the class (e.g. sentiment)")
 
 
 class Classifier(Task):

@@ -34,7 +34,7 @@ from tubelet.errors import ConfigError
 from tubelet.models.fusion import UNFROZEN
 from tubelet.nn.device import resolve_device
 from tubelet.tasks.base import Arm, Built, Prepared, Reads, register
-from tubelet.tasks.classification import Classifier, classification_metrics, parse_modalities
+from tubelet.tasks.classification import Classifier, ClipFields, classification_metrics, parse_modalities
 from tubelet.tasks.files import write_report_files
 from tubelet.tasks.inference import view_windows, windowed_outputs
 from tubelet.tasks.report import data_text, heading_markdown
@@ -46,19 +46,11 @@ QUESTION_ONLY = "question-only"
 
 
 @dataclass(frozen=True)
-class VQAFields:
-    """The fields of ``finetune --task vqa``."""
+class VQAFields(ClipFields):
+    """The fields of ``finetune --task vqa`` (``modalities``: what is read from the clip beside the question)."""
 
-    modalities: str = opt("video", "what is read from the clip beside the question: video, audio or video,audio")
     ablate: bool = opt(True, "also train the question-only arm (same budget) and report both")
-    allow_missing_audio: bool = opt(False, "a file without an audio stream gets silence instead of an error")
     tokenizer: str | None = opt(None, "tokenizer dir, tokenizer.json or hub id; none trains one on the questions")
-    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
-
-    def validate(self) -> None:
-        parse_modalities(self.modalities)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
 
 
 @register

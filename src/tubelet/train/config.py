@@ -167,7 +167,7 @@ def compose(name: str, groups: tuple, *, defaults: dict | None = None, drop: tup
     for key, value in (defaults or {}).items():
         f = fields[key][2]
         fields[key] = (key, fields[key][1], dataclasses.field(default=value, metadata=f.metadata))
-    own = [g for g in groups if "validate" in vars(g)]
+    own = [g for g in groups if hasattr(g, "validate")]
 
     def validate(self) -> None:
         check_shared(self)
