@@ -36,16 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tubelet.recipes.common import check_labels
-from tubelet.train.loop import mean_over_videos, predict_items, view_windows
 
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
 from tubelet import models
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import load_dataset
+from tubelet.data.splits import check_labels
 from tubelet.io import decode, write_video
 from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
+from tubelet.tasks.inference import mean_over_videos, run_model, softmax, view_windows
 from tubelet.train.config import to_dict
 
 TEST_RATES = (15, 60)
@@ -132,10 +132,10 @@ def correct_per_clip(checkpoint: Path, data: Path, views: int) -> np.ndarray:
     dataset = check_labels(load_dataset(str(data), split="test"), loaded.labels, str(checkpoint))
     windows = view_windows([info.duration_s for info in dataset.infos], loaded.preprocessing.clip_seconds, views)
     clips = ClipDataset(dataset, loaded.preprocessing, windows=windows)
-    probs, failed = predict_items(loaded.model, clips, budget=8192, device=torch.device("cpu"), workers=2)
+    logits, failed = run_model(loaded.model, clips, budget=8192, device=torch.device("cpu"), workers=2)
     if failed:
         raise RuntimeError(f"{data}: clips failed to decode: {failed}")
-    per_video = mean_over_videos(probs, [w[0] for w in windows], len(dataset))  # (clips, C)
+    per_video = mean_over_videos(softmax(logits), [w[0] for w in windows], len(dataset))  # (clips, C)
     truth = np.array([loaded.labels.index(s.label) for s in dataset.samples])
     return per_video.argmax(axis=1) == truth
 
@@ -296,7 +296,7 @@ def report(
         table(header, rows),
         "",
         "**By the test clip's source frame rate** (correct / clips; the same predictions recomputed per clip from "
-        "`predict_items` with the same 3 views; the last column checks they give `evaluate`'s accuracy). A native "
+        "`run_model` with the same 3 views; the last column checks they give `evaluate`'s accuracy). A native "
         "15 fps clip re-encoded at 15 fps is nearly unchanged; at 60 fps each of its frames is repeated 4 times.",
         "",
         table(["time mode", "test set", *[f"source {r} fps" for r in rates], "matches evaluate"], rate_rows),

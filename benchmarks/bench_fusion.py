@@ -5,7 +5,7 @@ object with a low or a high tone), two by vision only (left or right motion, bot
 alone can tell at most three motions apart and sound alone three sounds, so either alone should reach about 50%
 (each narrows a clip to two classes) and both together about 100%.
 
-Protocol: ``tubelet finetune --modalities video,audio --ablate`` (the recipe `tubelet.recipes.fusion`) trains
+Protocol: ``tubelet finetune --modalities video,audio --ablate`` (the task `tubelet.tasks.classification`) trains
 three `FusionModel`s with the same data, seed, schedule and particle budget: video only, audio only, both. Each
 is scored on the test split (the centred window of each clip). Repeated for each seed.
 

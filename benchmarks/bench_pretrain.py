@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tubelet.train.loop import view_windows
 
 import tubelet
 from benchmarks.common import BENCH_DIR, cached_sample_data, machine_markdown, table, work_dir, write_section
@@ -44,6 +43,7 @@ from tubelet.particles import pack
 from tubelet.recipes.evaluate import evaluate
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
+from tubelet.tasks.inference import view_windows
 from tubelet.train.config import to_dict
 
 FEW_PER_CLASS = 5

@@ -1,6 +1,6 @@
 """Video-text retrieval: recall@1/5/10 both directions of a trained two-tower model vs the same model untrained.
 
-Protocol: ``tubelet finetune --task retrieval`` (the recipe `tubelet.recipes.retrieval`) on the AV sample data's
+Protocol: ``tubelet finetune --task retrieval`` (the task `tubelet.tasks.retrieval`) on the AV sample data's
 (clip, caption) pairs, a tokenizer trained on the train captions; then the test split's centred windows and
 captions are embedded by the trained model's `best` checkpoint and by a randomly initialised model of the same
 shape (same tokenizer), and scored. A hit is a retrieved item whose caption equals the query's (captions are
@@ -20,7 +20,6 @@ import shutil
 import time
 
 import torch
-from tubelet.recipes.retrieval import _split_pairs, evaluate_retrieval
 
 from benchmarks.common import (
     AV_PREPROCESSING,
@@ -35,7 +34,7 @@ from tubelet import models
 from tubelet.data.sample_av import generate_av
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.tasks.retrieval import KS
+from tubelet.tasks.retrieval import KS, evaluate_retrieval, split_pairs
 
 DIRECTIONS = ("video_to_text", "text_to_video")
 
@@ -105,11 +104,9 @@ def _train_and_score(data, settings: dict, seed: int) -> dict:
     trained = json.loads((out / "report" / "report.json").read_text())
     best = models.load(out / "best", kind="retrieval")
     torch.manual_seed(seed)
-    untrained = models.Loaded(
-        RetrievalModel(best.model.video_config, best.model.config), best.preprocessing, tokenizer=best.tokenizer
-    )
-    test = _split_pairs(str(data), "test", best.tokenizer)
-    random_init = evaluate_retrieval(untrained, *test, budget=4096, device=torch.device("cpu"))
+    untrained = RetrievalModel(best.model.video_config, best.model.config)
+    test = split_pairs(str(data), "test", best.tokenizer)
+    random_init = evaluate_retrieval(untrained, best.preprocessing, *test, budget=4096, device=torch.device("cpu"))
     print(json.dumps({"seed": seed, "trained": trained["text_to_video"], "random": random_init["text_to_video"]}))
     return {
         "trained": trained,

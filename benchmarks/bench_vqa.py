@@ -5,7 +5,7 @@ The AV sample data (`tubelet.data.sample_av.generate_av`) asks four questions of
 answer, so a question-only model can at best pick the most frequent answer of each type (about 1/3, 1/4, 1/2, 1/3
 on a balanced set); a model that reads the clip can in principle answer all four.
 
-Protocol: ``tubelet finetune --task vqa --modalities video,audio`` (the recipe `tubelet.recipes.vqa`) trains the
+Protocol: ``tubelet finetune --task vqa --modalities video,audio`` (the task `tubelet.tasks.vqa`) trains the
 clip + question `FusionModel` and, with the same data, seed, schedule and budget, the question-only arm; both are
 scored on the test questions (the centred window of each clip).
 

@@ -395,7 +395,8 @@ def _predict_run(args) -> None:
         else:
             windows = f"  ({len(result['windows'])} windows)" if "windows" in result else ""
             asked = f" {result['question']!r} ->" if "question" in result else ""
-            print(f"{result['path']}:{asked} {result['label']} {result['score']:.3f}{windows}", flush=True)
+            said = f"{result['label']} {result['score']:.3f}" if "label" in result else json.dumps(result.get("value"))
+            print(f"{result['path']}:{asked} {said}{windows}", flush=True)
     if failures:
         raise TubeletError(f"{failures} file(s) could not be read (see above)")
 
@@ -591,8 +592,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _tokenizer_args,
         _tokenizer_run,
     ),
-    "tasks": ("the registered tasks, one line each: what they learn, their metrics, their own fields", _tasks_args,
-              _tasks_run),
+    "tasks": (
+        "the registered tasks, one line each: what they learn, their metrics, their own fields",
+        _tasks_args,
+        _tasks_run,
+    ),
     "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
 }

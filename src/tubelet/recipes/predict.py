@@ -129,7 +129,9 @@ def predict(
         if plot_dir is not None:
             name = f"{path.stem}_q{q + 1}" if len(asked) > 1 else path.stem
             curves = labels or [f"output {c}" for c in range(per_item.shape[1])]
-            result["timeline"] = str(_plot_timeline(plot_dir, path, rows, curves, name=name, question=asked[q]))
+            result["timeline"] = str(
+                _plot_timeline(plot_dir, path, rows, curves, name=name, question=asked[q], probabilities=bool(labels))
+            )
         yield result
 
 
@@ -147,9 +149,10 @@ def window_dataset(loaded, data: VideoDataset, pre, windows: list[tuple[int, flo
 
 
 def _plot_timeline(
-    plot_dir: str, path: Path, rows, labels: list[str], *, name: str, question: str | None = None
-) -> Path:
-    """Each output (a classifier's class probabilities) of every window over the video's seconds, in
+    plot_dir: str, path: Path, rows, labels: list[str], *, name: str, question: str | None = None,
+    probabilities: bool = True,
+) -> Path:  # fmt: skip
+    """Each output of every window over the video's seconds (a classifier's class probabilities, on 0-1), in
     ``plot_dir/<name>_timeline.png``."""
     from matplotlib.figure import Figure
 
@@ -161,8 +164,9 @@ def _plot_timeline(
     for c, label in enumerate(labels):
         ax.plot(centres, values[:, c], marker="o", label=label)
     ax.set_xlabel("seconds (window centre)")
-    ax.set_ylabel("probability" if labels else "value")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability" if probabilities else "value")
+    if probabilities:
+        ax.set_ylim(0, 1)
     ax.set_title(path.name if question is None else f"{path.name}: {question}")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a curve
     target = Path(plot_dir) / f"{name}_timeline.png"

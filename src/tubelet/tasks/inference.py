@@ -71,20 +71,6 @@ def run_model(
     return out, failed
 
 
-def predict_items(model, dataset, *, budget: int, device, precision: str = "auto", workers: int = 0, on_batch=None):
-    """Class probabilities (softmax of ``model(packed)``) of every item; NaN rows for items that failed.
-
-    Raises:
-        RuntimeError: no item could be decoded.
-    """
-    logits, failed = run_model(
-        model, dataset, budget=budget, device=device, precision=precision, workers=workers, on_batch=on_batch
-    )
-    if logits is None:
-        raise RuntimeError("no clip could be decoded")
-    return softmax(logits), failed
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of (n, C) logits (NaN rows stay NaN)."""
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
