@@ -25,6 +25,9 @@ FINAL_NORMS = ("tokens", "pooled")
 ROPE_LAYOUTS = ("half", "interleaved")
 
 
+# What an encoder trains under any freeze (and beside LoRA adapters): its head and attention pooling.
+ENCODER_KEEP = ("head.", "attn_pool.")
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Shape and regularisation of an `Encoder`. Stored in a checkpoint's ``config.json``."""

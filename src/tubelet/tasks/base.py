@@ -28,6 +28,7 @@ from tubelet.data.manifest import load_dataset
 from tubelet.data.splits import has_split, train_val
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
+from tubelet.models.encoder import ENCODER_KEEP
 from tubelet.nn.device import autocast
 from tubelet.tasks.files import write_report_files
 from tubelet.tasks.inference import view_windows, windowed_outputs
@@ -115,7 +116,7 @@ class Built:
 
     model: torch.nn.Module
     preprocessing: Preprocessing | None = None
-    keep: tuple[str, ...] = ("head.", "attn_pool.")
+    keep: tuple[str, ...] = ENCODER_KEEP
     tower: str = ""
     load_report: dict | None = None
     extra: dict = field(default_factory=dict)
@@ -136,6 +137,7 @@ class Task:
     config_defaults: ClassVar[dict] = {}  # shared fields whose default differs for this task
     supervised: ClassVar[bool] = True  # reads labeled splits (train/val); False: unlabeled video (pretraining)
     judged_on_train_loss: ClassVar[bool] = False  # no held-out set: best/ is the epoch of the lowest training loss
+    uses_labels: ClassVar[bool] = False  # reads a label column and saves labels.json (a classifier)
 
     # --- data -------------------------------------------------------------------------------------------------
     def prepare(self, cfg, out: Path) -> Prepared:
@@ -152,8 +154,6 @@ class Task:
         if Path(cfg.data).is_dir() and cfg.val_split not in (None, "none") and has_split(cfg.data, cfg.val_split):
             val = load_dataset(cfg.data, split=cfg.val_split, require_labels=False)
         return Prepared(train, val)
-
-    uses_labels: ClassVar[bool] = False  # read a label column and save labels.json
 
     def arms(self, cfg, prepared: Prepared) -> list[Arm]:
         """The models this run trains, the main one first."""
@@ -187,7 +187,7 @@ class Task:
         runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
         outputs = self.num_outputs(prepared)
         if Path(cfg.model).is_dir() or cfg.model not in model_names():  # a checkpoint: a directory or a hub id
-            loaded = load(cfg.model, **runtime)
+            loaded = load(cfg.model, kind="encoder", **runtime)  # another kind is an error naming its config.json
             if loaded.labels != prepared.labels or loaded.model.num_classes != outputs:
                 loaded.model.reset_head(outputs)
             return Built(loaded.model, loaded.preprocessing)

@@ -257,7 +257,7 @@ class ReconstructionTask(Task):
 
         runtime = {"drop_path": cfg.drop_path, "attention": cfg.attention}
         if Path(cfg.model).is_dir() or cfg.model not in model_names():
-            loaded = load(cfg.model, **runtime)
+            loaded = load(cfg.model, kind="encoder", **runtime)
             loaded.model.reset_head(0)  # features are what pretraining learns; a classifier would be dead weight
             encoder, base = loaded.model, loaded.preprocessing
         else:

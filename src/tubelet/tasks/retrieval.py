@@ -309,12 +309,12 @@ def build_retrieval(cfg, vocab_size: int):
 
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
     if Path(cfg.model).is_dir() and checkpoint_kind(cfg.model) == "retrieval":
-        loaded = load(cfg.model)
+        loaded = load(cfg.model, kind="retrieval")
         if loaded.model.config.vocab_size != vocab_size:
             raise ConfigError(f"--tokenizer: its vocabulary differs from that of --model {cfg.model}")
         return loaded.model, loaded.preprocessing
     if Path(cfg.model).is_dir() or cfg.model not in model_names():  # an encoder checkpoint: pretrained video tower
-        encoder = load(cfg.model, **runtime)
+        encoder = load(cfg.model, kind="encoder", **runtime)
         video_config, base = encoder.model.config.replace(num_classes=0), encoder.preprocessing
     else:
         fresh = dict(runtime, num_classes=0, pooling=cfg.pooling, time_mode=cfg.time_mode)

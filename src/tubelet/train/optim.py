@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from tubelet.errors import ConfigError
+from tubelet.models.encoder import ENCODER_KEEP
 
 # Parameters that get no weight decay besides biases and norm weights (every 1-D tensor).
 _NO_DECAY = ("span_embed", "attn_pool.query")
-# What an encoder trains under any freeze (and beside LoRA adapters): its head and attention pooling.
-ENCODER_KEEP = ("head.", "attn_pool.")
 
 
 def parse_freeze(spec: str) -> tuple[str, int]:

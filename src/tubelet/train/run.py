@@ -21,12 +21,13 @@ from torch import nn
 
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
+from tubelet.models.encoder import ENCODER_KEEP
 from tubelet.nn.device import resolve_device
 from tubelet.tasks.base import Arm, Built, Prepared, Task, get_task
 from tubelet.train.config import to_dict
 from tubelet.train.fit import Schedule, fit, total_steps
 from tubelet.train.lora import add_lora, deployable
-from tubelet.train.optim import ENCODER_KEEP, apply_freeze, build_optimizer, param_groups, warmup_cosine
+from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
 from tubelet.train.seed import seed_everything
 
