@@ -124,7 +124,7 @@ def fit(
     loss_of: Callable[..., StepLoss | None],
     save: Callable[[str, bool], Path],
     out: Path,
-    validate: Callable[[dict], dict | None] | None = None,
+    validate: Callable[[], dict | None] | None = None,
     metric: str = "loss",
     higher_is_better: bool = False,
     judge_train_loss: bool = False,
@@ -143,8 +143,8 @@ def fit(
             in ``last/``.
         loss_of: ``loss_of(batch, epoch, index)`` -> `StepLoss`, or None when the batch has nothing to learn from.
         save: ``save(name, with_trainer)`` writes ``out/name`` (``best`` without, ``last`` with trainer state).
-        validate: ``validate(epoch_summary)`` -> metrics holding `metric` (None: nothing to judge this epoch);
-            None: no validation, ``best/`` is the last weights.
+        validate: ``validate()`` -> held-out metrics holding `metric` (None: nothing to judge this epoch); None: no
+            validation, ``best/`` is the last weights.
         metric, higher_is_better: what picks ``best/`` and drives early stopping.
         judge_train_loss: there is no held-out set (pretraining): `metric` is the epoch's mean training loss.
         on_epoch_end: ``on_epoch_end(epoch)`` -> more keys for the epoch's line (e.g. pictures).
@@ -232,7 +232,7 @@ def fit(
         if judge_train_loss:  # no held-out set (pretraining): best/ is the epoch of the lowest training loss
             metrics = {metric: train_loss} if train_loss is not None else None
         else:
-            metrics = validate({"train_loss": train_loss, "epoch": epoch + 1}) if validate is not None else None
+            metrics = validate() if validate is not None else None
             if metrics is not None:
                 numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                 line.update({f"val_{k}": round(v, 4) for k, v in numbers.items() if k != "num_samples"})

@@ -69,9 +69,10 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     model = built.model.to(device)
     pre = preprocessing_for(cfg, built.tubelet, built.preprocessing)
     adapted = trainable_module(model, cfg, keep=built.keep, tower=built.tower, fresh=built.preprocessing is None)
-    extra = nn.ModuleDict(built.extra).to(device) if built.extra else None
-    module = nn.ModuleDict({"model": adapted, **built.extra}) if extra is not None else adapted  # what trains
-    depth_of = model.block_index if extra is None else None
+    module = adapted  # what trains: the model (or its LoRA wrapper), with the modules saved beside it (a decoder)
+    if built.extra:
+        module = nn.ModuleDict({"model": adapted, **built.extra}).to(device)
+    depth_of = model.block_index if module is adapted else None  # layer decay is by the model's own blocks
     groups = param_groups(
         module, weight_decay=cfg.weight_decay, layer_decay=getattr(cfg, "layer_decay", 1.0), depth_of=depth_of
     )
@@ -112,7 +113,7 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
 
     metric = getattr(cfg, "metric", None) or next(iter(task.metrics))  # the config checked it is the task's
 
-    def validate(epoch: dict) -> dict | None:
+    def validate() -> dict | None:
         return task.validate(model, prepared, arm, pre, cfg=cfg, device=device)
 
     def loss_of(batch, epoch: int, index: int):
