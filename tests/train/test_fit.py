@@ -56,9 +56,8 @@ def _run(tmp_path, schedule: Schedule, *, data=None, validate=None, higher=True,
     optimizer = build_optimizer(param_groups(model, weight_decay=0.0), name="adamw", lr=1e-2)
     data = data or Clips()
     steps, per_epoch = total_steps(data.estimates(), schedule)
-    scheduler = warmup_cosine(
-        optimizer, warmup_steps=0, total_steps=steps, min_ratio=1.0
-    )  # constant: a cut run = a long one
+    # A constant LR: the first steps of a run cut by max_steps are those of the uninterrupted one.
+    scheduler = warmup_cosine(optimizer, warmup_steps=0, total_steps=steps, min_ratio=1.0)
     state = loop_state()
     if resume_from is not None:
         resume(resume_from, module=model, optimizer=optimizer, scheduler=scheduler, state=state)

@@ -88,9 +88,11 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     if cfg.resume:
         resume(arm.out / "last", module=module, optimizer=optimizer, scheduler=scheduler, state=state)
     sizes = [sum(p.numel() for p in module.parameters() if p.requires_grad or every) / 1e6 for every in (True, False)]
+    what = task.name if arm.name == task.name else f"{task.name} ({arm.name})"
     log.info(
-        "%s: %s on %d items, %d steps on %s; %.2fM parameters, %.2fM trainable",
-        arm.name, cfg.model, len(train_set), steps, device, *sizes,
+        "%s: %s on %d training items, %s; %d steps on %s; %.2fM parameters, %.2fM trainable",
+        what, cfg.model, len(train_set), "validating" if prepared.val is not None else "no validation", steps,
+        device, *sizes,
     )  # fmt: skip
     extras = task.checkpoint_extras(prepared, arm)
     args = {**to_dict(cfg), "task": task.name, "arm_modalities": list(arm.modalities)}
