@@ -28,6 +28,7 @@ ROPE_LAYOUTS = ("half", "interleaved")
 # What an encoder trains under any freeze (and beside LoRA adapters): its head and attention pooling.
 ENCODER_KEEP = ("head.", "attn_pool.")
 
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Shape and regularisation of an `Encoder`. Stored in a checkpoint's ``config.json``."""
