@@ -122,6 +122,12 @@ def build_fusion(
     Raises:
         ConfigError: a fusion checkpoint reading other modalities, or an encoder whose weights cannot serve.
     """
+    # A fusion model pools by mean (by modality when it reads text) and rotates every particle by its seconds: the
+    # options of a fresh video encoder are refused rather than ignored.
+    if cfg.pooling != "mean":
+        raise ConfigError(f"pooling: {cfg.pooling} is for video-only models; a fusion model pools by mean")
+    if cfg.time_mode != "seconds":
+        raise ConfigError(f"time_mode: {cfg.time_mode} is for video-only models; a fusion model's time is seconds")
     runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
     fields = dict(
         modalities=modalities,
