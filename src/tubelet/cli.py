@@ -238,6 +238,8 @@ def _finetune_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         task = get_task(_chosen_task(argv)).name
     except TubeletError as exc:
         p.error(str(exc))
+    if not get_task(task).supervised:
+        p.error(f"--task {task}: it learns from unlabeled video; run it with tubelet pretrain")
     supervised = [name for name in task_names() if get_task(name).supervised]
     others = [get_task(name).Config for name in supervised if name != task]
     p.description = f"{p.description}\n\nTask {task}: {get_task(task).summary}; other tasks: --task " + ", ".join(
