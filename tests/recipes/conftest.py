@@ -25,6 +25,23 @@ def tiny_data(tmp_path_factory):
     return out
 
 
+# The `test` encoder on 64-px frames, 1 s clips at 4 fps: the fine-tuning settings of test_finetune.py's FAST.
+CLASSIFIER = dict(
+    model="test", size=64, max_long_side=96, sample_fps=4.0, clip_seconds=1.0, batch_particles=400, workers=0, lr=3e-3
+)
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tiny_data, tmp_path_factory):
+    """One 2-epoch fine-tuning run on `tiny_data`; returns (its summary, its directory). Read-only.
+
+    Shared by the tests of what a run writes and of the commands that read a classifier checkpoint (evaluate,
+    predict, explain), and the starting point of the runs that continue from one (freeze, LoRA).
+    """
+    out = tmp_path_factory.mktemp("classifier") / "run"
+    return finetune(FinetuneConfig(data=str(tiny_data), out=str(out), epochs=2, **CLASSIFIER)), out
+
+
 @pytest.fixture(scope="session")
 def av_data(tmp_path_factory):
     """The AV sample data at 3 clips per class: 6 train, 6 val, 6 test clips with captions and 4 questions each.

@@ -29,11 +29,11 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory, tubelet_cli):
-    out = tmp_path_factory.mktemp("cli-run")
-    first = out / "first"
-    tubelet_cli("finetune", "--data", tiny_data, "--out", first, "--epochs", 1, *FAST)
-    second = out / "second"
+def trained(classifier_run, tiny_data, tmp_path_factory, tubelet_cli):
+    """(first, second): the session's classifier run (conftest, the settings of FAST) and a real `tubelet finetune`
+    process that continues from its ``best`` for 2 more epochs."""
+    _, first = classifier_run
+    second = tmp_path_factory.mktemp("cli-run") / "second"
     tubelet_cli("finetune", "--data", tiny_data, "--model", first / "best", "--out", second, "--epochs", 2, *FAST)
     return first, second
 

@@ -23,14 +23,11 @@ from tubelet.recipes.explain import explain
 from tubelet.recipes.fusion import load_fusion
 from tubelet.recipes.predict import predict, window_dataset
 
-FAST = ["model=test", "size=64", "max_long_side=96", "sample_fps=4", "clip_seconds=1", "batch_particles=400"]
-
 
 @pytest.fixture(scope="module")
-def classifier(tiny_data, tmp_path_factory, tubelet_cli):
-    out = tmp_path_factory.mktemp("explain-run")
-    tubelet_cli("finetune", "--data", tiny_data, "--out", out, "--epochs", 1, "workers=0", *FAST)
-    return out / "best"
+def classifier(classifier_run):
+    """A fine-tuned video classifier checkpoint (the `test` encoder, 64-px frames, 1 s at 4 fps): the session's."""
+    return classifier_run[1] / "best"
 
 
 @pytest.fixture(scope="module")
