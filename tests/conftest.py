@@ -7,13 +7,21 @@ crf keeps flat areas within a level or two, so `frame_numbers` recovers which so
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from tubelet.io import write_video
+
+# One compute thread per test process, and per subprocess it starts (the variable is inherited). The tests' tensors
+# are tiny, so a second thread saves little; on a loaded two-core machine its OpenMP spin-waits burned several times
+# the CPU the work needs (test_methods.py: 5 s of CPU on one thread, 7 to 36 s on two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 HEIGHT, WIDTH = 48, 64
 

@@ -1,12 +1,15 @@
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from tubelet.cli import main
 from tubelet.data.sample import generate
 from tubelet.data.sample_av import generate_av
+from tubelet.data.text import SPECIAL_TOKENS, save_tokenizer, train_tokenizer
 from tubelet.io.write import write_video
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 
@@ -20,6 +23,23 @@ def tiny_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("recipes") / "data"
     generate(out, seed=2, clips_per_class=3)
     return out
+
+
+# The `test` encoder on 64-px frames, 1 s clips at 4 fps: the fine-tuning settings of test_finetune.py's FAST.
+CLASSIFIER = dict(
+    model="test", size=64, max_long_side=96, sample_fps=4.0, clip_seconds=1.0, batch_particles=400, workers=0, lr=3e-3
+)
+
+
+@pytest.fixture(scope="session")
+def classifier_run(tiny_data, tmp_path_factory):
+    """One 2-epoch fine-tuning run on `tiny_data`; returns (its summary, its directory). Read-only.
+
+    Shared by the tests of what a run writes and of the commands that read a classifier checkpoint (evaluate,
+    predict, explain), and the starting point of the runs that continue from one (freeze, LoRA).
+    """
+    out = tmp_path_factory.mktemp("classifier") / "run"
+    return finetune(FinetuneConfig(data=str(tiny_data), out=str(out), epochs=2, **CLASSIFIER)), out
 
 
 @pytest.fixture(scope="session")
@@ -52,16 +72,41 @@ def first_train_clips(av_data, tmp_path):
     return write
 
 
+def word_tokenizer(texts: list[str]):
+    """`train_tokenizer`'s tokenizer with a vocabulary that is the same in every process: the specials, then every
+    character (alone and as a ``##`` continuation) and every whole word of `texts`, sorted.
+
+    The WordPiece trainer's vocabulary varies from run to run (ties between merges), and with it the text tower's
+    initial weights and everything trained from them; a fixture whose numbers tests compare must not.
+    """
+    trained = train_tokenizer(texts)
+    words = sorted(
+        {w for t in texts for w, _ in trained.pre_tokenizer.pre_tokenize_str(trained.normalizer.normalize_str(t))}
+    )
+    chars = sorted({c for w in words for c in w})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars), *(w for w in words if len(w) > 1)]
+    config = json.loads(trained.to_str())
+    config["model"]["vocab"] = {token: i for i, token in enumerate(vocab)}  # the specials keep ids 0, 1, 2
+    return Tokenizer.from_str(json.dumps(config))
+
+
 @pytest.fixture(scope="session")
 def retrieval_run(av_data, tmp_path_factory):
-    """One ``finetune --task retrieval`` CLI run on `av_data` (2 epochs, test size); returns its directory.
+    """One ``finetune --task retrieval`` CLI run on `av_data` (8 epochs, test size); returns its directory.
 
-    Shared by the retrieval tests and `tubelet evaluate`'s, which re-score its ``best`` against its report.
+    Shared by the retrieval tests and `tubelet evaluate`'s, which re-score its ``best`` against its report. Long
+    enough, at a constant LR and without random crops, for ``last`` to rank its 6 training pairs clearly better than
+    chance and than random weights (a few seconds: one 6-clip step per epoch).
     """
-    run = tmp_path_factory.mktemp("retrieval_run") / "run"
+    root = tmp_path_factory.mktemp("retrieval_run")
+    captions = [row["caption"] for row in csv.DictReader(open(av_data / "train.csv"))]
+    save_tokenizer(word_tokenizer(captions), root / "tokenizer")
+    run = root / "run"
     args = ["finetune", "--task", "retrieval", "--data", str(av_data), "--out", str(run), "--model", "test"]
+    args += ["--tokenizer", str(root / "tokenizer")]
     fast = ["--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1"]
-    fast += ["--batch-particles", "2000", "--workers", "0", "--epochs", "2", "--lr", "3e-3"]
+    fast += ["--batch-particles", "2000", "--workers", "0", "--epochs", "8", "--lr", "3e-3"]
+    fast += ["--warmup-epochs", "0", "--crop-scale-min", "1.0"]
     assert main([*args, *fast]) == 0
     return run
 

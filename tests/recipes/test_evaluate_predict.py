@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tubelet.cli import main
 from tubelet.data.av_dataset import MISSING_AUDIO
 from tubelet.data.qa import load_qa, qa_manifest, tokenize_questions
 from tubelet.errors import ConfigError
@@ -30,11 +31,11 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory, tubelet_cli):
-    out = tmp_path_factory.mktemp("cli-run")
-    first = out / "first"
-    tubelet_cli("finetune", "--data", tiny_data, "--out", first, "--epochs", 1, *FAST)
-    second = out / "second"
+def trained(classifier_run, tiny_data, tmp_path_factory, tubelet_cli):
+    """(first, second): the session's classifier run (conftest, the settings of FAST) and a real `tubelet finetune`
+    process that continues from its ``best`` for 2 more epochs."""
+    _, first = classifier_run
+    second = tmp_path_factory.mktemp("cli-run") / "second"
     tubelet_cli("finetune", "--data", tiny_data, "--model", first / "best", "--out", second, "--epochs", 2, *FAST)
     return first, second
 
@@ -53,21 +54,10 @@ def test_evaluate_writes_the_pinned_report(trained, tiny_data, tmp_path, tubelet
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
 
 
-def test_evaluate_with_a_baseline_compares_before_and_after(trained, tiny_data, tmp_path, tubelet_cli):
+def test_evaluate_with_a_baseline_compares_before_and_after(trained, tiny_data, tmp_path):
     first, second = trained
-    tubelet_cli(
-        "evaluate",
-        "--checkpoint",
-        second / "best",
-        "--baseline",
-        first / "best",
-        "--data",
-        tiny_data,
-        "--out",
-        tmp_path,
-        "--views",
-        1,
-    )
+    args = ["--checkpoint", second / "best", "--baseline", first / "best", "--data", tiny_data, "--out", tmp_path]
+    assert main(["evaluate", *map(str, args), "--views", "1"]) == 0  # in this process: the CLI runs above
     report = json.loads((tmp_path / "report.json").read_text())
     comparison = report["comparison"]
     assert comparison["accuracy"]["value"] == pytest.approx(report["accuracy"])
@@ -192,11 +182,11 @@ def test_predict_answers_every_question_about_every_file_as_evaluate_vqa_does(vq
     assert len(set(scores.values())) > 1  # the question is read: different questions, different answers' scores
 
 
-def test_cli_predict_needs_a_question_exactly_for_a_vqa_checkpoint(vqa_run, sound_pair, tubelet_cli):
+def test_cli_predict_needs_a_question_exactly_for_a_vqa_checkpoint(vqa_run, sound_pair, capsys):
     clip = sound_pair["test"]["static_low"]
-    result = tubelet_cli("predict", "--checkpoint", vqa_run / "best", clip, "--question", "which way does it move?",
-                         "--question", "what colour is it?")  # fmt: skip
-    lines = result.stdout.splitlines()
+    assert main(["predict", "--checkpoint", str(vqa_run / "best"), clip, "--question", "which way does it move?",
+                 "--question", "what colour is it?"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "'which way does it move?' ->" in lines[0] and "'what colour is it?' ->" in lines[1]
     for checkpoint, questions, why in (
         (vqa_run / "best", None, "pass one"), (sound_pair["audio"], ["which way?"], "does not read text")

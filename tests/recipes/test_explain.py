@@ -23,14 +23,11 @@ from tubelet.particles.structure import TEXT
 from tubelet.recipes.explain import explain
 from tubelet.recipes.predict import predict, window_dataset
 
-FAST = ["model=test", "size=64", "max_long_side=96", "sample_fps=4", "clip_seconds=1", "batch_particles=400"]
-
 
 @pytest.fixture(scope="module")
-def classifier(tiny_data, tmp_path_factory, tubelet_cli):
-    out = tmp_path_factory.mktemp("explain-run")
-    tubelet_cli("finetune", "--data", tiny_data, "--out", out, "--epochs", 1, "workers=0", *FAST)
-    return out / "best"
+def classifier(classifier_run):
+    """A fine-tuned video classifier checkpoint (the `test` encoder, 64-px frames, 1 s at 4 fps): the session's."""
+    return classifier_run[1] / "best"
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +110,12 @@ def test_a_class_decided_by_sound_is_explained_by_its_audio_on_the_tone_band(sou
     assert all(report["window"]["start"] <= t <= report["window"]["end"] for t in audio["times"])
 
 
-def test_cli_explain_of_a_fusion_model_writes_per_modality_evidence(sound_pair, tmp_path, tubelet_cli):
+def test_cli_explain_of_a_fusion_model_writes_per_modality_evidence(sound_pair, tmp_path, capsys):
     out = tmp_path / "why"
     video = sound_pair["test"]["static_low"]
-    report = json.loads(tubelet_cli("explain", "--checkpoint", sound_pair["video,audio"], video, "--out", out,
-                                    "--json").stdout)  # fmt: skip
+    args = ["explain", "--checkpoint", str(sound_pair["video,audio"]), video, "--out", str(out), "--json"]
+    assert main(args) == 0  # in this process: a real `tubelet explain` runs above
+    report = json.loads(capsys.readouterr().out)
     assert json.loads((out / "explanation.json").read_text()) == report
     with open(out / "particles.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -224,11 +222,12 @@ def test_gradient_methods_and_rollout_explain_a_vqa_checkpoint(vqa_run, asked, t
         assert abs(report["meta"]["completeness_gap"]) <= 0.02 * abs(change) + 1e-5
 
 
-def test_cli_explain_of_a_vqa_checkpoint_shows_the_question_shaded_by_token(vqa_run, asked, tmp_path, tubelet_cli):
+def test_cli_explain_of_a_vqa_checkpoint_shows_the_question_shaded_by_token(vqa_run, asked, tmp_path, capsys):
     clip, question = asked
     out = tmp_path / "why"
-    args = ["explain", "--checkpoint", vqa_run / "best", clip, "--question", question, "--out", out]
-    report = json.loads(tubelet_cli(*args, "--json").stdout)
+    args = ["explain", "--checkpoint", str(vqa_run / "best"), clip, "--question", question, "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert json.loads((out / "explanation.json").read_text()) == report
     assert report["question"] == question and "text" in report["modality_occlusion"]
     assert set(report["files"]) == {"particles", "mp4", "gif", "png", "timeline", "html"}  # no sound: no audio.png

@@ -16,6 +16,7 @@ from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.train import checkpoint
 from tubelet.train.config import load_config, run_config
+from tubelet.train.optim import build_optimizer, param_groups
 
 # Small and fast: the `test` encoder (dim 32, 2 blocks) on 64-px frames, 1 s clips at 4 fps.
 FAST = dict(
@@ -28,8 +29,8 @@ def run(tiny_data, tmp_path, **changes):
     return finetune(cfg), tmp_path / "run"
 
 
-def test_run_writes_checkpoints_metrics_and_config(tiny_data, tmp_path):
-    summary, out = run(tiny_data, tmp_path)
+def test_run_writes_checkpoints_metrics_and_config(classifier_run):
+    summary, out = classifier_run  # run(tiny_data, ...) with epochs=2, once per session (conftest)
     for name in ("best", "last"):
         assert {"config.json", "model.safetensors", "labels.json", "training_args.json"} <= set(os.listdir(out / name))
     assert checkpoint.has_trainer(out / "last") and not checkpoint.has_trainer(out / "best")
@@ -65,8 +66,8 @@ def test_training_reduces_the_loss_on_a_fixed_batch(tiny_data, tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
-def test_freeze_backbone_trains_only_the_head(tiny_data, tmp_path):
-    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+def test_freeze_backbone_trains_only_the_head(classifier_run, tiny_data, tmp_path):
+    _, base_out = classifier_run
     _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), freeze="backbone")
     before = checkpoint.load_state_dict(base_out / "best")
     after = checkpoint.load_state_dict(out / "last")
@@ -74,8 +75,8 @@ def test_freeze_backbone_trains_only_the_head(tiny_data, tmp_path):
     assert changed and all(k.startswith("head.") for k in changed), changed
 
 
-def test_freeze_top_k_keeps_lower_blocks(tiny_data, tmp_path):
-    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+def test_freeze_top_k_keeps_lower_blocks(classifier_run, tiny_data, tmp_path):
+    _, base_out = classifier_run
     _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), freeze="top:1")
     before, after = checkpoint.load_state_dict(base_out / "best"), checkpoint.load_state_dict(out / "last")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -83,8 +84,8 @@ def test_freeze_top_k_keeps_lower_blocks(tiny_data, tmp_path):
     assert not any(k.startswith(("blocks.0.", "patch_embed")) for k in changed)
 
 
-def test_lora_adapters_are_merged_into_a_plain_checkpoint(tiny_data, tmp_path):
-    _, base_out = run(tiny_data, tmp_path / "a", epochs=1)
+def test_lora_adapters_are_merged_into_a_plain_checkpoint(classifier_run, tiny_data, tmp_path):
+    _, base_out = classifier_run
     _, out = run(tiny_data, tmp_path / "b", epochs=1, model=str(base_out / "best"), peft="lora", lora_rank=2)
     merged = checkpoint.load_state_dict(out / "best")
     assert not any("lora" in k for k in merged)  # loads without peft
@@ -94,12 +95,18 @@ def test_lora_adapters_are_merged_into_a_plain_checkpoint(tiny_data, tmp_path):
 
 
 def test_sgd_layer_decay_label_smoothing_and_accumulation_run(tiny_data, tmp_path):
-    summary, _ = run(
+    # One clip per batch: the 5 training clips make 5 batches an epoch, so accumulating 2 takes ceil(5 / 2) = 3
+    # optimizer steps an epoch (the last on one batch), 6 in 2 epochs (not ceil(10 / 2) = 5: no step spans epochs).
+    # A constant LR makes every parameter's LR known at every step.
+    summary, out = run(
         tiny_data,
         tmp_path,
-        epochs=1,
+        epochs=2,
+        max_clips_per_batch=1,
         optimizer="sgd",
         lr=0.05,
+        warmup_epochs=0.0,
+        min_lr_ratio=1.0,
         layer_decay=0.7,
         label_smoothing=0.1,
         accum_steps=2,
@@ -107,7 +114,25 @@ def test_sgd_layer_decay_label_smoothing_and_accumulation_run(tiny_data, tmp_pat
         drop_path=0.1,
         dropout=0.1,
     )
-    assert summary["steps"] >= 1
+    train = [json.loads(line) for line in open(out / "metrics.jsonl") if '"train"' in line]
+    assert summary["steps"] == 6 and [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in train] == [0, 0, 0, 1, 1, 1]
+
+    # Layer decay: a parameter at depth d (0 the embeddings, i + 1 block i, depth + 1 the norm, pooling and head)
+    # trains at 0.05 * 0.7 ** (depth + 1 - d). The run's optimizer state holds each group's LR.
+    model = load(str(out / "last")).model
+    assert model.config.pooling == "attention"
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.7, depth_of=model.block_index)
+    optimizer = build_optimizer(groups, name="sgd", lr=1.0)  # LRs replaced by the run's own below
+    checkpoint.load_trainer(out / "last", optimizer=optimizer, restore_rng=False)
+    lr_of = {name: torch_group["lr"] for group, torch_group in zip(groups, optimizer.param_groups)
+             for name in group["names"]}  # fmt: skip
+    top = model.config.depth + 1
+    expected = {name: 0.05 * 0.7 ** (top - model.block_index(name)) for name, _ in model.named_parameters()}
+    assert lr_of == pytest.approx(expected)
+    assert lr_of["patch_embed.weight"] == pytest.approx(0.05 * 0.7**top) and lr_of["head.weight"] == pytest.approx(0.05)
+    assert lr_of["blocks.0.attn.qkv.weight"] == pytest.approx(0.7 * lr_of["blocks.1.attn.qkv.weight"])
+    assert [r["lr"] for r in train] == pytest.approx([lr_of["patch_embed.weight"]] * 6)  # the first group's, logged
 
 
 def test_early_stopping_stops_before_the_last_epoch(tiny_data, tmp_path):

@@ -232,12 +232,9 @@ def build_config(cls, values: dict):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        where = getattr(cls, "task_name", None)
-        what = f"fields of task {where}" if where else "known"
-        raise ConfigError(
-            f"unknown config field(s) {', '.join(unknown)}{f' for task {where}' if where else ''} "
-            f"({what}: {', '.join(sorted(known))})"
-        )
+        task = getattr(cls, "task_name", None)
+        known_text = f"fields of task {task}" if task else "known"
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)} ({known_text}: {', '.join(sorted(known))})")
     hints = typing.get_type_hints(cls)
     return cls(**{key: coerce(key, value, hints[key]) for key, value in values.items()})
 
