@@ -210,24 +210,25 @@ _NOT_FIELDS = ("config", "overrides", "command", "run", "verbose")
 
 
 def _chosen_task(argv: list[str]) -> str:
-    """The task a finetune command line asks for: ``--task X``, ``--task=X``, ``task=X`` or its YAML file's."""
+    """The task a finetune command line asks for, by the precedence of config fields: ``--task X`` (or
+    ``--task=X``) over a ``task=X`` override over the ``task`` of its ``--config`` YAML file; else classification."""
     import yaml
 
-    task = None
+    flag = override = from_file = None
     for i, arg in enumerate(argv):
         if arg == "--task" and i + 1 < len(argv):
-            task = argv[i + 1]
+            flag = argv[i + 1]
         elif arg.startswith("--task="):
-            task = arg.split("=", 1)[1]
-        elif arg.startswith("task=") and task is None:
-            task = arg.split("=", 1)[1]
-        elif arg == "--config" and i + 1 < len(argv) and task is None:
+            flag = arg.split("=", 1)[1]
+        elif arg.startswith("task="):
+            override = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
             try:
                 loaded = yaml.safe_load(open(argv[i + 1])) or {}
-                task = loaded.get("task") if isinstance(loaded, dict) else None
+                from_file = loaded.get("task") if isinstance(loaded, dict) else None
             except (OSError, yaml.YAMLError):
                 pass  # load_config reports a missing or broken file, naming it
-    return task or "classification"
+    return flag or override or from_file or "classification"
 
 
 def _finetune_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
