@@ -105,3 +105,16 @@ def test_flags_and_data_a_checkpoint_kind_cannot_use_are_one_line_errors(
     assert main([*vqa, "--data", str(copy)]) == 2
     assert f"{copy}: no qa_test.csv or .jsonl" in _one_line_error(capsys)
     assert not (tmp_path / "r").exists() and not (tmp_path / "q").exists()  # nothing written on bad input
+
+
+def test_a_pretraining_checkpoint_is_neither_evaluated_nor_asked_to_predict(
+    pretrained_encoder, av_data, tmp_path, capsys
+):
+    args = ["--checkpoint", str(pretrained_encoder)]
+    assert main(["evaluate", *args, "--data", str(av_data), "--out", str(tmp_path / "eval")]) == 2
+    assert "no labels.json (not a classifier)" in _one_line_error(capsys)
+    clip = next((av_data / "test").rglob("*.mp4")) if (av_data / "test").is_dir() else next(av_data.rglob("*.mp4"))
+    assert main(["predict", *args, str(clip)]) == 2
+    err = _one_line_error(capsys)
+    assert "not a classifier" in err and f"tubelet finetune --model {pretrained_encoder}" in err
+    assert not (tmp_path / "eval").exists()

@@ -62,10 +62,7 @@ def predict(
     """
     loaded = load(checkpoint)
     task = task_of(loaded)
-    if task.name == "retrieval":
-        raise ConfigError(f"{checkpoint}: a retrieval checkpoint embeds videos for search: use tubelet index / search")
-    if task.uses_labels and not loaded.labels:
-        raise ConfigError(f"{checkpoint}: the checkpoint has no labels.json (not a classifier)")
+    task.check_predict(loaded)
     reads = Reads.of(loaded)
     asked = asked_questions(checkpoint, reads.modalities, questions)
     pre = loaded.preprocessing

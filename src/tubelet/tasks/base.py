@@ -282,6 +282,11 @@ class Task:
         audio = prepared.extra.get("audio") if arm.modalities != ("video",) else None  # a fusion model's
         return {"labels": prepared.labels, "tokenizer": prepared.tokenizer, "audio": audio}
 
+    def check_predict(self, loaded) -> None:
+        """A ConfigError when this task's checkpoint cannot predict (``tubelet predict``): a classifier needs labels."""
+        if self.uses_labels and not loaded.labels:
+            raise ConfigError(f"{loaded.source}: the checkpoint has no labels.json (not a classifier)")
+
     # --- evaluation of a checkpoint (``tubelet evaluate``) -------------------------------------------------------
     def check_evaluation(self, *, split: str | None, whole: bool, baseline: str | None, loaded) -> None:
         """One-line errors for the flags this task's checkpoints cannot use (by default: a baseline)."""

@@ -297,6 +297,15 @@ class ReconstructionTask(Task):
         )
         return {"pictures": pictures}
 
+    def check_predict(self, loaded) -> None:
+        raise ConfigError(
+            f"{loaded.source}: the checkpoint has no labels.json (not a classifier): a pretrained encoder predicts "
+            f"after fine-tuning (tubelet finetune --model {loaded.source})"
+        )
+
+    def check_evaluation(self, *, split, whole, baseline, loaded) -> None:
+        self.check_predict(loaded)
+
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         out, summary = Path(cfg.out), summaries[arms[0].name]
         skipped = [{"path": p, "reason": r} for p, r in prepared.train.skipped] + summary["skipped"]

@@ -238,6 +238,9 @@ class RetrievalTask(Task):
             lines.append(f"{name:<24} " + " ".join(f"{recall[k]:>7.3f}" for k in ks))
         return "\n".join(lines)
 
+    def check_predict(self, loaded) -> None:
+        raise ConfigError(f"{loaded.source}: a retrieval checkpoint embeds videos for search: tubelet index / search")
+
     # --- tubelet evaluate -------------------------------------------------------------------------------------
     def check_evaluation(self, *, split, whole, baseline, loaded) -> None:
         super().check_evaluation(split=split, whole=whole, baseline=baseline, loaded=loaded)
