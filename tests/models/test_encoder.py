@@ -389,10 +389,10 @@ def test_interleaved_rope_checkpoints_load_to_the_same_function(tmp_path, monkey
 
 
 def test_a_checkpoint_marked_interleaved_is_converted_when_loaded(tmp_path):
+    from tubelet.checkpoint import save_checkpoint
     from tubelet.data.transforms import Preprocessing
     from tubelet.models import checkpoint_config, load
     from tubelet.models.encoder import interleaved_to_half
-    from tubelet.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = Encoder(model_config("test", num_classes=2))

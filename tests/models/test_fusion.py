@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tubelet import checkpoint
 from tubelet.data.av_dataset import AudioPreprocessing
 from tubelet.data.transforms import Preprocessing
 from tubelet.models import checkpoint_config, load
@@ -11,7 +12,6 @@ from tubelet.models.fusion import UNFROZEN, FusionConfig, FusionModel
 from tubelet.particles.modalities import merge, pack_modalities
 from tubelet.particles.structure import AUDIO, TEXT, VIDEO, Particles
 from tubelet.particles.text import tokenize_text
-from tubelet.train import checkpoint
 from tubelet.train.lora import deployable
 from tubelet.train.run import trainable_module
 

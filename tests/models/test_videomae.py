@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tubelet import checkpoint
 from tubelet.data.sample import generate
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.models.videomae import IMAGENET_MEAN, IMAGENET_STD, load_videomae
 from tubelet.particles import pack, tokenize
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.train import checkpoint
 
 transformers = pytest.importorskip("transformers")
 

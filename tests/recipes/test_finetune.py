@@ -11,10 +11,10 @@ import torch
 import yaml
 
 import tubelet.data.pipeline as pipeline_module
+from tubelet import checkpoint
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.train import checkpoint
 from tubelet.train.config import load_config, run_config
 from tubelet.train.optim import build_optimizer, param_groups
 

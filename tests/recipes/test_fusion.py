@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tubelet import checkpoint
 from tubelet.cli import main
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset, audio_particles
 from tubelet.data.loader import iterate_batches
@@ -17,7 +18,6 @@ from tubelet.errors import ConfigError, DataError
 from tubelet.models import load
 from tubelet.particles.structure import VIDEO
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.train import checkpoint
 
 FAST = [
     "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from tubelet import checkpoint
 from tubelet.cli import main
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset
 from tubelet.data.manifest import load_dataset
@@ -17,7 +18,6 @@ from tubelet.models.fusion_from_encoder import build_fusion
 from tubelet.models.registry import model_config
 from tubelet.particles.modalities import pack_modalities
 from tubelet.recipes.finetune import FinetuneConfig, finetune
-from tubelet.train import checkpoint
 
 RUN = dict(size=48, max_long_side=64, sample_fps=4.0, clip_seconds=1.0, batch_particles=600, workers=0, epochs=1)
 LABELS = ["a", "b", "c"]

@@ -12,11 +12,11 @@ from PIL import Image
 
 import tubelet.models as models_module
 import tubelet.tasks.reconstruction as reconstruction_module
+from tubelet import checkpoint
 from tubelet.errors import ConfigError
 from tubelet.models import Encoder, model_config
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
-from tubelet.train import checkpoint
 
 # The `test` encoder (dim 32, 2 blocks) and a one-block decoder on 64-px frames, 1 s clips at 4 fps.
 FAST = dict(

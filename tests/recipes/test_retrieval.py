@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tubelet import checkpoint
 from tubelet.cli import main
 from tubelet.data.captions import caption_pairs, read_captions
 from tubelet.data.manifest import load_dataset
@@ -17,7 +18,6 @@ from tubelet.models import load
 from tubelet.models.retrieval import RetrievalModel
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.tasks.retrieval import evaluate_retrieval
-from tubelet.train import checkpoint
 
 LINE = re.compile(r"^(\S+) (\d+\.\d\d)-(\d+\.\d\d) (-?\d\.\d{4})$")
 

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from tubelet import checkpoint
 from tubelet.cli import main
 from tubelet.data.qa import QAClipDataset, load_qa, qa_manifest, tokenize_questions
 from tubelet.data.text import save_tokenizer, train_tokenizer
@@ -13,7 +14,6 @@ from tubelet.models import checkpoint_config, load
 from tubelet.particles.modalities import pack_modalities
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.tasks.vqa import evaluate_vqa
-from tubelet.train import checkpoint
 
 FAST = [
     "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from tubelet.checkpoint import save_checkpoint
 from tubelet.errors import ConfigError
-from tubelet.train.checkpoint import save_checkpoint
 from tubelet.train.optim import build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
 

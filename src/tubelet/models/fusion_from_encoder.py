@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tubelet import checkpoint
 from tubelet.data.av_dataset import AudioPreprocessing
 from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
@@ -66,9 +67,7 @@ def fusion_from_encoder(encoder: Loaded, **fields) -> tuple[FusionModel, dict]:
     with torch.no_grad():
         model.modality_embed.weight[VIDEO].zero_()
     weights = {k: v for k, v in encoder.model.state_dict().items() if not k.startswith("head.")}
-    from tubelet.models.kinds import _checkpoint  # train/ is above models/: its file helpers, imported on use
-
-    fit = _checkpoint().load_state(model, weights, strict=False, source=f"--model {encoder.source}")
+    fit = checkpoint.load_state(model, weights, strict=False, source=f"--model {encoder.source}")
     if fit.mismatched:  # the shape was copied from the encoder: a mismatch is a bug, not bad input
         raise AssertionError(f"fusion model of the encoder's shape does not fit it: {fit.mismatched}")
     loaded = [k for k in weights if k not in fit.unexpected]

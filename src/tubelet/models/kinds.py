@@ -1,6 +1,6 @@
 """Model kinds: what a checkpoint holds, registered by its config.json ``model_type``; one `load`, one `save`.
 
-A checkpoint is a directory (`tubelet.train.checkpoint`): ``config.json``, ``model.safetensors``, and when they apply
+A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.safetensors``, and when they apply
 ``labels.json``, ``tokenizer.json``, ``training_args.json``. Its ``model_type`` names its kind:
 
 | kind        | model_type          | model            | config.json                                              |
@@ -22,8 +22,7 @@ inputs) -> (B, D)``, ``forward_head(pooled)`` and ``reset_head(num_classes)`` (a
 there: neither has classes). The decoder alone reads encoder features beside its particles (see
 `tubelet.models.decoder`).
 
-The checkpoint files themselves are read and written by `tubelet.train.checkpoint`, imported when first used
-(`_checkpoint`).
+The checkpoint files themselves are read and written by `tubelet.checkpoint` (a leaf module every layer may use).
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from torch import nn
 
-from tubelet import __version__
+from tubelet import __version__, checkpoint
 from tubelet.data.av_dataset import AudioPreprocessing
 from tubelet.data.text import TOKENIZER_FILE, load_tokenizer, save_tokenizer
 from tubelet.data.transforms import Preprocessing
@@ -90,18 +89,6 @@ class Loaded:
     def __post_init__(self) -> None:
         if not self.kind:
             self.kind = kind_of_model(self.model).name
-
-
-def _checkpoint():
-    """`tubelet.train.checkpoint` (the safetensors and JSON files of a checkpoint), imported when first used.
-
-    train/ sits above models/ (DESIGN.md): importing it here at load time keeps `tubelet.models` importable from
-    anything train/ may import, without a cycle. Its file helpers belong below models/; until they move, this is
-    the one place models/ reaches up.
-    """
-    from tubelet.train import checkpoint
-
-    return checkpoint
 
 
 @contextmanager
@@ -158,12 +145,12 @@ class ModelKind:
         with _fields(where):
             preprocessing = Preprocessing.from_dict(config["preprocessing"])
         self.load_weights(model, directory)
-        labels, task = _checkpoint().load_labels(directory), _task(directory, config)
+        labels, task = checkpoint.load_labels(directory), _task(directory, config)
         return Loaded(model, preprocessing, labels, str(directory), self.name, task=task)
 
     def load_weights(self, model: nn.Module, directory: Path) -> None:
         """Fill `model` with the checkpoint's weights (strict: a ConfigError naming the file and the keys)."""
-        _checkpoint().load_weights(model, directory)
+        checkpoint.load_weights(model, directory)
 
 
 class EncoderKind(ModelKind):
@@ -245,8 +232,8 @@ class DecoderKind(ModelKind):
             return MaskedDecoder(DecoderConfig.from_dict(config["decoder"]).replace(**runtime))
 
     def load_weights(self, model: nn.Module, directory: Path) -> None:
-        files, path = _checkpoint(), directory / DECODER_WEIGHTS  # strict, as model.safetensors
-        files.load_state(model, files.load_state_dict(directory, DECODER_WEIGHTS), source=str(path))
+        weights = checkpoint.load_state_dict(directory, DECODER_WEIGHTS)  # strict, as model.safetensors
+        checkpoint.load_state(model, weights, source=str(directory / DECODER_WEIGHTS))
 
     def config(self, loaded: Loaded) -> dict:
         raise ValueError("a decoder is saved beside its encoder: save(directory, encoder, decoder=decoder)")
@@ -293,7 +280,7 @@ def _task(directory: Path, config: dict) -> str | None:
     if config.get("task"):
         return str(config["task"])
     try:
-        args = _checkpoint().load_training_args(directory) or {}
+        args = checkpoint.load_training_args(directory) or {}
     except ConfigError as exc:
         log.warning("%s; the checkpoint's task is unknown", exc)
         return None
@@ -353,7 +340,7 @@ def checkpoint_kind(directory: str | Path) -> str | None:
     path = Path(directory)
     if not (path / "config.json").is_file():
         return None
-    kind = _kind_of_type(_checkpoint().load_config(path).get("model_type"))
+    kind = _kind_of_type(checkpoint.load_config(path).get("model_type"))
     return kind.name if kind is not None else None
 
 
@@ -402,7 +389,7 @@ def load_decoder(directory: str | Path, **runtime) -> MaskedDecoder:
 
 
 def _load_directory(directory: Path, wanted: ModelKind | None, runtime: dict) -> Loaded:
-    config = _checkpoint().load_config(directory)
+    config = checkpoint.load_config(directory)
     where = f"{directory}/config.json"
     model_type = config.get("model_type")
     found = _kind_of_type(model_type)
@@ -461,7 +448,7 @@ def save(
     trainer: dict | None = None,
     extra_weights: dict | None = None,
 ) -> Path:
-    """Write a checkpoint directory of `model`'s kind (atomically: `tubelet.train.checkpoint.save_checkpoint`).
+    """Write a checkpoint directory of `model`'s kind (atomically: `tubelet.checkpoint.save_checkpoint`).
 
     Args:
         directory: the checkpoint directory (replaced if it holds one).
@@ -471,7 +458,7 @@ def save(
         audio: a fusion model's audio preprocessing.
         tokenizer: written as ``tokenizer.json`` (a retrieval model, or a fusion model that reads text, needs it).
         decoder: a pretraining run's decoder, written beside the encoder (``decoder.safetensors``).
-        training_args, trainer, extra_weights: as `tubelet.train.checkpoint.save_checkpoint`.
+        training_args, trainer, extra_weights: as `tubelet.checkpoint.save_checkpoint`.
 
     Returns:
         The checkpoint directory.
@@ -481,7 +468,7 @@ def save(
     extra = dict(extra_weights or {})
     if decoder is not None:
         extra[DECODER_WEIGHTS] = decoder.state_dict()
-    directory = _checkpoint().save_checkpoint(
+    directory = checkpoint.save_checkpoint(
         directory,
         model=loaded.model,
         config=config,

@@ -2,7 +2,7 @@
 
 A recipe's loop keeps its progress in one JSON-able dict (`loop_state`): optimizer steps, the epoch and the batch
 within it, the best validation metric and the evaluations since, and the clips skipped. `trainer_state` packs
-that dict with the optimizer, the schedule and the RNG states for `tubelet.train.checkpoint.save_checkpoint`;
+that dict with the optimizer, the schedule and the RNG states for `tubelet.checkpoint.save_checkpoint`;
 `resume` restores all of it into a freshly built model, optimizer and schedule. Video fine-tuning, the fusion
 recipes (audio-visual classification, question answering) and retrieval share both, so a run of any of them continues
 the same way, through the one loop that keeps `loop_state` (`tubelet.train.fit`).
@@ -16,7 +16,7 @@ import os
 import torch
 from torch import nn
 
-from tubelet.train import checkpoint
+from tubelet import checkpoint
 
 log = logging.getLogger("tubelet.train")
 

@@ -19,11 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tubelet.errors import ConfigError
-from tubelet.models import EncoderConfig, create_model
-from tubelet.particles.pack import pack
-from tubelet.particles.tokenize import tokenize
-from tubelet.train.checkpoint import (
+from tubelet.checkpoint import (
     has_trainer,
     load_config,
     load_labels,
@@ -33,6 +29,10 @@ from tubelet.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from tubelet.errors import ConfigError
+from tubelet.models import EncoderConfig, create_model
+from tubelet.particles.pack import pack
+from tubelet.particles.tokenize import tokenize
 
 
 def _encoder(**overrides) -> nn.Module:
