@@ -1,0 +1,37 @@
+"""Bad input to the commands that read a checkpoint: each family one line on stderr, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tubelet.cli import main
+from tubelet.io import write_video
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory):
+    """An mkv cut after its first few frames (its index is at the front, so it opens) and one cut to nothing."""
+    root = tmp_path_factory.mktemp("truncated")
+    frames = np.random.default_rng(0).integers(0, 255, (80, 48, 64, 3), dtype=np.uint8)
+    data = write_video(root / "full.mkv", frames, fps=8).read_bytes()
+    (root / "empty.mkv").write_bytes(data[: len(data) // 50])  # header only: no frame decodes
+    return root
+
+
+def test_a_file_from_which_no_window_decodes_gets_its_own_line_alone_as_beside_others(
+    classifier_run, truncated, tiny_data, capsys
+):
+    _, run = classifier_run
+    checkpoint = ["--checkpoint", str(run / "best")]
+    assert main(["predict", *checkpoint, str(truncated / "empty.mkv")]) == 2
+    alone = capsys.readouterr()
+    assert "Traceback" not in alone.err
+    assert alone.out.strip().startswith(f"{truncated / 'empty.mkv'}: error:")
+    assert alone.err.strip().splitlines() == ["tubelet predict: error: 1 file(s) could not be read (see above)"]
+
+    good = next((tiny_data / "test").rglob("*.mp4"), None) or next(tiny_data.rglob("*.mp4"))
+    assert main(["predict", *checkpoint, str(truncated / "empty.mkv"), str(good)]) == 2
+    beside = capsys.readouterr()
+    lines = beside.out.strip().splitlines()
+    assert lines[0] == alone.out.strip() and lines[1].startswith(f"{good}:") and "error" not in lines[1]
