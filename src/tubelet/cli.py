@@ -399,6 +399,8 @@ def _predict_run(args) -> None:
             windows = f"  ({len(result['windows'])} windows)" if "windows" in result else ""
             asked = f" {result['question']!r} ->" if "question" in result else ""
             said = f"{result['label']} {result['score']:.3f}" if "label" in result else json.dumps(result.get("value"))
+            if "near_chance" in result:
+                said += f" (near chance: {result['near_chance']:.2f} for any class)"
             print(f"{result['path']}:{asked} {said}{windows}", flush=True)
     if failures:
         raise TubeletError(f"{failures} file(s) could not be read (see above)")

@@ -35,3 +35,13 @@ def test_a_file_from_which_no_window_decodes_gets_its_own_line_alone_as_beside_o
     beside = capsys.readouterr()
     lines = beside.out.strip().splitlines()
     assert lines[0] == alone.out.strip() and lines[1].startswith(f"{good}:") and "error" not in lines[1]
+
+
+def test_a_prediction_near_chance_says_so():
+    from tubelet.tasks.classification import ClassificationTask
+
+    task, labels = ClassificationTask(), ["a", "b", "c", "d", "e"]
+    unsure = task.describe(np.array([0.23, 0.2, 0.19, 0.19, 0.19]), labels, topk=2)
+    assert unsure["label"] == "a" and unsure["near_chance"] == 0.2
+    sure = task.describe(np.array([0.31, 0.2, 0.19, 0.15, 0.15]), labels, topk=2)  # 1.55 x chance
+    assert "near_chance" not in sure and [t["label"] for t in sure["topk"]] == ["a", "b"]

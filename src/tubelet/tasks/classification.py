@@ -111,6 +111,8 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: lis
 # --- the task ---------------------------------------------------------------------------------------------------
 
 READABLE = ("video", "audio")  # modalities a video file gives (text: the questions of the vqa task)
+# A top probability under this many times chance (1 / classes) is reported as near chance by `predict`.
+NEAR_CHANCE = 1.5
 
 
 def parse_modalities(text: str) -> tuple[str, ...]:
@@ -159,8 +161,12 @@ class Classifier(Task):
         return softmax(outputs)
 
     def describe(self, prediction: np.ndarray, labels: list[str] | None, *, topk: int) -> dict:
+        """The top class and its probability (``topk`` more with their scores); ``near_chance`` when the top score
+        is under `NEAR_CHANCE` times chance (1 / classes): "move_right 0.23" of five classes is no answer."""
         order = np.argsort(-prediction)[: max(1, topk)]
         out = {"label": labels[order[0]], "score": round(float(prediction[order[0]]), 4)}
+        if prediction[order[0]] < NEAR_CHANCE / len(labels):
+            out["near_chance"] = round(1.0 / len(labels), 4)
         if topk > 0:
             out["topk"] = [{"label": labels[i], "score": round(float(prediction[i]), 4)} for i in order]
         return out
