@@ -122,9 +122,9 @@ def _tokenize_run(args) -> None:
 
 def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("out", help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed (same seed, same files)")
-    p.add_argument("--clips-per-class", type=int, default=12, help="clips per class (at least 3)")
-    p.add_argument("--workers", type=int, default=2, help="encoding processes")
+    p.add_argument("--seed", type=int, default=0, help="seed (same seed, same files; default 0)")
+    p.add_argument("--clips-per-class", type=int, default=12, help="clips per class (at least 3; default 12)")
+    p.add_argument("--workers", type=int, default=2, help="encoding processes (default 2)")
     p.add_argument(
         "--multimodal",
         action="store_true",
@@ -178,7 +178,8 @@ def _config_flags(p: argparse.ArgumentParser, cls, *, hidden=()) -> None:
             seen.add(f.name)
             flag = "--" + f.name.replace("_", "-")
             shown = f.default if not isinstance(f.default, tuple) else "x".join(map(str, f.default))
-            text = f"{helps.get(f.name, '')} (default: {shown})" if show else argparse.SUPPRESS
+            given = "required" if f.default == "" else f"default: {shown}"  # an empty default must be given
+            text = f"{helps.get(f.name, '')} ({given})" if show else argparse.SUPPRESS
             if hints[f.name] is bool:
                 p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
             else:
@@ -367,7 +368,9 @@ def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="question for a VQA checkpoint (required by one); repeat it to answer every file for each",
     )  # fmt: skip
     p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
-    p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows")
+    p.add_argument(
+        "--stride-seconds", type=positive_float, default=None, help="step between windows (default: the window length)"
+    )
     p.add_argument("--topk", type=int, default=5, help="classes listed per file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a timeline PNG per file into DIR")
     _inference_flags(p, workers=0)
