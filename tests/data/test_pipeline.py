@@ -69,3 +69,10 @@ def test_datasets_read_the_particles_of_the_pure_function(cfr_mp4):
     assert torch.equal(item.particles.values, expected.values) and torch.equal(item.particles.t, expected.t)
     fused = AVClipDataset(data, PRE, AudioPreprocessing(), modalities=("video",), windows=[(0, *window)])[0]
     assert list(fused.particles) == ["video"] and torch.equal(fused.particles["video"].values, expected.values)
+
+
+def test_a_tail_too_short_for_a_window_adds_none():
+    # 4 ms after the last regular window: a flush window [2.004, 4.004] would repeat [2, 4].
+    assert list(iter_windows(4.004, 2.0, 2.0)) == [(0.0, 2.0), (2.0, 4.0)]
+    # Half a stride left: worth a window, flush with the end.
+    assert list(iter_windows(5.0, 2.0, 2.0))[-1] == (3.0, 5.0)

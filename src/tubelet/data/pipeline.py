@@ -37,14 +37,19 @@ from tubelet.particles.tokenize import tokenize
 ClipParticles = Particles | dict[str, Particles]  # a video encoder's clip, or a fusion model's (modality -> part)
 
 
+# The shortest uncovered tail, as a fraction of the stride, that `iter_windows` covers with one more window.
+MIN_TAIL = 0.25
+
+
 def iter_windows(
     duration_s: float | None, window_s: float, stride_s: float, start: float = 0.0
 ) -> Iterator[tuple[float, float]]:
     """Windows ``(start, end)`` in seconds of `window_s` every `stride_s` over a source, from `start`.
 
-    A source of known duration is covered to its end: the last window ends flush with it, and a source no longer
-    than one window (after `start`) is that one window ``(start, duration_s)``. Starts are rounded to the
-    microsecond.
+    A source of known duration is covered to its end: the last window ends flush with it (unless the seconds left
+    after the regular windows are under `MIN_TAIL` of a stride: a window that would only repeat the one before it is
+    left out), and a source no longer than one window (after `start`) is that one window ``(start, duration_s)``.
+    Starts are rounded to the microsecond.
 
     Args:
         duration_s: the source's duration; None for an unbounded source (a live stream): windows never stop.
@@ -66,11 +71,16 @@ def iter_windows(
     if span <= window_s:
         yield start, duration_s
         return
-    for k in range(math.ceil((span - window_s) / stride_s)):
+    count = math.ceil((span - window_s) / stride_s)
+    for k in range(count):
         begin = round(start + k * stride_s, 6)
         yield begin, min(begin + window_s, duration_s)
-    begin = round(duration_s - window_s, 6)  # flush with the end, so the last seconds are always seen
-    yield begin, min(begin + window_s, duration_s)
+    # The seconds after the last window are seen by one more window, flush with the end, when they are worth one: a
+    # tail shorter than `MIN_TAIL` of a stride (the last 4 ms of a clip) would only repeat the window before it.
+    tail = duration_s - (start + (count - 1) * stride_s + window_s)
+    if tail >= MIN_TAIL * stride_s:
+        begin = round(duration_s - window_s, 6)
+        yield begin, min(begin + window_s, duration_s)
 
 
 @dataclass
