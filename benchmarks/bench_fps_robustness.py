@@ -130,7 +130,7 @@ def correct_per_clip(checkpoint: Path, data: Path, views: int) -> np.ndarray:
     """(clips,) bool: is each test clip's prediction right, scored as `evaluate` does (views averaged)."""
     loaded = models.load(checkpoint)
     dataset = check_labels(load_dataset(str(data), split="test"), loaded.labels, str(checkpoint))
-    windows = view_windows([info.duration_s for info in dataset.infos], loaded.preprocessing.clip_seconds, views)
+    windows = view_windows(dataset, loaded.preprocessing.clip_seconds, views)
     clips = ClipDataset(dataset, loaded.preprocessing, windows=windows)
     logits, failed = run_model(loaded.model, clips, budget=8192, device=torch.device("cpu"), workers=2)
     if failed:
@@ -144,7 +144,7 @@ def test_set_stats(data: Path, checkpoint: Path) -> dict:
     """Particles and time positions of each test clip's centred window, under the checkpoint's preprocessing."""
     dataset = load_dataset(str(data), split="test")
     pre = models.load(checkpoint).preprocessing
-    windows = view_windows([info.duration_s for info in dataset.infos], pre.clip_seconds, 1)
+    windows = view_windows(dataset, pre.clip_seconds, 1)
     clips = ClipDataset(dataset, pre, windows=windows)
     kept, total, t_max, ti_max, tubelet_s = [], [], [], [], []
     for i in range(len(clips)):

@@ -117,7 +117,7 @@ def epoch_losses(run: Path) -> list[float]:
 def clip_particles(data: Path, split: str, pre) -> tuple[list, list[str]]:
     """Particles of the centred `clip_seconds` window of every clip of `split` (decoded once), and the labels."""
     dataset = load_dataset(str(data), split=split)
-    windows = view_windows([info.duration_s for info in dataset.infos], pre.clip_seconds, 1)
+    windows = view_windows(dataset, pre.clip_seconds, 1)
     clips = ClipDataset(dataset, pre, windows=windows)
     return [clips[i].particles for i in range(len(clips))], [s.label for s in dataset.samples]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
@@ -45,3 +48,28 @@ def test_a_prediction_near_chance_says_so():
     assert unsure["label"] == "a" and unsure["near_chance"] == 0.2
     sure = task.describe(np.array([0.31, 0.2, 0.19, 0.15, 0.15]), labels, topk=2)  # 1.55 x chance
     assert "near_chance" not in sure and [t["label"] for t in sure["topk"]] == ["a", "b"]
+
+
+def _manifest(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "start", "end"])
+        writer.writerows(rows)
+    return path
+
+
+def test_evaluate_reads_the_manifest_windows_and_refuses_impossible_ones(classifier_run, tiny_data, tmp_path, capsys):
+    _, run = classifier_run
+    rows = [(str(tiny_data / r["path"]), r["label"]) for r in csv.DictReader(open(tiny_data / "test.csv"))]
+    args = ["evaluate", "--checkpoint", str(run / "best"), "--views", "1", "--workers", "0", "--json"]
+
+    negative = _manifest(tmp_path / "negative.csv", [(p, label, -2, 1) for p, label in rows])
+    assert main([*args, "--data", str(negative), "--out", str(tmp_path / "neg")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "field 'start'" in err and "negative.csv:2" in err
+
+    # One more row whose window starts after its clip's end: skipped with the reason, the others are scored.
+    late = [*((p, label, "", "") for p, label in rows), (rows[0][0], rows[0][1], 1000, 1001)]
+    assert main([*args, "--data", str(_manifest(tmp_path / "late.csv", late)), "--out", str(tmp_path / "late")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_samples"] == len(rows) and report["details"]["skipped"] == 1

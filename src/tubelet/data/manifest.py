@@ -200,6 +200,8 @@ def _sample_from_row(manifest: Path, line: int, row: dict, label_column: str = "
             times[key] = float(value)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{where}: field '{key}' is not a number: {value!r}") from exc
+    if times["start"] is not None and times["start"] < 0:
+        raise DataError(f"{where}: field 'start' ({times['start']}) must be 0 or more (seconds from the video's start)")
     if times["start"] is not None and times["end"] is not None and times["end"] <= times["start"]:
         raise DataError(f"{where}: field 'end' ({times['end']}) must be after 'start' ({times['start']})")
     return Sample(path=video, label=label, **times)
@@ -235,8 +237,12 @@ def load_dataset(
         results = list(pool.map(try_probe, [s.path for s in samples]))
     good, infos, skipped = [], [], []
     for sample, (info, reason) in zip(samples, results):
+        if info is not None and sample.start is not None and sample.start >= info.duration_s:
+            end = info.duration_s
+            reason = f"{sample.path}: its window starts at {sample.start:g} s, after the video's end ({end:.3f} s)"
+            info = None
         if info is None:
-            log.warning("skipping unreadable video %s", reason)
+            log.warning("skipping %s", reason)
             skipped.append((str(sample.path), reason))
         else:
             good.append(sample)

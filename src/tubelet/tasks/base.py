@@ -257,7 +257,7 @@ class Task:
     ) -> dict:  # fmt: skip
         """`score` of `model` on `data`, `views` windows averaged per item; files that cannot be decoded are
         reported and left out (``skipped``)."""
-        windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
+        windows = view_windows(data, pre.clip_seconds, views)
         dataset = self.dataset(data, pre, reads or Reads(), windows=windows)
         targets: dict = {}
         per_item, failed = windowed_outputs(

@@ -88,16 +88,21 @@ def mean_over_videos(values: np.ndarray, videos: list[int], count: int) -> np.nd
     return out
 
 
-def view_windows(durations: list[float], clip_seconds: float, views: int) -> list[tuple[int, float, float]]:
-    """`views` evenly spaced windows per video (one when the video is no longer than a window)."""
+def view_windows(data, clip_seconds: float, views: int) -> list[tuple[int, float, float]]:
+    """`views` evenly spaced windows (video index, start s, end s) per sample of `data` (a `VideoDataset`), inside the
+    sample's own span: its manifest ``start``/``end`` when it has them, else the whole video. One window when the span
+    is no longer than a window."""
     windows = []
-    for v, duration in enumerate(durations):
-        if duration <= clip_seconds or views <= 1:
-            start = max(0.0, (duration - clip_seconds) / 2)
-            windows.append((v, start, min(duration, start + clip_seconds)))
+    for v, (sample, info) in enumerate(zip(data.samples, data.infos)):
+        lo = sample.start or 0.0
+        hi = min(sample.end or info.duration_s, info.duration_s)
+        span = hi - lo
+        if span <= clip_seconds or views <= 1:
+            start = lo + max(0.0, (span - clip_seconds) / 2)
+            windows.append((v, start, min(hi, start + clip_seconds)))
             continue
         for k in range(views):
-            start = (duration - clip_seconds) * k / (views - 1)
+            start = lo + (span - clip_seconds) * k / (views - 1)
             windows.append((v, start, start + clip_seconds))
     return windows
 

@@ -395,7 +395,7 @@ def evaluate_retrieval(
         `retrieval_metrics` over the decoded clips, and ``skipped`` (their paths).
     """
     model = model.to(device)
-    windows = view_windows([info.duration_s for info in data.infos], pre.clip_seconds, views)
+    windows = view_windows(data, pre.clip_seconds, views)
     per_window, failed = embed_windows(model, data, pre, windows, budget=budget, device=device, workers=workers)
     for path, reason in failed:
         log.warning("skipping %s: %s", path, reason)

@@ -117,7 +117,7 @@ class VQATask(Classifier):
             ``unknown_answers``, ``macro_f1`` (over the questions with a known answer), ``predictions`` (one answer
             per scored question, in order) and ``skipped``.
         """
-        windows = view_windows([info.duration_s for info in data.data.infos], pre.clip_seconds, views)
+        windows = view_windows(data.data, pre.clip_seconds, views)
         dataset = self.dataset(data, pre, reads or Reads(("video", "text")), windows=windows)
         per_question, failed = windowed_outputs(
             self,
