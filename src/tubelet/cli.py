@@ -633,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from tubelet.progress import quiet
+
+    quiet(getattr(args, "json", False))  # output a program reads: no progress bars beside it
     try:
         args.run(args)
     except TubeletError as exc:

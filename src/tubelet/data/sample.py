@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tubelet.io.write import write_video
+from tubelet.progress import bar
 
 CLASSES = ("move_left", "move_right", "rotate", "grow", "static")
 FRAME_RATES = (15, 24, 30, 60)
@@ -211,7 +212,7 @@ def generate(out: str | Path, *, seed: int = 0, clips_per_class: int = 12, worke
             jobs.append((scene, str(out / rel)))
             rows.append({"path": rel, "label": label, "split": split_of[i], "scene": asdict(scene)})
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(_write_clip, jobs))
+        list(bar(pool.map(_write_clip, jobs), total=len(jobs), desc="sample-data", unit="clip"))
     with open(out / "metadata.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -51,6 +51,7 @@ import numpy as np
 
 from tubelet.data.sample import SPLITS, Scene, render
 from tubelet.io.write import write_video
+from tubelet.progress import bar
 
 # class -> (motion, sound, decided_by)
 AV_CLASSES = {
@@ -244,7 +245,8 @@ def generate_av(out: str | Path, *, seed: int = 0, clips_per_class: int = 8, wor
         label = row["path"].split("/")[0]
         row.update(make_clip(label, row.pop("index"), seed))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(_write, [(row, str(out / row["path"])) for row in rows]))
+        jobs = [(row, str(out / row["path"])) for row in rows]
+        list(bar(pool.map(_write, jobs), total=len(jobs), desc="sample-data", unit="clip"))
     with open(out / "metadata.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -46,6 +46,7 @@ from tubelet.models.encoder import Encoder
 from tubelet.models.fusion import FusionModel
 from tubelet.particles.modalities import ModalClip, pack_clips
 from tubelet.particles.structure import AUDIO, MODALITIES, TEXT, Particles
+from tubelet.progress import bar
 
 METHODS = ("occlusion", "ig", "gradxinput", "rollout")
 
@@ -112,7 +113,7 @@ def class_probs(model: Model, clips: list[Clip], budget: int = 32768) -> torch.T
     """(len(clips), classes) softmax of `model` on each clip, packed `budget` particles per forward."""
     device = _device(model)
     out, batch, used = [], [], 0
-    for clip in clips:
+    for clip in bar(clips, desc="forward passes", unit="clip", leave=False, disable=len(clips) < 64):
         if batch and used + len(clip) > budget:
             out.append(torch.softmax(model(pack_clips(batch).to(device)).float(), -1).cpu())
             batch, used = [], 0
@@ -282,7 +283,7 @@ def integrated_gradients(
     alphas = (torch.arange(steps, dtype=real.dtype, device=device) + 0.5) / steps  # midpoint rule
     per_batch = max(1, budget // max(len(particles), 1))
     total = torch.zeros_like(real)
-    for first in range(0, steps, per_batch):
+    for first in bar(range(0, steps, per_batch), desc="integrated gradients", unit="batch", leave=False):
         chunk = alphas[first : first + per_batch]
         packed = pack_clips([particles] * len(chunk)).to(device)
         path = (base + chunk[:, None, None] * (real - base)).flatten(0, 1).requires_grad_(True)  # (len*N, D)

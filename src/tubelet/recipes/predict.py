@@ -101,7 +101,7 @@ def predict(
     ]
     dataset = window_dataset(loaded, data, replace(pre, clip_seconds=window), windows, [asked[q] for _, q in items])
     outputs, bad = run_model(
-        model, dataset, forward=task.forward, budget=batch_particles, device=device_, workers=workers
+        model, dataset, forward=task.forward, budget=batch_particles, device=device_, workers=workers, desc="predict"
     )
     bad_paths = dict(bad)
     predictions = task.postprocess(outputs) if outputs is not None else np.full((len(windows), 1), np.nan)

@@ -16,6 +16,7 @@ import torch
 from tubelet.data.dataset import budget_batches
 from tubelet.data.loader import iterate_batches
 from tubelet.nn.device import autocast
+from tubelet.progress import bar
 
 log = logging.getLogger("tubelet.tasks")
 
@@ -33,6 +34,7 @@ def run_model(
     on_batch: Callable[[int], None] | None = None,
     targets: Callable | None = None,
     collected: dict | None = None,
+    desc: str = "inference",
 ) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
     """`forward(model, packed)` (default ``model(packed)``) of every item of `dataset`, in float32.
 
@@ -40,6 +42,7 @@ def run_model(
         targets: ``targets(batch)`` -> {name: (B, ...) tensor}, collected per item into `collected` ({name: (n, k)
             float32, NaN rows for items that failed}) when both are given: what a task scores its outputs against
             when the targets come from the clips themselves (pixels, a signal).
+        desc: the progress bar's label (`tubelet.progress`: on a terminal only).
 
     Returns:
         outputs: (len(dataset), K) float32 with NaN rows for items that failed to decode; None when none decoded.
@@ -50,7 +53,8 @@ def run_model(
     batches = budget_batches(dataset.estimates(), budget, shuffle=False)
     out = None
     failed: list[tuple[str, str]] = []
-    for batch in iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r))):
+    loaded = iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r)))
+    for batch in bar(loaded, total=len(batches), desc=desc, unit="batch", leave=False):
         failed.extend((it.path, it.error) for it in batch.failed)
         if batch.packed is None:
             continue
@@ -120,7 +124,7 @@ def windowed_outputs(
     collected: dict = {}
     outputs, failed = run_model(
         model, dataset, forward=task.forward, budget=budget, device=device, precision=precision, workers=workers,
-        targets=task.targets if targets is not None else None, collected=collected,
+        targets=task.targets if targets is not None else None, collected=collected, desc="evaluate",
     )  # fmt: skip
     videos = [w[0] for w in windows]
     if targets is not None:

@@ -364,7 +364,7 @@ def embed_windows(model, data, pre, windows, *, budget: int, device, precision: 
     dataset = ClipDataset(data, pre, windows=windows)
     out, failed = run_model(
         model, dataset, forward=lambda m, packed: m.encode_video(packed), budget=budget, device=device,
-        precision=precision, workers=workers,
+        precision=precision, workers=workers, desc="embed",
     )  # fmt: skip
     if out is None:
         out = np.full((len(windows), model.config.embed_dim), np.nan, dtype=np.float32)
