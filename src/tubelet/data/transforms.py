@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tubelet.particles.audio import LOG_FLOOR
-from tubelet.typed import from_dict
+from tubelet.typed import check_range, from_dict
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # per-channel mean, 0-1 units
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)  # per-channel std, 0-1 units
     prune_threshold: float = 4.0  # static pruning threshold in 0-255 levels; 0 keeps every particle
+
+    def __post_init__(self) -> None:
+        check_range(self, "tubelet", "size", "max_long_side", low=1)
+        check_range(self, "prune_threshold", low=0)
+        check_range(self, "sample_fps", "clip_seconds", "std", low=0, strict=True)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean, std: expected 3 values each (one per channel), got {self.mean}, {self.std}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +75,12 @@ class AudioPreprocessing:
     mean: float = -4.0  # log-mel values are normalized to (value - mean) / std (measured on the AV sample data)
     std: float = 3.0
     allow_missing_audio: bool = False  # a file without an audio stream gets silence instead of an error
+
+    def __post_init__(self) -> None:
+        check_range(self, "sample_rate", "n_fft", "hop", "n_mels", "patch", low=1)
+        check_range(self, "std", low=0, strict=True)
+        if self.n_mels < self.patch[1]:
+            raise ValueError(f"n_mels: expected at least the patch's mel bins ({self.patch[1]}), got {self.n_mels}")
 
     @property
     def bands(self) -> int:

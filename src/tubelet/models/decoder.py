@@ -25,7 +25,7 @@ from tubelet.models.encoder import _init_weights, mean_pool
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import TIME_MODES, RotaryPositions, SpanEmbedding
 from tubelet.particles.structure import PackedParticles
-from tubelet.typed import from_dict
+from tubelet.typed import check_range, from_dict
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,10 @@ class DecoderConfig:
         return config
 
     def validate(self) -> None:
+        check_range(self, "encoder_dim", "patch_dim", "dim", "depth", "heads", low=1)
+        check_range(self, "mlp_ratio", "norm_eps", low=0, strict=True)
         if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"decoder dim {self.dim} must split into {self.heads} heads of even width")
+            raise ValueError(f"dim: expected {self.heads} heads of an even width (rotary), got {self.dim}")
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
 

@@ -18,7 +18,7 @@ from torch import nn
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import POSITIONS, TIME_MODES, RotaryPositions, SpanEmbedding, grid_index, grid_sinusoids
 from tubelet.particles.structure import PackedParticles
-from tubelet.typed import from_dict
+from tubelet.typed import check_range, from_dict
 
 POOLING = ("mean", "attention")
 FINAL_NORMS = ("tokens", "pooled")
@@ -67,12 +67,15 @@ class EncoderConfig:
         return config
 
     def validate(self) -> None:
+        check_range(self, "dim", "depth", "heads", "tubelet", "channels", low=1)
+        check_range(self, "num_classes", "dropout", "attn_dropout", "drop_path", low=0)
+        check_range(self, "mlp_ratio", "norm_eps", "final_norm_eps", low=0, strict=True)
         if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+            raise ValueError(f"dim: expected a value divisible by heads ({self.heads}), got {self.dim}")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.positions == "rope" and (self.dim // self.heads) % 2:
-            raise ValueError(f"head dim {self.dim // self.heads} must be even for rotary positions")
+            raise ValueError(f"dim: expected dim / heads even for rotary positions, got {self.dim} / {self.heads}")
         if self.final_norm not in FINAL_NORMS:
             raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {self.final_norm!r}")
         if self.rope_layout not in ROPE_LAYOUTS:

@@ -41,7 +41,7 @@ from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import RotaryPositions, SpanEmbedding, token_positions
 from tubelet.particles.modalities import ModalBatch, merge
 from tubelet.particles.structure import MODALITIES, VIDEO, PackedParticles
-from tubelet.typed import from_dict
+from tubelet.typed import check_range, from_dict
 
 MODEL_TYPE = "tubelet-fusion"
 FUSION_POOLING = ("mean", "modality")
@@ -97,8 +97,11 @@ class FusionConfig:
         unknown = sorted(set(self.modalities) - set(MODALITIES))
         if unknown or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities: expected distinct names from {', '.join(MODALITIES)}, got {self.modalities}")
+        check_range(self, "dim", "depth", "heads", "tubelet", "channels", "audio_patch", "audio_bands", low=1)
+        check_range(self, "vocab_size", "num_classes", "dropout", "attn_dropout", "drop_path", low=0)
+        check_range(self, "mlp_ratio", "norm_eps", low=0, strict=True)
         if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of an even width (rotary)")
+            raise ValueError(f"dim: expected {self.heads} heads of an even width (rotary), got {self.dim}")
         if "text" in self.modalities and self.vocab_size < 1:
             raise ValueError("vocab_size: a model that reads text needs the tokenizer's vocabulary size")
 

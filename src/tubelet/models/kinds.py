@@ -92,14 +92,45 @@ class Loaded:
 
 
 @contextmanager
-def _fields(where: str) -> Iterator[None]:
-    """A config.json field that is missing or invalid becomes a ConfigError naming the file (and the field)."""
+def _fields(where: str, block: str = "") -> Iterator[None]:
+    """A config.json field that is missing or invalid becomes a ConfigError naming the file and the field.
+
+    Args:
+        block: the config.json block the fields are read from: it prefixes the field a message starts with
+            (``preprocessing.sample_fps: expected ...``).
+    """
     try:
         yield
     except KeyError as exc:
         raise ConfigError(f"{where}: missing {exc}") from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        message = " ".join(str(exc).split())  # one line
+        raise ConfigError(f"{where}: {block}.{message}" if block else f"{where}: {message}") from exc
+
+
+def _block(config: dict, name: str, cls, *, where: str, **changes):
+    """config.json's block `name` as a `cls` (its ``from_dict``, checked once here), with `changes` replaced.
+
+    Raises:
+        ConfigError: the block is missing, or one of its fields unknown or invalid (naming `where` and the field).
+    """
+    if name not in config:
+        raise ConfigError(f"{where}: missing {name!r}")
+    if not isinstance(config[name], dict):
+        raise ConfigError(f"{where}: {name}: expected an object of fields, got {config[name]!r}")
+    with _fields(where, name):
+        block = cls.from_dict(config[name])
+        return block.replace(**changes) if changes else block
+
+
+def _check_labels(loaded: Loaded, directory: Path) -> None:
+    """A checkpoint's labels.json names each output of its head (else predict and explain would index past it)."""
+    outputs = getattr(getattr(loaded.model, "config", None), "num_classes", 0)
+    if loaded.labels is not None and outputs and len(loaded.labels) != outputs:
+        raise ConfigError(
+            f"{directory / checkpoint.LABELS}: {len(loaded.labels)} labels, but the model's head has {outputs} "
+            "outputs; give one name per class"
+        )
 
 
 def _check_runtime(directory: Path, runtime: dict, allowed: tuple[str, ...]) -> None:
@@ -142,11 +173,12 @@ class ModelKind:
         _check_runtime(directory, runtime, self.runtime)
         where = f"{directory}/config.json"
         model = self.build(config, where=where, **runtime)
-        with _fields(where):
-            preprocessing = Preprocessing.from_dict(config["preprocessing"])
+        preprocessing = _block(config, "preprocessing", Preprocessing, where=where)
         self.load_weights(model, directory)
         labels, task = checkpoint.load_labels(directory), _task(directory, config)
-        return Loaded(model, preprocessing, labels, str(directory), self.name, task=task)
+        loaded = Loaded(model, preprocessing, labels, str(directory), self.name, task=task)
+        _check_labels(loaded, directory)
+        return loaded
 
     def load_weights(self, model: nn.Module, directory: Path) -> None:
         """Fill `model` with the checkpoint's weights (strict: a ConfigError naming the file and the keys)."""
@@ -158,8 +190,9 @@ class EncoderKind(ModelKind):
     hint = "a registered size, tubelet pretrain or tubelet finetune gives one"
 
     def build(self, config: dict, *, where: str, **runtime) -> Encoder:
-        with _fields(where):
-            encoder = EncoderConfig.from_dict(config["encoder"]).replace(**runtime)
+        encoder = _block(config, "encoder", EncoderConfig, where=where, **runtime)
+        if "decoder" in config:  # a pretraining checkpoint's decoder: checked with the rest of config.json
+            _block(config, "decoder", DecoderConfig, where=where)
         # A checkpoint written before the rotate-half change is converted after its weights load (`load`).
         return Encoder(encoder.replace(rope_layout="half"))
 
@@ -178,13 +211,11 @@ class FusionKind(ModelKind):
     hint = "train one with tubelet finetune --modalities video,audio or --task vqa"
 
     def build(self, config: dict, *, where: str, **runtime) -> FusionModel:
-        with _fields(where):
-            return FusionModel(FusionConfig.from_dict(config["fusion"]).replace(**runtime))
+        return FusionModel(_block(config, "fusion", FusionConfig, where=where, **runtime))
 
     def load(self, directory: Path, config: dict, **runtime) -> Loaded:
         loaded = super().load(directory, config, **runtime)
-        with _fields(f"{directory}/config.json"):
-            loaded.audio = AudioPreprocessing.from_dict(config["audio"])
+        loaded.audio = _block(config, "audio", AudioPreprocessing, where=f"{directory}/config.json")
         if (directory / TOKENIZER_FILE).is_file():
             loaded.tokenizer = load_tokenizer(directory)
         elif "text" in loaded.model.config.modalities:
@@ -201,12 +232,11 @@ class RetrievalKind(ModelKind):
     hint = "train one with tubelet finetune --task retrieval"
 
     def build(self, config: dict, *, where: str, **runtime) -> RetrievalModel:
-        with _fields(where):
-            video = EncoderConfig.from_dict(config["encoder"]).replace(**runtime)
-            text = RetrievalConfig.from_dict(config["retrieval"])
-            if "attention" in runtime:  # the text tower runs on the same backend
-                text = dataclasses.replace(text, attention=runtime["attention"])
-            return RetrievalModel(video, text)
+        video = _block(config, "encoder", EncoderConfig, where=where, **runtime)
+        text = _block(config, "retrieval", RetrievalConfig, where=where)
+        if "attention" in runtime:  # the text tower runs on the same backend
+            text = dataclasses.replace(text, attention=runtime["attention"])
+        return RetrievalModel(video, text)
 
     def load(self, directory: Path, config: dict, **runtime) -> Loaded:
         loaded = super().load(directory, config, **runtime)
@@ -228,8 +258,7 @@ class DecoderKind(ModelKind):
     def build(self, config: dict, *, where: str, **runtime) -> MaskedDecoder:
         if "decoder" not in config:
             raise ConfigError(f"{where}: no 'decoder' block; only a pretraining checkpoint has one ({self.hint})")
-        with _fields(where):
-            return MaskedDecoder(DecoderConfig.from_dict(config["decoder"]).replace(**runtime))
+        return MaskedDecoder(_block(config, "decoder", DecoderConfig, where=where, **runtime))
 
     def load_weights(self, model: nn.Module, directory: Path) -> None:
         weights = checkpoint.load_state_dict(directory, DECODER_WEIGHTS)  # strict, as model.safetensors

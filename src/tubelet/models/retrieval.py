@@ -28,7 +28,7 @@ from tubelet.models.encoder import Encoder, EncoderConfig, _init_weights, mean_p
 from tubelet.nn.layers import AttentionContext, Block
 from tubelet.nn.position import token_positions
 from tubelet.particles.structure import PackedParticles
-from tubelet.typed import from_dict
+from tubelet.typed import check_range, from_dict
 
 MODEL_TYPE = "tubelet-retrieval"
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: the temperature never drops below 0.01
@@ -59,10 +59,11 @@ class RetrievalConfig:
     def validate(self) -> None:
         if self.vocab_size < 1:
             raise ValueError("vocab_size: the text tower needs the tokenizer's vocabulary size")
+        check_range(self, "text_dim", "text_depth", "text_heads", "embed_dim", low=1)
+        check_range(self, "mlp_ratio", low=0, strict=True)
         if self.text_dim % self.text_heads:
-            raise ValueError(f"text_dim {self.text_dim} must be divisible by text_heads {self.text_heads}")
-        if self.embed_dim < 1 or self.text_depth < 1:
-            raise ValueError("embed_dim and text_depth must be at least 1")
+            heads = self.text_heads
+            raise ValueError(f"text_dim: expected a value divisible by text_heads ({heads}), got {self.text_dim}")
         if not 0 < self.temperature < 1:
             raise ValueError(f"temperature: expected a number in (0, 1), got {self.temperature}")
 

@@ -138,15 +138,18 @@ def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | 
     and pruning; the model's tubelet, which no run can change."""
     if cfg.tubelet is not None and tuple(cfg.tubelet) != tuple(tubelet):
         raise ConfigError(f"tubelet: {cfg.model} was trained with {'x'.join(map(str, tubelet))}; it cannot change")
-    pre = replace(
-        base or Preprocessing(),
-        tubelet=tuple(tubelet),
-        sample_fps=cfg.sample_fps,
-        clip_seconds=cfg.clip_seconds,
-        size=cfg.size,
-        max_long_side=cfg.max_long_side,
-        prune_threshold=cfg.prune_threshold,
-    )
+    try:
+        pre = replace(
+            base or Preprocessing(),
+            tubelet=tuple(tubelet),
+            sample_fps=cfg.sample_fps,
+            clip_seconds=cfg.clip_seconds,
+            size=cfg.size,
+            max_long_side=cfg.max_long_side,
+            prune_threshold=cfg.prune_threshold,
+        )
+    except ValueError as exc:  # a value out of range (Preprocessing checks each field); the message names it
+        raise ConfigError(str(exc)) from exc
     check_fits(pre)
     return pre
 
