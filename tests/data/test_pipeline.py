@@ -8,7 +8,7 @@ import torch
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import Sample, VideoDataset
-from tubelet.data.pipeline import clip_particles, decode_window, iter_windows
+from tubelet.data.pipeline import clip_particles, decode_window, iter_windows, window_count
 from tubelet.data.transforms import Preprocessing
 from tubelet.io import decode, probe
 from tubelet.particles.tokenize import tokenize
@@ -69,3 +69,10 @@ def test_datasets_read_the_particles_of_the_pure_function(cfr_mp4):
     assert torch.equal(item.particles.values, expected.values) and torch.equal(item.particles.t, expected.t)
     fused = AVClipDataset(data, PRE, AudioPreprocessing(), modalities=("video",), windows=[(0, *window)])[0]
     assert list(fused.particles) == ["video"] and torch.equal(fused.particles["video"].values, expected.values)
+
+
+@pytest.mark.parametrize(
+    "duration, window, stride", [(0.5, 1.0, 0.5), (1.0, 1.0, 0.3), (10.0, 2.0, 0.7), (7.3, 1.5, 1.5)]
+)
+def test_window_count_is_what_iter_windows_yields(duration, window, stride):
+    assert window_count(duration, window, stride) == len(list(iter_windows(duration, window, stride)))
