@@ -1,12 +1,18 @@
 """Every command end to end through a real subprocess, at tiny size."""
 
+import errno
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tubelet.cli import COMMANDS, main
+from tubelet.errors import ConfigError
 from tubelet.io import write_video
+from tubelet.outputs import writable_dir
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +117,82 @@ def test_sample_data_rejects_too_few_clips(tmp_path, tubelet_cli):
     assert_one_line_error(
         tubelet_cli("sample-data", tmp_path, "--clips-per-class", 1, check=False), "--clips-per-class"
     )
+
+
+# --- issue 13: output piped into a reader that stops, outputs that cannot be written, flags out of range ----------
+
+
+@pytest.mark.parametrize("command", ["probe", "scan"])
+def test_output_into_a_closed_pipe_ends_quietly_with_sigpipe_status(command, data):
+    target = next((data / "grow").iterdir()) if command == "probe" else data
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tubelet", command, str(target), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first byte (`| head -c 0`): every write hits a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141  # 128 + SIGPIPE, as `yes | head` reports under pipefail
+    assert stderr == ""
+
+
+@pytest.fixture
+def not_a_dir(tmp_path):
+    """An output path under a regular file: no one can create it, root included."""
+    (tmp_path / "file").write_text("a file, not a folder")
+    return tmp_path / "file" / "out"
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (("sample-data", "{out}"), "out"),
+        (("finetune", "--data", "{data}", "--out", "{out}", "model=test"), "--out"),
+        (("pretrain", "--data", "{data}", "--out", "{out}", "model=test"), "--out"),
+        (("evaluate", "--checkpoint", "no-ckpt", "--data", "{data}", "--out", "{out}"), "--out"),
+        (("explain", "--checkpoint", "no-ckpt", "x.mp4", "--out", "{out}"), "--out"),
+        (("predict", "--checkpoint", "no-ckpt", "x.mp4", "--plot", "{out}"), "--plot"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(args, flag, data, not_a_dir, tubelet_cli):
+    # The checkpoint and video do not exist: the output is checked first, before anything is loaded or computed.
+    args = [a.format(out=not_a_dir, data=data) for a in args]
+    assert_one_line_error(tubelet_cli(*args, check=False), flag, not_a_dir, "cannot create")
+
+
+def test_writable_dir_refuses_a_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: a 0o555 folder is still writable")
+        with pytest.raises(ConfigError, match="--out .*locked.*not writable"):
+            writable_dir(locked, "--out")
+    finally:
+        locked.chmod(0o755)
+    assert writable_dir(tmp_path / "new" / "deep", "--out").is_dir()  # created, parents included
+
+
+def test_a_write_refused_late_is_one_line_naming_the_file(monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/srv/runs/report.json")
+
+    monkeypatch.setattr("tubelet.recipes.describe.scan_report", refuse)
+    assert main(["scan", "anything"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tubelet scan: error: /srv/runs/report.json: Permission denied\n"
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (("predict", "--checkpoint", "c", "x.mp4", "--topk", "0"), "--topk"),
+        (("predict", "--checkpoint", "c", "x.mp4", "--topk", "-3"), "--topk"),
+        (("explain", "--checkpoint", "c", "x.mp4", "--out", "o", "--method", "ig", "--steps", "0"), "--steps"),
+        (("explain", "--checkpoint", "c", "x.mp4", "--out", "o", "--topk", "0"), "--topk"),
+        (("search", "index", "a query", "--topk", "0"), "--topk"),
+    ],
+)
+def test_counts_below_one_are_refused_by_the_parser(args, flag, tubelet_cli):
+    assert_one_line_error(tubelet_cli(*args, check=False), flag, "must be at least 1")

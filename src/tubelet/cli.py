@@ -1,19 +1,25 @@
 """``tubelet <command>``: a thin table of commands. Each parses its flags and calls one recipe; no logic here.
 
-Bad input ends in one line on stderr naming the file or flag, and exit status 2; never a traceback.
+Bad input ends in one line on stderr naming the file or flag, and exit status 2; never a traceback. An output
+that cannot be written (a read-only folder, a full disk) is bad input too. Output piped into a reader that stops
+early (``tubelet probe X --json | head -c 10``) ends quietly with status 141, as a Unix tool killed by SIGPIPE does,
+so ``set -o pipefail`` still sees that the output was cut.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from tubelet import __version__
 from tubelet.defaults import DEFAULT_PRUNE_THRESHOLD
 from tubelet.errors import TubeletError
+from tubelet.outputs import writable_dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,6 +146,7 @@ def _sample_data_run(args) -> None:
 
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
+    writable_dir(args.out, "out")
     write = generate_av if args.multimodal else generate
     _print(write(args.out, seed=args.seed, clips_per_class=args.clips_per_class, workers=args.workers), args.json)
 
@@ -255,6 +262,7 @@ def _finetune_run(args) -> None:
     from tubelet.train.config import run_config
 
     cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
+    writable_dir(cfg.out, "--out")  # before training, not after its first epoch
     print(json.dumps(finetune(cfg)))
 
 
@@ -272,6 +280,7 @@ def _probe_linear_run(args) -> None:
     cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
     if cfg.freeze not in ("none", "backbone"):
         raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
+    writable_dir(cfg.out, "--out")
     print(json.dumps(finetune(replace(cfg, freeze="backbone"))))
 
 
@@ -285,6 +294,7 @@ def _pretrain_run(args) -> None:
     from tubelet.recipes.pretrain import PretrainConfig, pretrain
 
     cfg = _config_from_args(PretrainConfig, args)
+    writable_dir(cfg.out, "--out")
     print(json.dumps(pretrain(cfg)))
 
 
@@ -371,7 +381,7 @@ def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "--stride-seconds", type=positive_float, default=None, help="step between windows (default: the window length)"
     )
-    p.add_argument("--topk", type=int, default=5, help="classes listed per file")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes listed per file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a timeline PNG per file into DIR")
     _inference_flags(p, workers=0)
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable line)")
@@ -422,13 +432,13 @@ def _explain_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="directory for report.html, heatmap.mp4/.gif, timeline.png, CSV")
     p.add_argument("--start", type=non_negative_float, default=None, help="window start in seconds (default: centred)")
     p.add_argument("--seconds", type=positive_float, default=None, help="window length (default: training's)")
-    p.add_argument("--topk", type=int, default=10, help="top particles listed (default 10)")
+    p.add_argument("--topk", type=positive_int, default=10, help="top particles listed (default 10)")
     p.add_argument(
         "--occlusion-window", type=tubelet_size, default=(1, 1, 1), metavar="TxHxW",
         help="tubelets removed together by occlusion: time x rows x cols (default 1x1x1); for audio particles "
         "time patches x mel bands x 1, for a question's tokens tokens x 1 x 1",
     )  # fmt: skip
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    p.add_argument("--steps", type=positive_int, default=32, help="integrated-gradients steps (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--json", action="store_true", help="print explanation.json")
 
@@ -541,7 +551,7 @@ def _index_run(args) -> None:
 def _search_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("index", help="index directory (tubelet index)")
     p.add_argument("query", help='text query, e.g. "a red ball moves left"')
-    p.add_argument("--topk", type=int, default=10, help="windows listed (default 10)")
+    p.add_argument("--topk", type=positive_int, default=10, help="windows listed (default 10)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
 
@@ -638,13 +648,29 @@ def main(argv: list[str] | None = None) -> int:
     quiet(getattr(args, "json", False))  # output a program reads: no progress bars beside it
     try:
         args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+    except BrokenPipeError:
+        # The reader stopped (`| head`). The Python docs' recipe: point stdout at devnull so the flush at exit
+        # cannot raise again, and leave without a word.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE, as a Unix tool killed by it
     except TubeletError as exc:
         print(f"tubelet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _CANNOT_WRITE:
+            raise
+        where = exc.filename if exc.filename is not None else "output"
+        print(f"tubelet {args.command}: error: {where}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tubelet {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+# Failures to write an output: the user's folder or disk, not a bug. Anything else stays a traceback.
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 if __name__ == "__main__":

@@ -41,6 +41,33 @@ def test_csv_manifest_with_windows_and_relative_paths(folders):
     assert samples[1].start is None and samples[1].path == folders / "dog/dog1.mp4"
 
 
+def test_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    text = "path,label,start,end\na.mp4,cat,0.1,0.4\n"
+    (tmp_path / "plain.csv").write_text(text, encoding="utf-8")
+    (tmp_path / "excel.csv").write_text(text, encoding="utf-8-sig")  # what Excel's "CSV UTF-8" writes
+    assert (tmp_path / "excel.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_manifest(tmp_path / "excel.csv") == read_manifest(tmp_path / "plain.csv")
+
+
+def test_duplicate_rows_are_kept_and_named_in_a_warning(tmp_path, caplog):
+    rows = "a.mp4,cat,0,1\nb.mp4,dog,0,1\na.mp4,cat,0,1\na.mp4,cat,1,2\n"  # line 4 repeats line 2; line 5 differs
+    (tmp_path / "m.csv").write_text("path,label,start,end\n" + rows)
+    with caplog.at_level(logging.WARNING, logger="tubelet.data"):
+        samples = read_manifest(tmp_path / "m.csv")
+    assert [(s.path.name, s.start) for s in samples] == [("a.mp4", 0), ("b.mp4", 0), ("a.mp4", 0), ("a.mp4", 1)]
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "m.csv" in message and "1 duplicate row" in message and "line 4 repeats line 2" in message
+    assert "kept" in message
+
+
+def test_distinct_rows_raise_no_warning(tmp_path, caplog):
+    (tmp_path / "m.csv").write_text("path,label\na.mp4,cat\nb.mp4,cat\n")
+    with caplog.at_level(logging.WARNING, logger="tubelet.data"):
+        read_manifest(tmp_path / "m.csv")
+    assert caplog.records == []
+
+
 def test_jsonl_manifest(folders):
     lines = [{"path": str(folders / "cat/cat1.mp4"), "label": "cat", "start": 0.2}, {"path": "dog/dog0.mp4"}]
     (folders / "val.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")

@@ -8,7 +8,7 @@ import torch
 from tubelet.data.av_dataset import AudioPreprocessing, AVClipDataset
 from tubelet.data.dataset import ClipDataset
 from tubelet.data.manifest import Sample, VideoDataset
-from tubelet.data.pipeline import clip_particles, decode_window, iter_windows
+from tubelet.data.pipeline import clip_particles, decode_window, iter_windows, window_count
 from tubelet.data.transforms import Preprocessing
 from tubelet.io import decode, probe
 from tubelet.particles.tokenize import tokenize
@@ -76,3 +76,11 @@ def test_a_tail_too_short_for_a_window_adds_none():
     assert list(iter_windows(4.004, 2.0, 2.0)) == [(0.0, 2.0), (2.0, 4.0)]
     # Half a stride left: worth a window, flush with the end.
     assert list(iter_windows(5.0, 2.0, 2.0))[-1] == (3.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "duration, window, stride",
+    [(0.5, 1.0, 0.5), (1.0, 1.0, 0.3), (10.0, 2.0, 0.7), (7.3, 1.5, 1.5), (4.004, 2.0, 2.0), (4.1, 2.0, 0.5)],
+)
+def test_window_count_is_what_iter_windows_yields(duration, window, stride):
+    assert window_count(duration, window, stride) == len(list(iter_windows(duration, window, stride)))

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import torch
 
 from tubelet.cli import main
 from tubelet.data.av_dataset import MISSING_AUDIO
+from tubelet.data.pipeline import MAX_WINDOWS, window_count
 from tubelet.data.qa import load_qa, qa_manifest, tokenize_questions
 from tubelet.errors import ConfigError
-from tubelet.io import write_video
+from tubelet.io import probe, write_video
 from tubelet.models import load
+from tubelet.recipes.explain import explain
 from tubelet.recipes.predict import predict
 from tubelet.tasks.vqa import evaluate_vqa
 
@@ -194,3 +198,47 @@ def test_cli_predict_needs_a_question_exactly_for_a_vqa_checkpoint(vqa_run, soun
         with pytest.raises(ConfigError, match=f"--question: .*{why}") as error:
             next(predict(str(checkpoint), [clip], questions=questions))
         assert "\n" not in str(error.value)
+
+
+# --- issue 13: windows that make no sense for the checkpoint, output into a closed pipe -------------------------------
+
+
+def test_a_window_shorter_than_one_tubelet_is_refused_by_predict_and_explain(classifier_run, tiny_data, tmp_path):
+    # The classifier samples 4 fps with 2-frame tubelets: 0.25 s holds one frame.
+    ckpt = classifier_run[1] / "best"
+    clip = next((tiny_data / "grow").iterdir())
+    with pytest.raises(
+        ConfigError, match=r"--window-seconds 0.25: holds 1 frames .* one tubelet \(2 frames\); .*0.5 s"
+    ):
+        list(predict(ckpt, [clip], window_seconds=0.25))
+    with pytest.raises(ConfigError, match=r"--seconds 0.25: .*one tubelet"):
+        explain(ckpt, clip, out=tmp_path / "why", seconds=0.25)
+    assert not (tmp_path / "why" / "explanation.json").exists()
+
+
+def test_a_stride_that_makes_too_many_windows_is_refused_naming_the_file_and_count(classifier_run, tiny_data, capsys):
+    ckpt = classifier_run[1] / "best"
+    clip = next((tiny_data / "grow").iterdir())
+    stride = 1e-5
+    expected = window_count(probe(clip).duration_s, 1.0, stride)
+    assert expected > MAX_WINDOWS
+    assert main(["predict", "--checkpoint", str(ckpt), str(clip), "--stride-seconds", str(stride)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert (
+        f"--stride-seconds 1e-05: {clip} would be cut into {expected} windows (at most {MAX_WINDOWS})" in captured.err
+    )
+
+
+def test_predict_into_a_closed_pipe_ends_quietly(classifier_run, tiny_data):
+    clips = sorted((tiny_data / "grow").iterdir())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tubelet", "predict", "--checkpoint", str(classifier_run[1] / "best"), *map(str, clips)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert stderr == ""

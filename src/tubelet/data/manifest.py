@@ -134,7 +134,29 @@ def read_manifest(path: str | os.PathLike, *, label_column: str = "label") -> li
     """
     path = Path(path)
     rows = manifest_rows(path, required=("path",) if label_column == "label" else ("path", label_column))
-    return [_sample_from_row(path, line, row, label_column) for line, row in rows]
+    samples = [_sample_from_row(path, line, row, label_column) for line, row in rows]
+    _warn_duplicates(path, samples, [line for line, _ in rows])
+    return samples
+
+
+def _warn_duplicates(manifest: Path, samples: list[Sample], lines: list[int]) -> None:
+    """Log the rows that repeat an earlier one (same path, start and end); they are kept, so they weigh double."""
+    first: dict[tuple, int] = {}
+    repeats = []
+    for sample, line in zip(samples, lines):
+        key = (str(sample.path), sample.start, sample.end)
+        if key in first:
+            repeats.append(f"line {line} repeats line {first[key]}")
+        else:
+            first[key] = line
+    if repeats:
+        shown = "; ".join(repeats[:3]) + (f"; and {len(repeats) - 3} more" if len(repeats) > 3 else "")
+        log.warning(
+            "%s: %d duplicate row(s) (same path, start, end) kept, so they count twice: %s",
+            manifest,
+            len(repeats),
+            shown,
+        )
 
 
 def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path",)) -> list[tuple[int, dict]]:
@@ -148,7 +170,7 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel starts its CSVs with a BOM
             reader = csv.DictReader(f)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tubelet.data.transforms import AudioPreprocessing, Augment, Preprocessing, random_resized_crop
-from tubelet.errors import VideoError
+from tubelet.errors import ConfigError, VideoError
 from tubelet.io.audio import Audio, decode_audio
 from tubelet.io.decode import decode
 from tubelet.io.probe import probe
@@ -81,6 +81,33 @@ def iter_windows(
     if tail >= MIN_TAIL * stride_s:
         begin = round(duration_s - window_s, 6)
         yield begin, min(begin + window_s, duration_s)
+
+
+MAX_WINDOWS = 10_000  # windows per file a command accepts: more is a stride typed wrong, not a wish
+
+
+def window_count(duration_s: float, window_s: float, stride_s: float) -> int:
+    """How many windows `iter_windows` yields over a source of `duration_s`, without listing them."""
+    span = max(duration_s, 0.0)
+    if span <= window_s:
+        return 1
+    count = math.ceil((span - window_s) / stride_s)
+    tail = span - ((count - 1) * stride_s + window_s)  # the seconds after the regular windows (see `iter_windows`)
+    return count + (tail >= MIN_TAIL * stride_s)
+
+
+def check_window(seconds: float, pre: Preprocessing, *, flag: str) -> None:
+    """Refuse a window shorter than one tubelet of frames at the checkpoint's sampling rate.
+
+    Raises:
+        ConfigError: naming `flag`, the frames the window holds and the tubelet's.
+    """
+    frames = pre.tubelet[0]
+    if pre.sample_fps is not None and seconds * pre.sample_fps < frames:
+        raise ConfigError(
+            f"{flag} {seconds:g}: holds {seconds * pre.sample_fps:g} frames at {pre.sample_fps:g} fps, fewer than "
+            f"one tubelet ({frames} frames); use at least {frames / pre.sample_fps:g} s"
+        )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.nn.device import resolve_device
+from tubelet.outputs import writable_dir
 from tubelet.tasks.base import Reads, task_of
 
 log = logging.getLogger("tubelet.evaluate")
@@ -83,6 +84,7 @@ def evaluate(
     """
     if views < 1:
         raise ConfigError(f"--views: must be at least 1, got {views}")
+    writable_dir(out, "--out")  # before the model runs, not after
     whole = Path(data).is_file()  # one manifest: its rows are the set, whatever the split
     loaded = load(checkpoint)
     task = task_of(loaded)

@@ -33,7 +33,7 @@ import numpy as np
 
 from tubelet import models
 from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing
-from tubelet.data.pipeline import DecodedWindow, clip_particles, decode_window
+from tubelet.data.pipeline import DecodedWindow, check_window, clip_particles, decode_window
 from tubelet.data.qa import QUESTION, asked_questions
 from tubelet.data.text import PAD, encode
 from tubelet.data.transforms import clip_window
@@ -51,6 +51,7 @@ from tubelet.explain.render import audio_scores, plot_audio, plot_timeline, writ
 from tubelet.io import decode, probe
 from tubelet.io.probe import VideoInfo
 from tubelet.nn.device import resolve_device
+from tubelet.outputs import writable_dir
 from tubelet.particles.modalities import ModalClip
 
 log = logging.getLogger("tubelet.explain")
@@ -97,6 +98,9 @@ def explain(
         steps: integrated-gradients steps.
         pictures: write the heatmap video, timeline, audio picture and HTML (False: scores and JSON only).
     """
+    if steps < 1:
+        raise ConfigError(f"--steps: must be at least 1, got {steps}")
+    out = writable_dir(out, "--out")  # before the model runs, not after
     loaded, source = _load(checkpoint)
     if not loaded.labels or loaded.preprocessing is None:
         raise ConfigError(f"{source}: not a classifier checkpoint (no labels.json)")
@@ -107,6 +111,8 @@ def explain(
     (asked,) = asked_questions(source, modalities, [question] if question is not None else None)
     token_ids = encode(loaded.tokenizer, asked, field=QUESTION, source="--question") if asked is not None else None
     labels, pre = loaded.labels, loaded.preprocessing
+    if seconds is not None:
+        check_window(seconds, pre, flag="--seconds")
     model = loaded.model.to(resolve_device(device)).eval()
 
     interval, info = explained_window(path, pre, start=start, seconds=seconds)  # (start, end) seconds
@@ -125,8 +131,6 @@ def explain(
     explanation = explain_particles(model, particles, index, method, window=tuple(window), steps=steps, **baselines)
     tokens = [loaded.tokenizer.id_to_token(i) for i in token_ids] if token_ids is not None else None
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     scale = (1.0, 1.0)
     if clip.frames is not None:
         scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])

@@ -20,11 +20,12 @@ import numpy as np
 
 from tubelet.data.av_dataset import MISSING_AUDIO
 from tubelet.data.manifest import Sample, VideoDataset, expand_inputs, try_probe
-from tubelet.data.pipeline import iter_windows
+from tubelet.data.pipeline import MAX_WINDOWS, check_window, iter_windows, window_count
 from tubelet.data.qa import UNTYPED, QAData, asked_questions
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.nn.device import resolve_device
+from tubelet.outputs import writable_dir
 from tubelet.tasks.base import Reads, task_of
 from tubelet.tasks.inference import mean_over_videos, run_model
 
@@ -60,6 +61,10 @@ def predict(
     Unreadable files (and, for a model that reads audio, files without audio) yield ``{"path": ..., "error": ...}``
     once and the rest go on.
     """
+    if topk < 1:
+        raise ConfigError(f"--topk: must be at least 1, got {topk}")
+    if plot_dir is not None:
+        writable_dir(plot_dir, "--plot")  # before the model runs, not after
     loaded = load(checkpoint)
     task = task_of(loaded)
     task.check_predict(loaded)
@@ -70,6 +75,7 @@ def predict(
     stride = stride_seconds or window
     if window <= 0 or stride <= 0:
         raise ConfigError("--window-seconds and --stride-seconds must be positive")
+    check_window(window, pre, flag="--window-seconds")
     device_ = resolve_device(device)
     model = loaded.model.to(device_)
     labels = loaded.labels
@@ -86,6 +92,12 @@ def predict(
         if info is None:
             failed.append({"path": str(path), "error": reason})
         else:
+            count = window_count(info.duration_s, window, stride)
+            if count > MAX_WINDOWS:
+                raise ConfigError(
+                    f"--stride-seconds {stride:g}: {path} would be cut into {count} windows (at most {MAX_WINDOWS}); "
+                    f"use a longer stride"
+                )
             samples.append(Sample(path=path))
             infos.append(info)
     yield from failed
