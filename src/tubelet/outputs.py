@@ -9,7 +9,8 @@ from tubelet.errors import ConfigError
 
 
 def writable_dir(path: str | os.PathLike, flag: str) -> Path:
-    """Create `path` (and its parents) if missing and check that files can be written in it.
+    """Check that `path` is, or can be created as, a directory files can be written in; nothing is created (a
+    command that fails later on bad input leaves no empty output behind).
 
     Args:
         path: the output directory.
@@ -19,12 +20,13 @@ def writable_dir(path: str | os.PathLike, flag: str) -> Path:
         ConfigError: naming the flag and the path when the directory cannot be created or written.
     """
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ConfigError(f"{flag} {path}: exists and is not a directory") from None
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create the directory ({exc.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: the directory is not writable")
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # the nearest part of the path that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == path else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"{flag} {path}: {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the directory" if existing == path else f"its parent {existing}"
+        raise ConfigError(f"{flag} {path}: {where} is not writable")
     return path

@@ -135,6 +135,7 @@ def explain(
     if clip.frames is not None:
         scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])
     rows = particle_rows(explanation, scale, interval[0], tokens=tokens)
+    out.mkdir(parents=True, exist_ok=True)  # checked writable before the work; created once there is a result
     write_particles_csv(out / "particles.csv", rows)
     order = np.argsort([-r["score"] for r in rows], kind="stable")[:topk]
     ranked = np.argsort(-probs.numpy())[: min(5, len(labels))]
