@@ -1,6 +1,8 @@
 import ctypes
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import yaml
 
 import tubelet.data.pipeline as pipeline_module
 from tubelet import checkpoint
+from tubelet.cli import main
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.recipes.finetune import FinetuneConfig, finetune
@@ -234,3 +237,112 @@ def test_a_tubelet_larger_than_the_clips_is_refused_up_front(tiny_data, tmp_path
         run(tiny_data, tmp_path, tubelet=(8, 16, 16))
     with pytest.raises(ConfigError, match="tubelet: 2x80x80 is larger"):
         run(tiny_data, tmp_path, tubelet=(2, 80, 80))
+
+
+# --- an out directory holds one run: never silently replaced, resumed only as itself ---
+
+
+def _files(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _train_steps(out):
+    return [json.loads(line)["step"] for line in open(out / "metrics.jsonl") if '"train"' in line]
+
+
+def test_a_new_run_on_an_old_one_is_refused_unless_it_overwrites(tiny_data, tmp_path, capsys):
+    first, out = run(tiny_data, tmp_path, epochs=1)
+    best = _files(out / "best")
+    args = [
+        "finetune",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *(f"{k}={v}" for k, v in FAST.items()),
+    ]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "--resume" in err[0] and "--overwrite" in err[0], err
+    assert _files(out / "best") == best  # untouched, byte for byte
+    assert _train_steps(out) == list(range(1, first["steps"] + 1))
+
+    again, _ = run(tiny_data, tmp_path, epochs=1, overwrite=True, seed=1)
+    assert _train_steps(out) == list(range(1, again["steps"] + 1))  # one run's steps, from 1, once
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert _files(out / "best") != best
+
+
+def test_a_resume_with_another_lr_is_refused_naming_it(tiny_data, tmp_path):
+    run(tiny_data, tmp_path, epochs=1, max_steps=1)
+    saved = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"^resume: .*config.json .*lr 0.003 -> 0.01\b"):
+        run(tiny_data, tmp_path, epochs=1, resume=True, lr=0.01)
+    assert (tmp_path / "run" / "config.json").read_text() == saved
+
+
+def test_a_resume_with_more_epochs_continues_on_the_schedule_of_the_new_length(tiny_data, tmp_path, caplog):
+    # No warmup: the 1-epoch run ends its cosine at min_lr; resumed for 4 epochs, the cosine is laid anew over
+    # all 4 (only its position is saved), so from the resumed step on the LRs are those of a 4-epoch run.
+    settings = dict(val_split="none", warmup_epochs=0.0)
+    reference, ref_out = run(tiny_data, tmp_path / "ref", epochs=4, **settings)
+    first, out = run(tiny_data, tmp_path, epochs=1, **settings)
+    caplog.set_level(logging.INFO, logger="tubelet.train")
+    resumed, _ = run(tiny_data, tmp_path, epochs=4, resume=True, **settings)
+    assert "epochs 1 -> 4" in caplog.text
+    assert resumed["steps"] == reference["steps"] > first["steps"]
+    assert _train_steps(out) == list(range(1, reference["steps"] + 1))
+    lrs, ref = _train_lrs(out), _train_lrs(ref_out)
+    later = range(first["steps"] + 1, reference["steps"] + 1)
+    assert [lrs[s] for s in later] == pytest.approx([ref[s] for s in later], rel=1e-9)
+    assert lrs[first["steps"] + 1] > 10 * lrs[first["steps"]]  # the LR rises again: the old run had decayed it
+    assert json.loads((out / "config.json").read_text())["epochs"] == 4
+
+
+def _train_lrs(out) -> dict[int, float]:
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    return {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+
+
+def test_a_resume_drops_the_records_written_after_its_checkpoint(tiny_data, tmp_path):
+    settings = dict(epochs=2, val_split="none")
+    reference, _ = run(tiny_data, tmp_path / "ref", **settings)
+    _, out = run(tiny_data, tmp_path, max_steps=1, **settings)
+    shutil.copytree(out / "last", tmp_path / "last_at_1")
+    run(tiny_data, tmp_path, max_steps=2, resume=True, **settings)
+    assert _train_steps(out) == [1, 2]
+    # A kill after step 2 was logged but before it was saved: last/ is still at step 1.
+    shutil.rmtree(out / "last")
+    shutil.copytree(tmp_path / "last_at_1", out / "last")
+    resumed, _ = run(tiny_data, tmp_path, resume=True, **settings)
+    assert resumed["steps"] == reference["steps"]
+    assert _train_steps(out) == list(range(1, reference["steps"] + 1))  # step 2 once, from the resumed run
+    # A kill before the first save: no last/ at all, so the resume starts afresh, with a fresh log.
+    shutil.rmtree(out / "last")
+    run(tiny_data, tmp_path, resume=True, **settings)
+    assert _train_steps(out) == list(range(1, reference["steps"] + 1))
+
+
+def test_an_epoch_with_nothing_left_to_train_prints_null_not_zero(tiny_data, tmp_path, capsys):
+    first, out = run(tiny_data, tmp_path, epochs=1, val_split="none")
+    # last/ as a save_every_steps save after the epoch's last batch leaves it, killed before the epoch's own save.
+    path = out / "last" / "trainer" / "state.json"
+    trainer = json.loads(path.read_text())
+    trainer["state"].update(epoch=0, batch_in_epoch=first["steps"])  # one batch per step (accum_steps 1)
+    path.write_text(json.dumps(trainer))
+    capsys.readouterr()
+    resumed, _ = run(tiny_data, tmp_path, epochs=2, val_split="none", resume=True)
+    assert resumed["steps"] > first["steps"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"epoch"')]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert lines[0] == {"epoch": 1, "train_loss": None, "clips_per_s": None}
+    assert lines[1]["train_loss"] > 0 and lines[1]["clips_per_s"] > 0
+    epochs = [r for r in map(json.loads, open(out / "metrics.jsonl")) if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["loss"] is None, r["clips_per_s"] is None) for r in epochs] == [
+        (1, False, False),  # the first run's
+        (1, True, True),  # the resumed run's: nothing left of epoch 1
+        (2, False, False),
+    ]

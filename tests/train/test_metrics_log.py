@@ -53,3 +53,23 @@ def test_numbers_go_to_tensorboard_under_kind_slash_name(tmp_path):
     assert sorted(events.Tags()["scalars"]) == ["train/epoch", "train/loss", "val/accuracy"]  # no text, no booleans
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 2.5), (3, 0.5)]
     assert [(e.step, e.value) for e in events.Scalars("val/accuracy")] == [(3, 0.75)]
+
+
+def test_a_resumed_log_drops_the_records_after_its_step(tmp_path):
+    first = MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        first.write("train", step, loss=float(step))
+    first.write("epoch", 3, loss=2.0)
+    first.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "st')  # a kill in mid-write
+    resumed = MetricsLog(tmp_path, from_step=2)  # last/ was saved at step 2
+    resumed.write("train", 3, loss=0.5)
+    resumed.close()
+    assert [(r["kind"], r["step"], r["loss"]) for r in records(tmp_path)] == [
+        ("train", 1, 1.0),
+        ("train", 2, 2.0),
+        ("train", 3, 0.5),
+    ]
+    MetricsLog(tmp_path, from_step=0).close()  # no checkpoint to resume from: a fresh log
+    assert records(tmp_path) == []

@@ -36,7 +36,12 @@ class RunFields:
     device: str = opt("auto", "auto, cpu, cuda, cuda:1 ...")
     precision: str = opt("auto", "auto (bf16 autocast on CUDA), bf16 or fp32")
     save_every_steps: int = opt(0, "also save last/ every this many optimizer steps (0: each epoch only)")
-    resume: bool = opt(False, "continue from out/last if it holds trainer state")
+    resume: bool = opt(
+        False,
+        "continue from out/last if it holds trainer state; only epochs, max_steps, workers, device and how it "
+        "saves may change (tubelet.train.run_dir)",
+    )
+    overwrite: bool = opt(False, "start over: delete the run already in out")
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)")
 
 

@@ -160,7 +160,7 @@ def fit(
     for path, _ in state["skipped"]:  # files that crashed a worker before a resume stay out
         quarantine.update(dataset.item_indices_of(path))
     stopper = EarlyStopping(schedule.early_stopping, state["best"], state["bad_epochs"], higher_is_better)
-    metrics_log = MetricsLog(out)
+    metrics_log = MetricsLog(out, from_step=state["step"])  # a fresh log, or the resumed run's up to its step
     accum = schedule.accum_steps
     trained = False
 
@@ -225,10 +225,14 @@ def fit(
         if finished:
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         train_loss = loss_sum / weight_sum if weight_sum else None
-        rate = clips / max(time.perf_counter() - started, 1e-9)
+        rate = clips / max(time.perf_counter() - started, 1e-9) if clips else None  # None: nothing left to train
         metrics_log.write("epoch", state["step"], loss=train_loss, clips_per_s=rate, epoch=epoch + 1)
         line = {"arm": name} if name else {}
-        line.update(epoch=epoch + 1, train_loss=round(train_loss or 0.0, 5), clips_per_s=round(rate, 2))
+        line.update(
+            epoch=epoch + 1,
+            train_loss=None if train_loss is None else round(train_loss, 5),
+            clips_per_s=None if rate is None else round(rate, 2),
+        )
         if judge_train_loss:  # no held-out set (pretraining): best/ is the epoch of the lowest training loss
             metrics = {metric: train_loss} if train_loss is not None else None
         else:

@@ -29,6 +29,7 @@ from tubelet.train.fit import Schedule, fit, total_steps
 from tubelet.train.lora import add_lora, deployable
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
+from tubelet.train.run_dir import claim
 from tubelet.train.seed import seed_everything
 
 log = logging.getLogger("tubelet.train")
@@ -38,9 +39,10 @@ def run_task(cfg, task: Task | None = None) -> dict:
     """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``."""
     task = task or get_task(cfg.task_name)
     cfg.validate()
+    values = claim(cfg)  # refuses to replace a run, or to resume one with other hyperparameters
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(values, indent=2) + "\n")
     seed_everything(cfg.seed)
     prepared = task.prepare(cfg, out)
     arms = task.arms(cfg, prepared)
