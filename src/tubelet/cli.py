@@ -262,7 +262,6 @@ def _finetune_run(args) -> None:
     from tubelet.train.config import run_config
 
     cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
-    writable_dir(cfg.out, "--out")  # before training, not after its first epoch
     print(json.dumps(finetune(cfg)))
 
 
@@ -280,7 +279,6 @@ def _probe_linear_run(args) -> None:
     cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
     if cfg.freeze not in ("none", "backbone"):
         raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
-    writable_dir(cfg.out, "--out")
     print(json.dumps(finetune(replace(cfg, freeze="backbone"))))
 
 
@@ -294,7 +292,6 @@ def _pretrain_run(args) -> None:
     from tubelet.recipes.pretrain import PretrainConfig, pretrain
 
     cfg = _config_from_args(PretrainConfig, args)
-    writable_dir(cfg.out, "--out")
     print(json.dumps(pretrain(cfg)))
 
 

@@ -23,6 +23,7 @@ from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models.encoder import ENCODER_KEEP
 from tubelet.nn.device import resolve_device
+from tubelet.outputs import writable_dir
 from tubelet.tasks.base import Arm, Built, Prepared, Task, get_task
 from tubelet.train.config import to_dict
 from tubelet.train.fit import Schedule, fit, total_steps
@@ -39,6 +40,7 @@ def run_task(cfg, task: Task | None = None) -> dict:
     """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``."""
     task = task or get_task(cfg.task_name)
     cfg.validate()
+    writable_dir(cfg.out, "--out")  # before the work, not when the first checkpoint is saved
     values = claim(cfg)  # refuses to replace a run, or to resume one with other hyperparameters
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
