@@ -24,7 +24,11 @@ def writable_dir(path: str | os.PathLike, flag: str) -> Path:
     while not existing.exists() and existing != existing.parent:  # the nearest part of the path that exists
         existing = existing.parent
     if not existing.is_dir():
-        what = "exists and is not a directory" if existing == path else f"cannot be created: {existing} is a file"
+        what = (
+            "exists and is not a directory"
+            if existing == path
+            else f"cannot create the directory ({existing} is a file)"
+        )
         raise ConfigError(f"{flag} {path}: {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "the directory" if existing == path else f"its parent {existing}"
