@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tubelet.explain.methods import Explanation
-from tubelet.io import write_contact_sheet, write_gif, write_video
+from tubelet.io import write_gif, write_video
 from tubelet.particles.audio import mel_centres
 from tubelet.particles.patchify import to_grid, unpatchify
 
@@ -37,10 +37,15 @@ def score_volume(explanation: Explanation) -> np.ndarray:
     return unpatchify(patches, particles.tubelet, particles.frame_shape)[..., 0].numpy()
 
 
-def normalise(volume: np.ndarray) -> np.ndarray:
-    """Positive evidence in [0, 1]: scores divided by the 99.5th percentile of the positive ones, clipped."""
+def saturation(volume: np.ndarray) -> float:
+    """The score at which the heat colour saturates: the 99.5th percentile of the positive scores (0 when none)."""
     positive = volume[volume > 0]
-    top = np.percentile(positive, 99.5) if positive.size else 0.0
+    return float(np.percentile(positive, 99.5)) if positive.size else 0.0
+
+
+def normalise(volume: np.ndarray) -> np.ndarray:
+    """Positive evidence in [0, 1]: scores divided by `saturation`, clipped."""
+    top = saturation(volume)
     return np.clip(volume / top, 0.0, 1.0) if top > 0 else np.zeros_like(volume)
 
 
@@ -86,9 +91,54 @@ def write_heatmap_video(folder: Path, frames: np.ndarray, times: np.ndarray, exp
     files = {
         "mp4": write_video(folder / "heatmap.mp4", side, timestamps=times, crf=18),
         "gif": write_gif(folder / "heatmap.gif", side, timestamps=times),
-        "png": write_contact_sheet(folder / "heatmap.png", shown, times, columns=min(8, len(shown))),
+        "png": plot_heatmap_sheet(folder / "heatmap.png", shown, times, explanation),
     }
     return {name: str(path) for name, path in files.items()}
+
+
+# The heatmap picture: at most this many frames (evenly spread), this many per row, each this many inches wide.
+SHEET_FRAMES, SHEET_COLUMNS, SHEET_CELL_INCHES = 12, 4, 2.6
+# What a score means, per method, for the pictures' captions.
+SCORE_MEANING = {
+    "occlusion": "drop of the target's probability when the particle is removed",
+    "ig": "integrated gradients: the particle's share of the target's logit change from the baseline clip",
+    "gradxinput": "gradient x input: a local estimate of the particle's effect on the target's logit",
+    "rollout": "attention rollout: how much the particle flows into the pooled feature",
+}
+
+
+def plot_heatmap_sheet(path: Path, shown: np.ndarray, times: np.ndarray, explanation: Explanation) -> Path:
+    """``heatmap.png``: up to `SHEET_FRAMES` overlaid frames, `SHEET_COLUMNS` a row, each titled with its seconds,
+    with a colour bar of what the colour means and a caption of what a score is.
+
+    Args:
+        shown: (T, H, W, 3) uint8 frames with the heat already blended on (`heatmap_frames`).
+        times: (T,) their seconds in the video.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    picked = np.unique(np.linspace(0, len(shown) - 1, min(SHEET_FRAMES, len(shown))).round().astype(int))
+    columns = min(SHEET_COLUMNS, len(picked))
+    rows = -(-len(picked) // columns)
+    height, width = shown.shape[1:3]
+    cell_h = SHEET_CELL_INCHES * height / width
+    fig = Figure(figsize=(SHEET_CELL_INCHES * columns + 1.2, cell_h * rows + 1.1), dpi=110, layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, picked):
+        ax.imshow(shown[i])
+        ax.set_title(f"{times[i]:.2f} s", fontsize=10)
+    top = saturation(score_volume(explanation))  # the score the overlay's colour saturates at
+    bar = ScalarMappable(norm=Normalize(0.0, top or 1.0), cmap=colormaps["inferno"])
+    fig.colorbar(bar, ax=axes, shrink=0.8, label="score (colour saturates at the top 0.5%)")
+    meaning = SCORE_MEANING.get(explanation.method, explanation.method)
+    fig.suptitle(f"Where the evidence is: {explanation.method}; score = {meaning}", fontsize=10)
+    fig.savefig(path)
+    return path
 
 
 def importance_over_time(explanation: Explanation, times: np.ndarray) -> np.ndarray:
@@ -107,12 +157,28 @@ def plot_timeline(path: Path, explanation: Explanation, times: np.ndarray, *, la
     curve = importance_over_time(explanation, times)
     ax.plot(times, curve, marker="o", markersize=3, color="tab:red")
     ax.axhline(0, color="grey", linewidth=0.5)
+    # The top particles as marks under the plot's top edge; ranks at the same second share one label, and labels
+    # of nearby seconds step down so that none overlaps another or the title.
+    marks: dict[float, list[int]] = {}
     for rank, row in enumerate(top[:5], start=1):
-        ax.axvline(row["t"], color="tab:blue", alpha=0.35, linewidth=1)
-        ax.annotate(f"#{rank}", (row["t"], ax.get_ylim()[1]), fontsize=7, ha="center", va="top")
+        marks.setdefault(round(float(row["t"]), 3), []).append(rank)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.3 * (high - low))  # headroom: the marks' labels sit above the curve
+    span = float(times[-1] - times[0]) if len(times) > 1 else 1.0
+    previous, level = None, 0
+    for t, ranks in sorted(marks.items()):
+        level = level + 1 if previous is not None and t - previous < 0.08 * span else 0
+        previous = t
+        ax.axvline(t, color="tab:blue", alpha=0.35, linewidth=1)
+        ax.text(
+            t, 0.97 - 0.09 * (level % 4), ",".join(f"#{r}" for r in ranks), transform=ax.get_xaxis_transform(),
+            fontsize=8, ha="center", va="top", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )  # fmt: skip
     ax.set_xlabel("seconds in the video")
+    meaning = SCORE_MEANING.get(explanation.method, "score")
     ax.set_ylabel("summed score per frame")
-    ax.set_title(f"{explanation.method}: importance over time for '{label}'")
+    ax.set_title(f"{explanation.method}: evidence over time for '{label}' (#k: the k-th strongest particle)")
+    fig.text(0.01, 0.01, f"score = {meaning}", fontsize=8, color="0.35")
     fig.savefig(path)
     return path
 
