@@ -331,6 +331,10 @@ def write_html(path: Path, result: dict) -> Path:
             f'<img src="{_data_uri(files["audio"])}" alt="audio evidence">'
         )
     modality_head = "<th>modality</th>" if fused else ""
+    # Only the modalities the model reads are explained on the page.
+    shares = result.get("modality_share", {})
+    notes = [note for name, note in (("audio", "audio: mel band, 0"), ("text", "text: 0, 0")) if name in shares]
+    cells = f" ({'; '.join(notes)})" if notes else ""
     asked = f"\n<p>Asked: <b>{e(result['question'])}</b></p>" if "question" in result else ""
     window = result["window"]
     page = f"""<!doctype html>
@@ -345,7 +349,7 @@ Method <b>{e(result["method"])}</b>, explaining class <b>{e(result["target"])}</
 (probability {result["target_score"]:.3f}).</p>
 <h2>Prediction</h2><table><tr><th>class</th><th>probability</th></tr>{classes}</table>
 {chr(10).join(sections)}
-<h2>Top particles</h2><p class="note">row/col: grid cell (audio: mel band, 0; text: 0, 0); pixel ranges in the source
+<h2>Top particles</h2><p class="note">row/col: grid cell{cells}; pixel ranges in the source
 video; span: tubelets one particle stands for after static pruning.</p>
 <table><tr><th>#</th>{modality_head}<th>t (s)</th><th>row</th><th>col</th><th>y px</th><th>x px</th><th>span</th>
 <th>score</th></tr>
