@@ -24,12 +24,12 @@ import torch
 
 from tubelet.data.av_dataset import AVClipDataset
 from tubelet.data.dataset import Batch, ClipDataset
-from tubelet.data.manifest import load_dataset
+from tubelet.data.manifest import VideoDataset, load_dataset
 from tubelet.data.splits import has_split, train_val
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models.encoder import ENCODER_KEEP
-from tubelet.nn.device import autocast
+from tubelet.nn.device import autocast, resolve_device
 from tubelet.tasks.files import write_report_files
 from tubelet.tasks.inference import view_windows, windowed_outputs
 
@@ -251,22 +251,39 @@ class Task:
             device=device, precision=cfg.precision, workers=cfg.workers, reads=self.reads(prepared, arm),
         )  # fmt: skip
 
+    def clips(self, data) -> VideoDataset:
+        """The clips whose windows `data`'s items are (the data itself; one clip per question for VQA)."""
+        return data
+
     def evaluate(
-        self, model, data, pre: Preprocessing, *, labels: list[str] | None, reads: Reads | None = None, views: int = 1,
+        self, model, data, pre: Preprocessing, *, labels: list[str] | None, reads: Reads, views: int = 1,
         budget: int = 8192, device, precision: str = "auto", workers: int = 0,
     ) -> dict:  # fmt: skip
         """`score` of `model` on `data`, `views` windows averaged per item; files that cannot be decoded are
         reported and left out (``skipped``)."""
-        windows = view_windows(data, pre.clip_seconds, views)
-        dataset = self.dataset(data, pre, reads or Reads(), windows=windows)
+        clips = self.clips(data)
+        windows = view_windows(clips, pre.clip_seconds, views)
+        dataset = self.dataset(data, pre, reads, windows=windows)
         targets: dict = {}
         per_item, failed = windowed_outputs(
-            self, model, dataset, windows, len(data), budget=budget, device=device, precision=precision,
+            self, model, dataset, windows, len(clips), budget=budget, device=device, precision=precision,
             workers=workers, targets=targets,
         )  # fmt: skip
         metrics = self.score(per_item, data, labels, targets=targets)
         metrics["skipped"] = sorted({path for path, _ in failed})
         return metrics
+
+    def evaluate_checkpoint(self, directory: Path, data, cfg) -> dict:
+        """Metrics of a saved checkpoint of a run on `data`, as `tubelet evaluate` scores it (a run's test report)."""
+        from tubelet.models import load
+
+        loaded = load(directory)
+        device = resolve_device(cfg.device)
+        return self.evaluate(
+            loaded.model.to(device), data, loaded.preprocessing, labels=loaded.labels, reads=Reads.of(loaded),
+            views=cfg.eval_views, budget=cfg.batch_particles, device=device, precision=cfg.precision,
+            workers=cfg.workers,
+        )  # fmt: skip
 
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         """The run's summary (``summary.json``) after every arm trained: by default the main arm's numbers."""

@@ -22,7 +22,6 @@ from tubelet.data.av_dataset import AudioPreprocessing, check_audio
 from tubelet.data.splits import check_labels, eval_split, load_test_split
 from tubelet.errors import ConfigError
 from tubelet.models.fusion import UNFROZEN
-from tubelet.nn.device import resolve_device
 from tubelet.tasks.base import Arm, Built, Prepared, Reads, Task, register
 from tubelet.tasks.inference import softmax
 from tubelet.tasks.report import write_report
@@ -232,18 +231,6 @@ class ClassificationTask(Classifier):
         result["report"] = str(paths["json"])
         result["ablation"] = {arm: {k: m[k] for k in ("accuracy", "macro_f1")} for arm, m in scores.items()}
         return result
-
-    def evaluate_checkpoint(self, directory: Path, data, cfg) -> dict:
-        """Metrics of a saved checkpoint of this run on `data` (as `tubelet evaluate` scores it)."""
-        from tubelet.models import load
-
-        loaded = load(directory)
-        device = resolve_device(cfg.device)
-        return self.evaluate(
-            loaded.model.to(device), data, loaded.preprocessing, labels=loaded.labels, views=cfg.eval_views,
-            budget=cfg.batch_particles, device=device, precision=cfg.precision, workers=cfg.workers,
-            reads=Reads.of(loaded),
-        )  # fmt: skip
 
     def score(self, predictions: np.ndarray, data, labels: list[str] | None, *, targets: dict) -> dict:
         scored = ~np.isnan(predictions).any(axis=1)

@@ -32,11 +32,9 @@ from tubelet.data.qa import QAClipDataset, QAData, load_qa, qa_manifest, tokeniz
 from tubelet.data.text import run_tokenizer
 from tubelet.errors import ConfigError
 from tubelet.models.fusion import UNFROZEN
-from tubelet.nn.device import resolve_device
 from tubelet.tasks.base import Arm, Built, Prepared, Reads, register
 from tubelet.tasks.classification import Classifier, ClipFields, classification_metrics, parse_modalities
 from tubelet.tasks.files import write_report_files
-from tubelet.tasks.inference import view_windows, windowed_outputs
 from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.typed import opt
 
@@ -102,46 +100,30 @@ class VQATask(Classifier):
             data, pre, reads.audio, modalities=reads.modalities, augment=augment, seed=seed, windows=windows
         )
 
-    def evaluate(
-        self, model, data: QAData, pre, *, labels, reads: Reads | None = None, views: int = 1, budget: int = 8192,
-        device, precision: str = "auto", workers: int = 0,
-    ) -> dict:  # fmt: skip
+    def clips(self, data: QAData):
+        return data.data  # question i asks about clip i
+
+    def score(self, predictions: np.ndarray, data: QAData, labels: list[str] | None, *, targets: dict) -> dict:
         """Answer accuracy over the questions of `data`, overall and per ``question_type``.
 
-        Each question is answered from `views` windows of its clip (probabilities averaged). A question whose
-        answer is not in `labels` counts as wrong. Questions whose clip could not be decoded are left out
-        (``skipped``).
+        Each question's answer is the argmax of its `predictions` row (its windows' probabilities averaged). A
+        question whose answer is not in `labels` counts as wrong.
 
         Returns:
             ``accuracy``, ``num_questions``, ``per_question_type`` ({type: {accuracy, num_questions}}),
-            ``unknown_answers``, ``macro_f1`` (over the questions with a known answer), ``predictions`` (one answer
-            per scored question, in order) and ``skipped``.
+            ``unknown_answers``, ``macro_f1`` (over the questions with a known answer) and ``predictions`` (one
+            answer per scored question, in order).
         """
-        windows = view_windows(data.data, pre.clip_seconds, views)
-        dataset = self.dataset(data, pre, reads or Reads(("video", "text")), windows=windows)
-        per_question, failed = windowed_outputs(
-            self,
-            model,
-            dataset,
-            windows,
-            len(data.data),
-            budget=budget,
-            device=device,
-            precision=precision,
-            workers=workers,
-        )  # fmt: skip  (Q, answers)
-        scored = ~np.isnan(per_question).any(axis=1)
+        scored = ~np.isnan(predictions).any(axis=1)
         index = {answer: i for i, answer in enumerate(labels)}
         truth = np.array([index.get(s.label, -1) for s in data.data.samples])[scored]  # -1: not in the vocabulary
-        predicted = per_question[scored].argmax(axis=1)
+        predicted = predictions[scored].argmax(axis=1)
         correct = predicted == truth
         types = np.array(data.types)[scored]
         known = truth >= 0
-        f1 = (
-            classification_metrics(truth[known], per_question[scored][known], labels)["macro_f1"]
-            if known.any()
-            else 0.0
-        )
+        f1 = 0.0  # no question with a known answer
+        if known.any():
+            f1 = classification_metrics(truth[known], predictions[scored][known], labels)["macro_f1"]
         return {
             "accuracy": float(correct.mean()),
             "num_questions": int(scored.sum()),
@@ -152,12 +134,9 @@ class VQATask(Classifier):
             "unknown_answers": int((~known).sum()),
             "macro_f1": f1,
             "predictions": [labels[p] for p in predicted.tolist()],
-            "skipped": sorted({path for path, _ in failed}),
         }
 
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
-        from tubelet.models import load
-
         out = Path(cfg.out)
         result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last")}
         result["arms"] = {arm.name: {"out": str(arm.out), **summaries[arm.name]} for arm in arms}
@@ -166,15 +145,7 @@ class VQATask(Classifier):
             return result
         if "audio" in arms[0].modalities:
             check_audio(test.data, prepared.extra["audio"])
-        device = resolve_device(cfg.device)
-        scores = {}
-        for arm in arms:
-            loaded = load(arm.out / "best")
-            scores[arm.name] = self.evaluate(
-                loaded.model.to(device), test, loaded.preprocessing, labels=loaded.labels, reads=Reads.of(loaded),
-                views=cfg.eval_views, budget=cfg.batch_particles, device=device, precision=cfg.precision,
-                workers=cfg.workers,
-            )  # fmt: skip
+        scores = {arm.name: self.evaluate_checkpoint(arm.out / "best", test, cfg) for arm in arms}
         main = arms[0].name
         report = {
             **scores[main], "checkpoint": str(out / "best"), "data": cfg.data, "split": "test", "modalities": main,
