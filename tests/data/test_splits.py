@@ -46,7 +46,8 @@ def test_class_folders_hold_out_a_stratified_deterministic_share(class_dir, capl
     assert train.labels == val.labels == ["left", "right", "still"]
     assert not set(_paths(train)) & set(_paths(val))
     assert sorted(_paths(train) + _paths(val)) == sorted(str(p) for p in class_dir.rglob("*.mp4"))
-    assert f"no 'train' split in {class_dir}: class folders; holding out 3 of 9 clips per class" in caplog.text
+    held = "holding out 3 of 9 clips as validation, per class"
+    assert f"no 'train' split in {class_dir}: class folders; {held}" in caplog.text
     assert "left 2/5, right 1/3, still 0/1" in caplog.text
 
     again_train, again_val = train_val(class_dir, val_fraction=0.4, seed=0)

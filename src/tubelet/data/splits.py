@@ -95,7 +95,7 @@ def train_val(
         shown = ", ".join(f"{label} {held[label]}/{total[label]}" for label in data.labels[:8])
         more = f" (+{len(data.labels) - 8} classes)" if len(data.labels) > 8 else ""
         log.info(
-            "%s; holding out %d of %d clips per class as validation (--val-fraction %g): %s%s",
+            "%s; holding out %d of %d clips as validation, per class (--val-fraction %g): %s%s",
             where, len(val), len(data), val_fraction, shown, more,
         )  # fmt: skip
         return train, val
