@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,22 @@ def test_each_command_has_help_that_exits_0(command, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: tubelet {command} ")
     assert " ".join(COMMANDS[command][0].split()) in " ".join(out.split())  # the summary describes the command
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_the_defaults_that_apply(capsys):
+    probe = _help("probe-linear", capsys)
+    assert "(default: backbone)" in probe and "(default: runs/probe-linear)" in probe  # not finetune's
+    finetune = _help("finetune", capsys)
+    assert "(default: none)" in finetune and "(default: runs/finetune)" in finetune
+    commands = ("evaluate", "predict", "index")
+    workers = {c: re.search(r"--workers WORKERS ([^-]*)", _help(c, capsys)).group(1) for c in commands}
+    assert len(set(workers.values())) == 1 and "default 2" in workers["predict"]  # one default for every command
 
 
 def test_probe_json_keys(data, tubelet_cli):

@@ -239,7 +239,7 @@ def _chosen_task(argv: list[str]) -> str:
     return flag or override or from_file or "classification"
 
 
-def _finetune_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+def _finetune_args(p: argparse.ArgumentParser, argv: list[str], *, config=None) -> None:
     from tubelet.tasks.base import get_task, task_names
     from tubelet.train.config import run_config
 
@@ -254,7 +254,30 @@ def _finetune_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.description = f"{p.description}\n\nTask {task}: {get_task(task).summary}; other tasks: --task " + ", ".join(
         n for n in supervised if n != task
     )
-    _config_flags(p, run_config(task), hidden=others)
+    _config_flags(p, (config or run_config)(task), hidden=others)
+
+
+# What a linear probe changes of finetune's defaults: the encoder frozen, and a run directory of its own.
+PROBE_DEFAULTS = {"freeze": "backbone", "out": "runs/probe-linear"}
+
+
+def _probe_config(task: str):
+    """finetune's config class of `task` with `PROBE_DEFAULTS` (so --help and an omitted flag both mean them)."""
+    import dataclasses
+
+    from tubelet.train.config import run_config
+
+    base = run_config(task)
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changed = [
+        (name, fields[name].type, dataclasses.field(default=value, metadata=fields[name].metadata))
+        for name, value in PROBE_DEFAULTS.items()
+    ]
+    return dataclasses.make_dataclass(base.__name__, changed, bases=(base,), frozen=True)
+
+
+def _probe_linear_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    _finetune_args(p, argv, config=_probe_config)
 
 
 def _finetune_run(args) -> None:
@@ -271,15 +294,12 @@ def _task_of_yaml(args) -> str:
 
 def _probe_linear_run(args) -> None:
     """A linear probe is fine-tuning with the encoder frozen: only the head (and attention pooling) learn."""
-    from dataclasses import replace
-
     from tubelet.recipes.finetune import finetune
-    from tubelet.train.config import run_config
 
-    cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
-    if cfg.freeze not in ("none", "backbone"):
+    cfg = _config_from_args(_probe_config(args.task or _task_of_yaml(args)), args)
+    if cfg.freeze != "backbone":
         raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
-    print(json.dumps(finetune(replace(cfg, freeze="backbone"))))
+    print(json.dumps(finetune(cfg)))
 
 
 def _pretrain_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -311,10 +331,10 @@ def _tasks_run(args) -> None:
         print(f"{row['name']:<16} {row['summary']}\n{'':<16} metrics: {metrics}; own fields: {fields}")
 
 
-def _inference_flags(p: argparse.ArgumentParser, *, workers: int) -> None:
-    """Flags every command that runs a model shares."""
-    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch")
-    p.add_argument("--workers", type=int, default=workers, help=f"decoding processes (default {workers})")
+def _inference_flags(p: argparse.ArgumentParser) -> None:
+    """Flags every command that runs a model shares (with the defaults training has)."""
+    p.add_argument("--batch-particles", type=int, default=8192, help="particle budget per batch (default 8192)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2; 0 decodes in this process)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
 
@@ -338,7 +358,7 @@ def _evaluate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--views", type=int, default=3, help="windows averaged per video (default 3)")
     p.add_argument("--sample-fps", type=positive_float, default=None, help="override the checkpoint's sampling rate")
     p.add_argument("--clip-seconds", type=positive_float, default=None, help="override the checkpoint's window")
-    _inference_flags(p, workers=2)
+    _inference_flags(p)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
@@ -380,7 +400,7 @@ def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     )
     p.add_argument("--topk", type=positive_int, default=5, help="classes listed per file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write a timeline PNG per file into DIR")
-    _inference_flags(p, workers=0)
+    _inference_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line (default: a readable line)")
 
 
@@ -520,7 +540,7 @@ def _index_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--out", required=True, metavar="INDEX", help="index directory to write")
     p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
     p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows (default: half)")
-    _inference_flags(p, workers=0)
+    _inference_flags(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -584,7 +604,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "probe-linear": (
         "linear probe: finetune with the encoder frozen (freeze=backbone)",
-        _finetune_args,
+        _probe_linear_args,
         _probe_linear_run,
     ),
     "evaluate": (

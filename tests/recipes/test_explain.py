@@ -67,6 +67,34 @@ def test_cli_explain_writes_a_self_contained_report(classifier, video, tmp_path,
     assert "move_right" in page and video.name in page
 
 
+# Appended to a copy of a report: after the page has loaded, each <img>'s decoded size and the page's width go into
+# the body's attributes, which Chromium's --dump-dom prints.
+_MEASURE = """<script>window.addEventListener("load", () => {
+  document.body.dataset.images = [...document.images].map(i => i.naturalWidth + "x" + i.naturalHeight).join(" ");
+  document.body.dataset.scrollWidth = document.documentElement.scrollWidth;
+});</script>"""
+
+
+def test_report_renders_in_a_headless_browser(classifier, video, tmp_path, chromium):
+    out = tmp_path / "why"
+    assert main(["explain", "--checkpoint", str(classifier), str(video), "--out", str(out), "--json"]) == 0
+    measured = tmp_path / "measured.html"
+    measured.write_text((out / "report.html").read_text().replace("</body>", _MEASURE + "</body>"))
+    dom = chromium(measured, "--window-size=1280,2000", "--dump-dom")
+    images = re.search(r'data-images="([^"]*)"', dom).group(1).split()
+    assert len(images) == 3  # the animation, the frames with their heat, the timeline
+    for size, name in zip(images, ("heatmap.gif", "heatmap.png", "timeline.png")):
+        assert size == "{}x{}".format(*Image.open(out / name).size)  # each decoded in full by a real browser
+    assert int(re.search(r'data-scroll-width="(\d+)"', dom).group(1)) <= 1280  # no sideways scrolling
+    assert "Sound" not in dom and "Question" not in dom and "modality" not in dom  # a video-only model's page
+
+    shot = tmp_path / "page.png"
+    chromium(out / "report.html", "--window-size=1280,2000", f"--screenshot={shot}")
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    colourful = (pixels.max(-1) - pixels.min(-1)) > 60  # text and tables are grey; the pictures are not
+    assert colourful.mean() > 0.01  # 0 where the pictures fail to show (their alt text is grey)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_runs_through_the_recipe(classifier, video, tmp_path, method):
     report = explain(str(classifier), video, out=tmp_path, method=method, steps=4, pictures=False)

@@ -144,6 +144,14 @@ def test_early_stopping_stops_before_the_last_epoch(tiny_data, tmp_path):
     assert summary["epochs_run"] == 3
 
 
+def test_a_budget_smaller_than_one_clip_is_said_not_silent(tiny_data, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="tubelet.train")
+    summary, _ = run(tiny_data, tmp_path, epochs=1, batch_particles=10)
+    said = [r.getMessage() for r in caplog.records if "batch_particles 10" in r.getMessage()]
+    assert len(said) == 1 and "5 of 5 training clips each make a batch of their own" in said[0]
+    assert summary["steps"] == 5  # one clip a step, as it says
+
+
 def test_a_clip_that_crashes_a_worker_is_skipped(tiny_data, tmp_path, monkeypatch):
     real_decode = pipeline_module.decode
     victim = (tiny_data / "train.csv").read_text().splitlines()[1].split(",")[0]  # a training clip

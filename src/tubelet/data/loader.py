@@ -49,6 +49,7 @@ def iterate_batches(
     """
     # A dataset whose items are not single-modality `Particles` brings its own `collate` (e.g. `AVClipDataset`).
     collate_fn = getattr(dataset, "collate", collate)
+    workers = min(workers, len(batches))  # a process per batch at most: one file's few windows start no idle ones
     if workers == 0:
         for indices in batches:
             yield collate_fn([dataset[i] for i in indices])

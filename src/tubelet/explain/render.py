@@ -49,13 +49,20 @@ def normalise(volume: np.ndarray) -> np.ndarray:
     return np.clip(volume / top, 0.0, 1.0) if top > 0 else np.zeros_like(volume)
 
 
-def overlay(frames: np.ndarray, heat: np.ndarray, *, colormap: str = "inferno", strength: float = 0.65) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames with (T, H, W) heat in [0, 1] blended on top (opacity grows with the heat)."""
+def overlay(frames: np.ndarray, heat: np.ndarray, *, colormap: str = "inferno", strength: float = 0.9) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames with (T, H, W) heat in [0, 1] blended on top (opacity grows with the heat).
+
+    The frames underneath are greyed and dimmed first, so that on a busy, colourful background every colour in the
+    picture is heat; the plain frames are shown beside it (`write_heatmap_video`).
+    """
     from matplotlib import colormaps
 
     colours = colormaps[colormap](heat)[..., :3]  # (T, H, W, 3) in [0, 1]
+    rgb = frames.astype(np.float32) / 255
+    grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma
+    muted = 0.15 * rgb + 0.45 * grey[..., None]
     alpha = (strength * heat)[..., None]
-    blended = frames.astype(np.float32) / 255 * (1 - alpha) + colours * alpha
+    blended = muted * (1 - alpha) + colours * alpha
     return (blended * 255).round().astype(np.uint8)
 
 
@@ -134,9 +141,13 @@ def plot_heatmap_sheet(path: Path, shown: np.ndarray, times: np.ndarray, explana
         ax.set_title(f"{times[i]:.2f} s", fontsize=10)
     top = saturation(score_volume(explanation))  # the score the overlay's colour saturates at
     bar = ScalarMappable(norm=Normalize(0.0, top or 1.0), cmap=colormaps["inferno"])
-    fig.colorbar(bar, ax=axes, shrink=0.8, label="score (colour saturates at the top 0.5%)")
+    fig.colorbar(bar, ax=axes, shrink=0.9, label="score")
     meaning = SCORE_MEANING.get(explanation.method, explanation.method)
-    fig.suptitle(f"Where the evidence is: {explanation.method}; score = {meaning}", fontsize=10)
+    fig.suptitle(
+        f"Where the evidence is: {explanation.method}; score = {meaning}\n"
+        "(grey: no evidence; the colour saturates at the top 0.5% of scores)",
+        fontsize=10,
+    )
     fig.savefig(path)
     return path
 
@@ -337,13 +348,21 @@ def write_html(path: Path, result: dict) -> Path:
     cells = f" ({'; '.join(notes)})" if notes else ""
     asked = f"\n<p>Asked: <b>{e(result['question'])}</b></p>" if "question" in result else ""
     window = result["window"]
+    chance = ""
+    if "near_chance" in result["prediction"]:
+        chance = (
+            f'\n<p class="warn">Close to chance: {result["prediction"]["score"]:.2f} where a guess scores '
+            f"{result['prediction']['near_chance']:.2f} for any class. The model has not decided, and the evidence "
+            "below explains a guess.</p>"
+        )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>tubelet explain: {e(Path(result["path"]).name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
 img{{max-width:100%;image-rendering:pixelated}}.note{{color:#666;font-size:90%}}
+.warn{{background:#fff3cd;padding:4px 8px}}
 .question{{font-size:130%;line-height:1.8}}.token{{padding:1px 3px;border-radius:3px}}</style></head><body>
-<h1>Why '{e(result["prediction"]["label"])}'?</h1>{asked}
+<h1>Why '{e(result["prediction"]["label"])}'?</h1>{asked}{chance}
 <p><b>{e(result["path"])}</b>, seconds {window["start"]:.2f} to {window["end"]:.2f}.
 Method <b>{e(result["method"])}</b>, explaining class <b>{e(result["target"])}</b>
 (probability {result["target_score"]:.3f}).</p>

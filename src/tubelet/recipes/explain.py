@@ -53,6 +53,7 @@ from tubelet.io.probe import VideoInfo
 from tubelet.nn.device import resolve_device
 from tubelet.outputs import writable_dir
 from tubelet.particles.modalities import ModalClip
+from tubelet.tasks.classification import NEAR_CHANCE
 
 log = logging.getLogger("tubelet.explain")
 
@@ -145,7 +146,12 @@ def explain(
         "method": method,
         "target": labels[index],
         "target_score": round(float(probs[index]), 4),
-        "prediction": {"label": labels[int(probs.argmax())], "score": round(float(probs.max()), 4)},
+        "prediction": {
+            "label": labels[int(probs.argmax())],
+            "score": round(float(probs.max()), 4),
+            # as predict says it: a top score this close to 1 / classes is a guess, and so is what explains it
+            **({"near_chance": round(1.0 / len(labels), 4)} if probs.max() < NEAR_CHANCE / len(labels) else {}),
+        },
         "topk_classes": [{"label": labels[i], "score": round(float(probs[i]), 4)} for i in ranked],
         "window": {"start": round(interval[0], 3), "end": round(interval[1], 3)},
         "num_particles": len(particles),

@@ -84,7 +84,15 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
     train_set = task.dataset(prepared.train, pre, task.reads(prepared, arm), augment=augment, seed=cfg.seed)
     schedule = Schedule.of(cfg)
-    steps, per_epoch = total_steps(train_set.estimates(), schedule)
+    estimates = train_set.estimates()
+    if estimates and cfg.batch_particles < max(estimates):
+        alone = sum(e > cfg.batch_particles for e in estimates)
+        log.warning(
+            "batch_particles %d is smaller than one clip (up to %d particles before pruning): %d of %d training "
+            "clips each make a batch of their own; raise --batch-particles to batch clips together",
+            cfg.batch_particles, max(estimates), alone, len(estimates),
+        )  # fmt: skip
+    steps, per_epoch = total_steps(estimates, schedule)
     warmup = round(cfg.warmup_epochs * per_epoch)
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=steps, min_ratio=cfg.min_lr_ratio)
 
