@@ -23,6 +23,10 @@ from tubelet.typed import check_range, from_dict
 POOLING = ("mean", "attention")
 FINAL_NORMS = ("tokens", "pooled")
 ROPE_LAYOUTS = ("half", "interleaved")
+EMBED_INITS = ("random", "motion")
+# How much larger the motion half of a "motion" patch embedding starts than the appearance half: a slow pan changes
+# a tubelet's frames by a small fraction of its content, so the frame difference is amplified to weigh as much.
+MOTION_GAIN = 4.0
 
 
 # What an encoder trains under any freeze (and beside LoRA adapters): its head and attention pooling.
@@ -51,6 +55,7 @@ class EncoderConfig:
     final_norm: str = "tokens"  # last LayerNorm on every particle's features, or on the pooled vector (fc_norm)
     final_norm_eps: float | None = None  # epsilon of that last LayerNorm; None uses norm_eps
     rope_layout: str = "half"  # rotary channel pairs: half (i, i + d/2); interleaved (2i, 2i+1) is converted on load
+    embed_init: str = "random"  # patch embedding of a fresh model: random, or motion (see `motion_init`)
 
     @property
     def patch_dim(self) -> int:
@@ -84,6 +89,8 @@ class EncoderConfig:
             raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if self.time_mode not in TIME_MODES:
             raise ValueError(f"time_mode must be one of {TIME_MODES}, got {self.time_mode!r}")
+        if self.embed_init not in EMBED_INITS:
+            raise ValueError(f"embed_init must be one of {EMBED_INITS}, got {self.embed_init!r}")
 
     def replace(self, **changes) -> EncoderConfig:
         config = replace(self, **changes)
@@ -167,6 +174,8 @@ class Encoder(nn.Module):
         self.head_drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.dim, config.num_classes) if config.num_classes else nn.Identity()
         self.apply(_init_weights)
+        if config.embed_init == "motion":
+            motion_init(self.patch_embed, config.tubelet, config.channels)
 
     @property
     def num_classes(self) -> int:
@@ -260,6 +269,32 @@ def interleaved_to_half(model: Encoder) -> None:
             for part in (0, 1):  # queries and keys; values keep their order
                 section = tensor[part * dim : (part + 1) * dim]
                 section.copy_(section[rows].clone())
+
+
+@torch.no_grad()
+def motion_init(embed: nn.Linear, tubelet: tuple[int, int, int], channels: int, gain: float = MOTION_GAIN) -> None:
+    """Start a patch embedding with half its features on appearance and half on motion.
+
+    A random embedding gives each of a tubelet's frames its own independent filter, so every feature mixes what is
+    there with how it changes, and the change of a slow pan is a small part of it. Here feature k < dim/2 applies
+    one random spatial filter equally to every frame (the tubelet's mean picture), and feature k >= dim/2 applies
+    one along a ramp from -1 (first frame) to +1 (last): for two frames, their difference, amplified by `gain`. The
+    direction of motion is the sign of the difference against the spatial gradient, which the blocks can combine
+    from the two halves. Training is free to change all of it. A tubelet of one frame keeps its random init.
+
+    Args:
+        embed: the (t*p*q*C -> D) patch embedding; its input is flattened frames-major, channels last (t p q c).
+    """
+    frames = tubelet[0]
+    if frames < 2:
+        return
+    dim, patch = embed.out_features, tubelet[1] * tubelet[2] * channels
+    spatial = torch.empty(dim, patch, device=embed.weight.device)
+    nn.init.trunc_normal_(spatial, std=0.02)
+    ramp = torch.linspace(-1.0, 1.0, frames, device=spatial.device)
+    over_frames = torch.ones(dim, frames, device=spatial.device) / frames**0.5  # appearance: the same on each frame
+    over_frames[dim // 2 :] = gain * ramp / ramp.norm()  # motion: a temporal derivative
+    embed.weight.copy_((over_frames[:, :, None] * spatial[:, None, :]).reshape(dim, frames * patch))
 
 
 def _init_weights(module: nn.Module) -> None:

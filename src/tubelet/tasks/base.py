@@ -191,7 +191,9 @@ class Task:
             if loaded.labels != prepared.labels or loaded.model.num_classes != outputs:
                 loaded.model.reset_head(outputs)
             return Built(loaded.model, loaded.preprocessing)
-        fresh = dict(runtime, num_classes=outputs, pooling=cfg.pooling, time_mode=cfg.time_mode)
+        fresh = dict(
+            runtime, num_classes=outputs, pooling=cfg.pooling, time_mode=cfg.time_mode, embed_init=cfg.embed_init
+        )
         if cfg.tubelet is not None:
             fresh["tubelet"] = tuple(cfg.tubelet)
         try:

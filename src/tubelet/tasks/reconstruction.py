@@ -262,7 +262,12 @@ class ReconstructionTask(Task):
             encoder, base = loaded.model, loaded.preprocessing
         else:
             tubelet = {"tubelet": tuple(cfg.tubelet)} if cfg.tubelet is not None else {}
-            encoder, base = load(cfg.model, num_classes=0, time_mode=cfg.time_mode, **tubelet, **runtime).model, None
+            encoder, base = (
+                load(
+                    cfg.model, num_classes=0, time_mode=cfg.time_mode, embed_init=cfg.embed_init, **tubelet, **runtime
+                ).model,
+                None,
+            )
         decoder = MaskedDecoder(
             DecoderConfig(
                 encoder_dim=encoder.config.dim, patch_dim=encoder.config.patch_dim, dim=cfg.decoder_dim,

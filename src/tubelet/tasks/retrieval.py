@@ -320,7 +320,7 @@ def build_retrieval(cfg, vocab_size: int):
         encoder = load(cfg.model, kind="encoder", **runtime)
         video_config, base = encoder.model.config.replace(num_classes=0), encoder.preprocessing
     else:
-        fresh = dict(runtime, num_classes=0, pooling=cfg.pooling, time_mode=cfg.time_mode)
+        fresh = dict(runtime, num_classes=0, pooling=cfg.pooling, time_mode=cfg.time_mode, embed_init=cfg.embed_init)
         if cfg.tubelet is not None:
             fresh["tubelet"] = tuple(cfg.tubelet)
         video_config, encoder, base = load(cfg.model, **fresh).model.config, None, None

@@ -71,6 +71,7 @@ class ModelFields:
     drop_path: float = opt(0.0, "stochastic depth of the last block")
     pooling: str = opt("mean", "clip pooling for a fresh model: mean or attention")
     time_mode: str = opt("seconds", "time positions for a fresh model: seconds or index (ablation)")
+    embed_init: str = opt("random", "patch embedding of a fresh model: random, or motion (half on frame differences)")
     tubelet: tuple[int, int, int] | None = opt(None, "frames x rows x cols; none takes the model's")
     attention: str = opt("auto", "attention backend (auto, sdpa, dense, varlen, flash, flex)")
     freeze: str = opt("none", "none | backbone (head, new embeddings; retrieval: text tower) | top:K (+ last K blocks)")
