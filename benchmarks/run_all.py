@@ -16,6 +16,7 @@ from benchmarks.common import BENCH_DIR
 BENCHMARKS = (
     "bench_decode",
     "bench_tokenize",
+    "bench_prune",
     "bench_memory",
     "bench_encoder",
     "bench_fps_robustness",

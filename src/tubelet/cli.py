@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from tubelet import __version__
-from tubelet.defaults import DEFAULT_PRUNE_THRESHOLD
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE, DEFAULT_PRUNE_THRESHOLD, PRUNE_REFERENCES
 from tubelet.errors import TubeletError
 from tubelet.outputs import writable_dir
 
@@ -102,8 +102,15 @@ def _tokenize_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         type=non_negative_float,
         default=DEFAULT_PRUNE_THRESHOLD,
         metavar="LEVELS",
-        help=f"drop tubelets that differ from the previous one by less than this many 0-255 levels "
-        f"(default {DEFAULT_PRUNE_THRESHOLD:g}; 0 keeps all)",
+        help=f"drop tubelets that differ from their reference (--prune-reference) by less than this many 0-255 "
+        f"levels (default {DEFAULT_PRUNE_THRESHOLD:g}; 0 keeps all)",
+    )
+    p.add_argument(
+        "--prune-reference",
+        choices=PRUNE_REFERENCES,
+        default=DEFAULT_PRUNE_REFERENCE,
+        help="compare each tubelet with the previous one at its place, or with the anchor: the kept particle "
+        f"that opened its run, so a slow pan's drift adds up (default {DEFAULT_PRUNE_REFERENCE})",
     )
     p.add_argument("--start", type=non_negative_float, default=None, help="window start, seconds")
     p.add_argument("--end", type=positive_float, default=None, help="window end, seconds")
@@ -119,6 +126,7 @@ def _tokenize_run(args) -> None:
         tubelet=args.tubelet,
         fps=args.fps,
         prune_threshold=args.prune_threshold,
+        prune_reference=args.prune_reference,
         start=args.start,
         end=args.end,
         size=args.size,

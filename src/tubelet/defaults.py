@@ -7,3 +7,9 @@ DEFAULT_TUBELET = (2, 16, 16)
 # Measured on the sample data: 4 levels prunes a fixed camera with sensor noise to ~5% and keeps moving
 # objects; compression noise alone sits around 1-2 levels.
 DEFAULT_PRUNE_THRESHOLD = 4.0
+
+# What a tubelet is compared with when pruning: "previous" (the tubelet just before it at its place) or "anchor"
+# (the particle that opened its run, so slow drift adds up until it crosses the threshold). "previous" is what
+# every model so far was trained with; a checkpoint saved without the field means it.
+PRUNE_REFERENCES = ("previous", "anchor")
+DEFAULT_PRUNE_REFERENCE = "previous"

@@ -81,6 +81,8 @@ def corrupt(saved, tmp_path, kind: str, block: str, field: str, value):
         ("encoder", "preprocessing", "std", [0.2, 0.0, 0.2], "expected values > 0"),
         ("encoder", "preprocessing", "mean", [0.4, 0.4], "expected a list of 3 numbers"),
         ("encoder", "preprocessing", "prune_threshold", -1, "expected a value >= 0"),
+        ("encoder", "preprocessing", "prune_reference", "sideways", "expected previous or anchor, got 'sideways'"),
+        ("encoder", "preprocessing", "prune_reference", 1, "expected a string, got 1"),
         ("encoder", "preprocessing", "resolution", 16, "unknown preprocessing field"),
         ("encoder", "encoder", "dim", -128, "expected a value >= 1, got -128"),
         ("encoder", "encoder", "dim", "abc", "expected an integer, got 'abc'"),
@@ -143,6 +145,15 @@ def test_valid_checkpoints_still_load_with_what_was_saved(saved):
         assert loaded.labels == (None if kind == "retrieval" else LABELS)
     decoder = models.load_decoder(saved["encoder"])
     assert (decoder.config.dim, decoder.config.encoder_dim) == (16, 32)
+
+
+def test_a_checkpoint_saved_before_prune_reference_loads_as_previous(saved, tmp_path):
+    directory = shutil.copytree(saved["encoder"], tmp_path / "encoder")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["preprocessing"].pop("prune_reference") == "previous"  # what every checkpoint saved before had
+    (directory / "config.json").write_text(json.dumps(config))
+
+    assert models.load(directory).preprocessing.prune_reference == "previous"
 
 
 def test_predict_on_a_corrupt_checkpoint_exits_2_with_one_line(saved, tmp_path, capsys):

@@ -111,3 +111,22 @@ def test_dashes_in_keys_read_as_underscores_and_to_dict_round_trips(tmp_path):
     assert to_dict(cfg) == {"sample_fps": 2.0, "tubelet": [2, 8, 8]}
     path.write_text(yaml.safe_dump(to_dict(cfg)))
     assert load_config(Sampling, path=path) == cfg
+
+
+def test_prune_reference_is_a_run_config_field_that_reaches_the_checkpoints_preprocessing():
+    from tubelet.data.transforms import Preprocessing
+    from tubelet.train.config import make_config, run_config
+    from tubelet.train.run import preprocessing_for
+    from tubelet.typed import field_help
+
+    for task in ("classification", "reconstruction"):  # a supervised run and pretraining
+        assert run_config(task)().prune_reference == "previous"  # the default every checkpoint so far was trained with
+        assert "anchor" in field_help(run_config(task))["prune_reference"]
+    with pytest.raises(ConfigError, match=r"^prune_reference: expected previous or anchor, got 'sideways'$"):
+        make_config("classification", data="d", prune_reference="sideways").validate()
+
+    cfg = make_config("classification", data="d", prune_reference="anchor")
+    cfg.validate()
+    saved = Preprocessing(tubelet=(2, 16, 16), prune_threshold=2.0)  # a checkpoint trained with "previous"
+    assert preprocessing_for(cfg, (2, 16, 16), saved).prune_reference == "anchor"  # like prune_threshold, the run's
+    assert preprocessing_for(cfg, (2, 16, 16), None).prune_reference == "anchor"

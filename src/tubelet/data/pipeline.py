@@ -247,6 +247,7 @@ def to_particles(frames: torch.Tensor | np.ndarray, timestamps, pre: Preprocessi
         timestamps=timestamps,
         tubelet=pre.tubelet,
         prune_threshold=pre.prune_threshold,
+        prune_reference=pre.prune_reference,
         mean=pre.mean,
         std=pre.std,
     )

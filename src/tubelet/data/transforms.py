@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE
 from tubelet.particles.audio import LOG_FLOOR
+from tubelet.particles.prune import check_reference
 from tubelet.typed import check_range, from_dict
 
 
@@ -30,10 +32,14 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # per-channel mean, 0-1 units
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)  # per-channel std, 0-1 units
     prune_threshold: float = 4.0  # static pruning threshold in 0-255 levels; 0 keeps every particle
+    # What a tubelet is compared with when pruning: "previous" tubelet or the run's "anchor" particle. A checkpoint
+    # saved before this field existed has no key and loads as "previous", which is what it was trained with.
+    prune_reference: str = DEFAULT_PRUNE_REFERENCE
 
     def __post_init__(self) -> None:
         check_range(self, "tubelet", "size", "max_long_side", low=1)
         check_range(self, "prune_threshold", low=0)
+        check_reference(self.prune_reference)
         check_range(self, "sample_fps", "clip_seconds", "std", low=0, strict=True)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean, std: expected 3 values each (one per channel), got {self.mean}, {self.std}")

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tubelet.defaults import DEFAULT_TUBELET
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE, DEFAULT_TUBELET
 from tubelet.errors import ConfigError
 from tubelet.particles.patchify import grid_shape, patchify
-from tubelet.particles.prune import static_runs
+from tubelet.particles.prune import check_reference, static_runs
 from tubelet.particles.structure import Particles
 
 
@@ -34,6 +34,7 @@ def tokenize(
     tubelet: Sequence[int] = DEFAULT_TUBELET,
     timestamps: np.ndarray | torch.Tensor | None = None,
     prune_threshold: float | None = None,
+    prune_reference: str = DEFAULT_PRUNE_REFERENCE,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> Particles:
@@ -43,8 +44,10 @@ def tokenize(
         clip: a `tubelet.io.Clip`, or (T, H, W, C) uint8 frames (numpy or torch) with `timestamps`.
         tubelet: (t, p, q) frames, rows and columns per tubelet.
         timestamps: (T,) seconds per frame when `clip` is bare frames.
-        prune_threshold: drop tubelets whose mean absolute difference from the previous tubelet at the same
-            place is below this many 0-255 pixel levels (None or 0 keeps all).
+        prune_threshold: drop tubelets whose mean absolute difference from their reference at the same place
+            is below this many 0-255 pixel levels (None or 0 keeps all).
+        prune_reference: the reference: ``"previous"`` (the tubelet just before) or ``"anchor"`` (the kept
+            particle that opened the run, so slow drift adds up); see `tubelet.particles.prune`.
         mean, std: per-channel normalization of `values`, in 0-1 units (e.g. ImageNet's); None leaves
             values in 0-255 levels.
 
@@ -53,7 +56,9 @@ def tokenize(
 
     Raises:
         ConfigError: the tubelet is larger than the clip in some dimension.
+        ValueError: `prune_reference` is neither ``"previous"`` nor ``"anchor"``.
     """
+    check_reference(prune_reference)  # even when nothing is pruned: a typo should not wait for a threshold
     frames = clip.frames if hasattr(clip, "frames") else clip
     if timestamps is None:
         if not hasattr(clip, "timestamps"):
@@ -74,7 +79,7 @@ def tokenize(
     patches = patchify(frames, tubelet).float()  # (T', H', W', t*p*q*C) in 0-255 levels
     Tp, Hp, Wp, _ = patches.shape
     if prune_threshold:
-        keep, span = static_runs(patches, float(prune_threshold))
+        keep, span = static_runs(patches, float(prune_threshold), reference=prune_reference)
     else:
         keep = torch.ones((Tp, Hp, Wp), dtype=torch.bool)
         span = torch.ones((Tp, Hp, Wp), dtype=torch.long)

@@ -6,7 +6,7 @@ import os
 from collections import Counter
 
 from tubelet.data.manifest import load_dataset
-from tubelet.defaults import DEFAULT_PRUNE_THRESHOLD, DEFAULT_TUBELET
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE, DEFAULT_PRUNE_THRESHOLD, DEFAULT_TUBELET
 from tubelet.io.decode import decode
 from tubelet.io.probe import probe
 
@@ -22,6 +22,7 @@ def tokenize_report(
     tubelet: tuple[int, int, int] = DEFAULT_TUBELET,
     fps: float | None = None,
     prune_threshold: float | None = DEFAULT_PRUNE_THRESHOLD,
+    prune_reference: str = DEFAULT_PRUNE_REFERENCE,
     start: float | None = None,
     end: float | None = None,
     size: int | None = None,
@@ -30,7 +31,7 @@ def tokenize_report(
     from tubelet.particles.tokenize import tokenize  # torch: imported only by the commands that need it
 
     clip = decode(path, start=start, end=end, fps=fps, size=size)
-    particles = tokenize(clip, tubelet=tubelet, prune_threshold=prune_threshold)
+    particles = tokenize(clip, tubelet=tubelet, prune_threshold=prune_threshold, prune_reference=prune_reference)
     total = particles.total
     return {
         "path": str(path),
@@ -45,6 +46,7 @@ def tokenize_report(
         "frame_size": [int(clip.frames.shape[1]), int(clip.frames.shape[2])],
         "source_fps": round(clip.fps, 4),
         "prune_threshold": prune_threshold or 0.0,
+        "prune_reference": prune_reference,
     }
 
 

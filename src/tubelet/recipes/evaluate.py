@@ -114,6 +114,7 @@ def evaluate(
         "clip_seconds": pre.clip_seconds,
         "tubelet": "x".join(map(str, pre.tubelet)),
         "prune_threshold": pre.prune_threshold,
+        "prune_reference": pre.prune_reference,
     }
     if baseline is not None:
         details["baseline"] = str(baseline)

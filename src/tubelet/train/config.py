@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE, PRUNE_REFERENCES
 from tubelet.errors import ConfigError
 from tubelet.typed import opt
 
@@ -90,6 +91,11 @@ class PreprocessFields:
     size: int | None = opt(112, "short side after resizing; none keeps the source size")
     max_long_side: int | None = opt(224, "cap on the long side after resizing")
     prune_threshold: float = opt(4.0, "static pruning threshold in 0-255 levels (0 keeps all)")
+    prune_reference: str = opt(
+        DEFAULT_PRUNE_REFERENCE,
+        "what pruning compares a tubelet with: previous (the tubelet before it) or anchor (the particle that "
+        "opened its run, so a slow pan's drift adds up and keeps a new particle)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +206,8 @@ def check_shared(cfg) -> None:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
     if getattr(cfg, "optimizer", "adamw") not in ("adamw", "sgd"):
         raise ConfigError(f"optimizer: expected adamw or sgd, got {cfg.optimizer!r}")
+    if getattr(cfg, "prune_reference", DEFAULT_PRUNE_REFERENCE) not in PRUNE_REFERENCES:
+        raise ConfigError(f"prune_reference: expected {' or '.join(PRUNE_REFERENCES)}, got {cfg.prune_reference!r}")
     if getattr(cfg, "peft", "none") not in ("none", "lora"):
         raise ConfigError(f"peft: expected none or lora, got {cfg.peft!r}")
     if not 0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0:
