@@ -87,7 +87,7 @@ def test_tokenize_json_keys_and_consistency(tmp_path, tubelet_cli):
     assert report["kept_fraction"] == pytest.approx(13 / 72, abs=1e-3)
     assert report["t_min"] == pytest.approx(0.5 / 12, abs=1e-3)
     assert report["t_max"] == pytest.approx(6.5 / 12, abs=1e-3)
-    assert report["prune_reference"] == "previous"
+    assert report["prune_reference"] == "anchor"  # the default
     unpruned = json.loads(tubelet_cli("tokenize", path, "--json", "--prune-threshold", 0).stdout)
     assert unpruned["particles"] == unpruned["total"] == 72
     resampled = json.loads(tubelet_cli("tokenize", path, "--json", "--fps", 6).stdout)
@@ -98,8 +98,9 @@ def test_tokenize_prune_reference_anchor_keeps_a_slow_drift(tmp_path, tubelet_cl
     levels = 60 + np.arange(12, dtype=np.uint8)  # a grey frame 1 level brighter per frame: 2 per tubelet
     frames = np.broadcast_to(levels[:, None, None, None], (12, 16, 16, 3)).copy()
     path = write_video(tmp_path / "drift.mp4", frames, fps=12, crf=0)
-    previous = json.loads(tubelet_cli("tokenize", path, "--json", "--prune-threshold", 5).stdout)
-    anchored = tubelet_cli("tokenize", path, "--json", "--prune-threshold", 5, "--prune-reference", "anchor")
+    compared = tubelet_cli("tokenize", path, "--json", "--prune-threshold", 5, "--prune-reference", "previous")
+    previous = json.loads(compared.stdout)
+    anchored = tubelet_cli("tokenize", path, "--json", "--prune-threshold", 5)  # the default reference
     anchor = json.loads(anchored.stdout)
     assert (previous["particles"], previous["total"]) == (1, 6)  # neighbours are ~2 levels apart
     assert (anchor["particles"], anchor["prune_reference"]) == (2, "anchor")  # tubelet 3 is ~6 levels from tubelet 0

@@ -9,7 +9,9 @@ DEFAULT_TUBELET = (2, 16, 16)
 DEFAULT_PRUNE_THRESHOLD = 4.0
 
 # What a tubelet is compared with when pruning: "previous" (the tubelet just before it at its place) or "anchor"
-# (the particle that opened its run, so slow drift adds up until it crosses the threshold). "previous" is what
-# every model so far was trained with; a checkpoint saved without the field means it.
+# (the particle that opened its run, so slow drift adds up until it crosses the threshold). "anchor" is the default
+# since it measured better on slow pans over real texture (benchmarks/bench_motion.py); a checkpoint saved without
+# the field was trained with "previous" (`LEGACY_PRUNE_REFERENCE`) and keeps it.
 PRUNE_REFERENCES = ("previous", "anchor")
-DEFAULT_PRUNE_REFERENCE = "previous"
+DEFAULT_PRUNE_REFERENCE = "anchor"
+LEGACY_PRUNE_REFERENCE = "previous"

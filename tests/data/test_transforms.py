@@ -22,8 +22,9 @@ def test_a_saved_preprocessing_without_prune_reference_loads_as_previous():
 
     loaded = Preprocessing.from_dict(saved)
 
-    assert loaded.prune_reference == "previous"
-    assert loaded == Preprocessing(prune_threshold=2.0)
+    assert loaded.prune_reference == "previous"  # what it was trained with, though new runs default to "anchor"
+    assert loaded == Preprocessing(prune_threshold=2.0, prune_reference="previous")
+    assert Preprocessing().prune_reference == "anchor"
 
 
 def test_prune_reference_survives_a_round_trip():

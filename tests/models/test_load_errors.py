@@ -150,7 +150,7 @@ def test_valid_checkpoints_still_load_with_what_was_saved(saved):
 def test_a_checkpoint_saved_before_prune_reference_loads_as_previous(saved, tmp_path):
     directory = shutil.copytree(saved["encoder"], tmp_path / "encoder")
     config = json.loads((directory / "config.json").read_text())
-    assert config["preprocessing"].pop("prune_reference") == "previous"  # what every checkpoint saved before had
+    assert config["preprocessing"].pop("prune_reference") == "anchor"  # saved now; before the field, none
     (directory / "config.json").write_text(json.dumps(config))
 
     assert models.load(directory).preprocessing.prune_reference == "previous"

@@ -138,10 +138,13 @@ def test_sgd_layer_decay_label_smoothing_and_accumulation_run(tiny_data, tmp_pat
     assert [r["lr"] for r in train] == pytest.approx([lr_of["patch_embed.weight"]] * 6)  # the first group's, logged
 
 
-def test_early_stopping_stops_before_the_last_epoch(tiny_data, tmp_path):
+def test_early_stopping_stops_before_the_last_epoch_and_a_run_near_chance_says_what_to_do(tiny_data, tmp_path, caplog):
     # lr so small the validation metric cannot improve after the first evaluation.
+    caplog.set_level(logging.WARNING, logger="tubelet.train")
     summary, _ = run(tiny_data, tmp_path, epochs=6, lr=1e-9, early_stopping=2, warmup_epochs=0.0)
     assert summary["epochs_run"] == 3
+    hints = [r.getMessage() for r in caplog.records if "near chance" in r.getMessage()]
+    assert summary["best_val_accuracy"] < 1.5 / 5 and len(hints) == 1 and "tubelet pretrain" in hints[0]
 
 
 def test_a_budget_smaller_than_one_clip_is_said_not_silent(tiny_data, tmp_path, caplog):

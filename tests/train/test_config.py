@@ -120,7 +120,7 @@ def test_prune_reference_is_a_run_config_field_that_reaches_the_checkpoints_prep
     from tubelet.typed import field_help
 
     for task in ("classification", "reconstruction"):  # a supervised run and pretraining
-        assert run_config(task)().prune_reference == "previous"  # the default every checkpoint so far was trained with
+        assert run_config(task)().prune_reference == "anchor"  # the default of new runs
         assert "anchor" in field_help(run_config(task))["prune_reference"]
     with pytest.raises(ConfigError, match=r"^prune_reference: expected previous or anchor, got 'sideways'$"):
         make_config("classification", data="d", prune_reference="sideways").validate()

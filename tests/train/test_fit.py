@@ -137,3 +137,18 @@ def test_early_stopping_compares_in_both_directions():
     up, down = EarlyStopping(1, higher_is_better=True), EarlyStopping(1, higher_is_better=False)
     assert [up.update(v) for v in (1.0, 2.0, 1.5)] == [True, True, False] and up.should_stop
     assert [down.update(v) for v in (1.0, 2.0)] == [True, False] and down.should_stop and down.best == 1.0
+
+
+def test_small_data_gets_batches_small_enough_for_its_steps_per_epoch():
+    from tubelet.train.fit import epoch_batches
+
+    estimates = [300] * 100  # 100 clips; a budget of 4096 would take 13 a batch: 8 steps an epoch
+    budget_only = epoch_batches(estimates, Schedule(epochs=1, batch_particles=4096), epoch=0)
+    assert len(budget_only) == 8
+    small = epoch_batches(estimates, Schedule(epochs=1, batch_particles=4096, min_steps_per_epoch=25), epoch=0)
+    assert len(small) == 25 and all(len(b) == 4 for b in small)
+    accumulated = Schedule(epochs=1, batch_particles=4096, min_steps_per_epoch=25, accum_steps=2)
+    assert len(epoch_batches(estimates, accumulated, epoch=0)) == 50  # 25 optimizer steps of 2 batches
+    large = epoch_batches([300] * 2000, Schedule(epochs=1, batch_particles=4096, min_steps_per_epoch=25), epoch=0)
+    assert max(len(b) for b in large) == 13  # plenty of steps already: the budget decides
+    assert sorted(i for b in small for i in b) == list(range(100))  # every clip once

@@ -6,7 +6,7 @@ import pytest
 
 from tubelet.errors import ConfigError
 from tubelet.train.config import make_config, to_dict
-from tubelet.train.run_dir import MAY_CHANGE, RUN_OUTPUTS, claim
+from tubelet.train.run_dir import LEGACY_VALUES, MAY_CHANGE, RUN_OUTPUTS, claim
 
 
 def _old_run(out, **values):
@@ -48,3 +48,15 @@ def test_a_resume_refuses_what_cannot_change_and_takes_what_may(tmp_path):
     values = claim(make_config("retrieval", **resume, lr=1e-3, epochs=5, workers=0, max_steps=7))
     assert (values["tokenizer"], values["epochs"], values["workers"], values["max_steps"]) == ("tok", 5, 0, 7)
     assert {"epochs", "max_steps", "workers", "device"} <= MAY_CHANGE and not {"lr", "seed", "model"} & MAY_CHANGE
+
+
+def test_a_resume_of_a_run_saved_before_a_field_existed_keeps_what_it_trained_with(tmp_path):
+    out = tmp_path / "run"
+    cfg = _old_run(out)
+    saved = json.loads((out / "config.json").read_text())
+    for field in LEGACY_VALUES:
+        del saved[field]  # as a run written before the field existed
+    (out / "config.json").write_text(json.dumps(saved))
+    values = claim(make_config("retrieval", data="d", out=str(out), resume=True))
+    assert {k: values[k] for k in LEGACY_VALUES} == LEGACY_VALUES  # not today's defaults
+    assert cfg.prune_reference == "anchor" and cfg.min_steps_per_epoch == 25 and cfg.embed_init == "motion"

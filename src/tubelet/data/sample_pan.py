@@ -92,8 +92,11 @@ def make_pan(label: str, index: int, seed: int, photos: tuple[str, ...], duratio
     speed = float(rng.uniform(low, high)) * (-1.0 if direction == "left" else 1.0)
     source = photograph(photo)
     travel = abs(speed) * duration
-    # Large enough that the window and its whole travel fit, then a random zoom of the texture.
+    # The window and its whole travel fit in the photograph, zoomed at random (up to twice to make room); a pan too
+    # long for that (tens of seconds) runs over the photograph mirrored at its edges (`render_pan`).
     fit = max((width + travel + 4) / source.shape[1], (height + 4) / source.shape[0])
+    if fit > 2.0:
+        fit = max((width + 4) / source.shape[1], (height + 4) / source.shape[0])
     scale = max(fit, float(rng.uniform(0.6, 1.2)))
     room_x = source.shape[1] * scale - width - travel - 2
     room_y = source.shape[0] * scale - height - 2
@@ -121,12 +124,16 @@ def render_pan(pan: Pan, fps: float) -> np.ndarray:
     image = _scaled(pan.photo, pan.scale)
     rng = np.random.default_rng(pan.seed)
     count = round(pan.duration * fps)
+    xs = pan.x0 + pan.speed * np.arange(count) / fps
+    margin = int(np.ceil(max(0.0, -xs.min(), xs.max() + pan.width + 2 - image.shape[1])))
+    if margin:  # a long pan: the photograph continues mirrored beyond its edges
+        image = np.pad(image, ((0, 0), (margin, margin), (0, 0)), mode="symmetric")
     frames = np.empty((count, pan.height, pan.width, 3), np.uint8)
     y = int(round(pan.y0))
     rows = image[y : y + pan.height]
     for i in range(count):
         t = i / fps
-        x = pan.x0 + pan.speed * t
+        x = pan.x0 + pan.speed * t + margin
         left = int(np.floor(x))
         frac = x - left
         view = rows[:, left : left + pan.width + 1]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tubelet.defaults import DEFAULT_PRUNE_REFERENCE
+from tubelet.defaults import DEFAULT_PRUNE_REFERENCE, LEGACY_PRUNE_REFERENCE
 from tubelet.particles.audio import LOG_FLOOR
 from tubelet.particles.prune import check_reference
 from tubelet.typed import check_range, from_dict
@@ -49,7 +49,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        return from_dict(cls, data, what="preprocessing")
+        """A saved preprocessing; one without ``prune_reference`` (saved before it existed) pruned as "previous"."""
+        return from_dict(cls, {"prune_reference": LEGACY_PRUNE_REFERENCE, **data}, what="preprocessing")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) a source frame is resized to."""

@@ -55,7 +55,7 @@ class EncoderConfig:
     final_norm: str = "tokens"  # last LayerNorm on every particle's features, or on the pooled vector (fc_norm)
     final_norm_eps: float | None = None  # epsilon of that last LayerNorm; None uses norm_eps
     rope_layout: str = "half"  # rotary channel pairs: half (i, i + d/2); interleaved (2i, 2i+1) is converted on load
-    embed_init: str = "random"  # patch embedding of a fresh model: random, or motion (see `motion_init`)
+    embed_init: str = "motion"  # patch embedding of a fresh model: motion (see `motion_init`) or random
 
     @property
     def patch_dim(self) -> int:
@@ -273,28 +273,40 @@ def interleaved_to_half(model: Encoder) -> None:
 
 @torch.no_grad()
 def motion_init(embed: nn.Linear, tubelet: tuple[int, int, int], channels: int, gain: float = MOTION_GAIN) -> None:
-    """Start a patch embedding with half its features on appearance and half on motion.
+    """Start a patch embedding with half its features on appearance and half on motion, in matched pairs.
 
     A random embedding gives each of a tubelet's frames its own independent filter, so every feature mixes what is
-    there with how it changes, and the change of a slow pan is a small part of it. Here feature k < dim/2 applies
-    one random spatial filter equally to every frame (the tubelet's mean picture), and feature k >= dim/2 applies
-    one along a ramp from -1 (first frame) to +1 (last): for two frames, their difference, amplified by `gain`. The
-    direction of motion is the sign of the difference against the spatial gradient, which the blocks can combine
-    from the two halves. Training is free to change all of it. A tubelet of one frame keeps its random init.
+    there with how it changes, and the change of a slow pan is a small part of it. Here motion feature k (index
+    dim/2 + k) applies a random spatial filter s_k along a ramp over the frames, from -1 on the first to +1 on the
+    last: for two frames their difference (amplified by `gain`), which a shift by v pixels makes about -v times
+    the response of s_k to the picture's spatial derivative. Appearance feature k applies that derivative of s_k
+    (along x for even k, along y for odd k) to the frames' mean. Their product then has the sign of the motion
+    along that axis whatever the texture, so direction is one multiplication away instead of a search over pairs
+    of random features. Training is free to change all of it. A tubelet of one frame keeps its random init.
 
     Args:
         embed: the (t*p*q*C -> D) patch embedding; its input is flattened frames-major, channels last (t p q c).
     """
-    frames = tubelet[0]
+    frames, rows, cols = tubelet
     if frames < 2:
         return
-    dim, patch = embed.out_features, tubelet[1] * tubelet[2] * channels
-    spatial = torch.empty(dim, patch, device=embed.weight.device)
+    dim = embed.out_features
+    half = dim // 2
+    device = embed.weight.device
+    spatial = torch.empty(dim - half, rows, cols, channels, device=device)
     nn.init.trunc_normal_(spatial, std=0.02)
-    ramp = torch.linspace(-1.0, 1.0, frames, device=spatial.device)
-    over_frames = torch.ones(dim, frames, device=spatial.device) / frames**0.5  # appearance: the same on each frame
-    over_frames[dim // 2 :] = gain * ramp / ramp.norm()  # motion: a temporal derivative
-    embed.weight.copy_((over_frames[:, :, None] * spatial[:, None, :]).reshape(dim, frames * patch))
+    derivative = torch.zeros(half, rows, cols, channels, device=device)
+    for k in range(half):
+        s = spatial[k % len(spatial)]
+        if k % 2 == 0:  # d/dx by a forward difference (the response to a picture's d/dx, up to its sign)
+            derivative[k, :, :-1] = s[:, 1:] - s[:, :-1]
+        else:  # d/dy
+            derivative[k, :-1] = s[1:] - s[:-1]
+    ramp = torch.linspace(-1.0, 1.0, frames, device=device)
+    weight = torch.empty(dim, frames, rows * cols * channels, device=device)
+    weight[:half] = derivative.reshape(half, 1, -1) / frames**0.5  # the same on each frame: the mean picture
+    weight[half:] = gain * (ramp / ramp.norm())[None, :, None] * spatial.reshape(dim - half, 1, -1)
+    embed.weight.copy_(weight.reshape(dim, -1))
 
 
 def _init_weights(module: nn.Module) -> None:

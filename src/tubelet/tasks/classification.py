@@ -3,6 +3,7 @@ task (a class per clip from video, audio or both fused, with single-modality abl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: lis
 
 READABLE = ("video", "audio")  # modalities a video file gives (text: the questions of the vqa task)
 # A top probability under this many times chance (1 / classes) is reported as near chance by `predict`.
+log = logging.getLogger("tubelet.train")
 NEAR_CHANCE = 1.5
 
 
@@ -145,6 +147,21 @@ class ClassificationFields(ClipFields):
 
     ablate: bool = opt(True, "with several modalities, also train each alone (same budget) and report all arms")
     label_column: str = opt("label", "the manifest column holding the class (e.g. sentiment)")
+
+
+def _hint_near_chance(summary: dict, prepared: Prepared, cfg) -> None:
+    """Log what to do when the best validation accuracy ended near chance: on little data a model from scratch
+    needs more steps or a pretrained start (what `tubelet pretrain` on the unlabeled clips gives)."""
+    best, classes = summary.get("best_val_accuracy"), len(prepared.labels or ())
+    if best is None or classes < 2 or best >= NEAR_CHANCE / classes:
+        return
+    clips = len(prepared.train) if prepared.train is not None else 0
+    log.warning(
+        "validation accuracy %.2f is near chance (%.2f) after %s steps on %d training clips: a model trained from "
+        "scratch on this little data learns slowly. Train longer (--epochs), or pretrain on unlabeled video first "
+        "(tubelet pretrain --data VIDEOS --out PRE, then finetune --model PRE/best)",
+        best, 1.0 / classes, summary.get("steps"), clips,
+    )  # fmt: skip
 
 
 class Classifier(Task):
@@ -211,6 +228,7 @@ class ClassificationTask(Classifier):
 
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         out = Path(cfg.out)
+        _hint_near_chance(summaries[arms[0].name], prepared, cfg)
         if arms[0].modalities == ("video",):
             return super().finish(cfg, prepared, arms, summaries)
         result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last")}

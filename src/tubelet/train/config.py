@@ -31,7 +31,7 @@ class RunFields:
 
     data: str = opt("", "class folders, a folder with split manifests, or one manifest")
     out: str = opt("runs/finetune", "run directory: best/, last/, metrics.jsonl, tensorboard/, config.json")
-    epochs: int = opt(10, "passes over the training clips")
+    epochs: int = opt(30, "passes over the training clips")
     workers: int = opt(2, "DataLoader decoding processes (0 decodes in the main process)")
     seed: int = opt(0, "seed of initialisation, sampling and augmentation")
     device: str = opt("auto", "auto, cpu, cuda, cuda:1 ...")
@@ -58,6 +58,9 @@ class OptimFields:
     weight_decay: float = opt(0.05, "decoupled weight decay (not on biases, norms, position parameters)")
     batch_particles: int = opt(4096, "particle budget per batch (clips of any size share it; no padding)")
     max_clips_per_batch: int | None = opt(None, "optional cap on clips per batch")
+    min_steps_per_epoch: int = opt(
+        25, "small data gets smaller batches, so that an epoch makes at least this many optimizer steps (0: off)"
+    )
     accum_steps: int = opt(1, "gradient accumulation: batches per optimizer step")
     grad_clip: float | None = opt(1.0, "max global gradient norm; none disables")
     layer_decay: float = opt(1.0, "layer-wise LR decay (< 1 trains lower blocks slower)")
@@ -72,7 +75,7 @@ class ModelFields:
     drop_path: float = opt(0.0, "stochastic depth of the last block")
     pooling: str = opt("mean", "clip pooling for a fresh model: mean or attention")
     time_mode: str = opt("seconds", "time positions for a fresh model: seconds or index (ablation)")
-    embed_init: str = opt("random", "patch embedding of a fresh model: random, or motion (half on frame differences)")
+    embed_init: str = opt("motion", "patch embedding of a fresh model: motion (half on frame differences) or random")
     tubelet: tuple[int, int, int] | None = opt(None, "frames x rows x cols; none takes the model's")
     attention: str = opt("auto", "attention backend (auto, sdpa, dense, varlen, flash, flex)")
     freeze: str = opt("none", "none | backbone (head, new embeddings; retrieval: text tower) | top:K (+ last K blocks)")

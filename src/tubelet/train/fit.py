@@ -38,6 +38,7 @@ class Schedule:
     epochs: int
     batch_particles: int
     max_clips_per_batch: int | None = None
+    min_steps_per_epoch: int = 0
     accum_steps: int = 1
     grad_clip: float | None = 1.0
     max_steps: int | None = None
@@ -54,16 +55,20 @@ class Schedule:
 
 
 def epoch_batches(estimates: list[int], schedule: Schedule, epoch: int, exclude=frozenset()) -> list[list[int]]:
-    """The batches (item indices) of one epoch: shuffled per (seed, epoch), each within the particle budget."""
+    """The batches (item indices) of one epoch: shuffled per (seed, epoch), each within the particle budget.
+
+    A small dataset gets batches of at most len / ``min_steps_per_epoch`` clips (and ``accum_steps`` times more
+    batches), so that an epoch makes that many optimizer steps: with the budget alone, 100 clips make about 8 steps
+    an epoch, and a model from scratch needs hundreds of steps to find motion (benchmarks/bench_motion.py).
+    """
+    cap = schedule.max_clips_per_batch
+    if schedule.min_steps_per_epoch:
+        fewer = max(1, len(estimates) // (schedule.min_steps_per_epoch * schedule.accum_steps))
+        cap = fewer if cap is None else min(cap, fewer)
     return budget_batches(
-        estimates,
-        schedule.batch_particles,
-        shuffle=True,
-        seed=schedule.seed,
-        epoch=epoch,
-        max_clips=schedule.max_clips_per_batch,
+        estimates, schedule.batch_particles, shuffle=True, seed=schedule.seed, epoch=epoch, max_clips=cap,
         exclude=exclude,
-    )
+    )  # fmt: skip
 
 
 def steps_in(batches: list[list[int]], accum_steps: int) -> int:

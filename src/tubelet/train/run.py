@@ -12,6 +12,7 @@ VQA's question-only arm): each is a model of its own under ``RUN/ablation/NAME``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import replace
@@ -30,7 +31,7 @@ from tubelet.train.fit import Schedule, fit, total_steps
 from tubelet.train.lora import add_lora, deployable
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
 from tubelet.train.resume import loop_state, resume, trainer_state
-from tubelet.train.run_dir import claim
+from tubelet.train.run_dir import LEGACY_VALUES, claim
 from tubelet.train.seed import seed_everything
 
 log = logging.getLogger("tubelet.train")
@@ -42,6 +43,8 @@ def run_task(cfg, task: Task | None = None) -> dict:
     cfg.validate()
     writable_dir(cfg.out, "--out")  # before the work, not when the first checkpoint is saved
     values = claim(cfg)  # refuses to replace a run, or to resume one with other hyperparameters
+    kept = {k: values[k] for k in LEGACY_VALUES if k in values and values[k] != getattr(cfg, k, values[k])}
+    cfg = dataclasses.replace(cfg, **kept)  # a resumed run from before a field existed keeps what it trained with
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(values, indent=2) + "\n")

@@ -43,6 +43,9 @@ MAY_CHANGE = frozenset(
     }
 )  # fmt: skip
 FROM_LAST = frozenset({"tokenizer"})  # none on resume: the tokenizer saved in last/
+# Fields added after runs were saved, with the value those runs trained with: a resume of such a run keeps it
+# rather than taking today's default (which would change its batches or its particles halfway).
+LEGACY_VALUES = {"prune_reference": "previous", "min_steps_per_epoch": 0, "embed_init": "random"}
 
 
 def holds_run(out: Path) -> bool:
@@ -83,6 +86,7 @@ def compare(out: Path, values: dict) -> dict:
         return values
     saved = json.loads(path.read_text())
     values = {**values, **{k: saved[k] for k in FROM_LAST if values.get(k) is None and k in saved}}
+    values.update({k: old for k, old in LEGACY_VALUES.items() if k in values and k not in saved})
     changed = {k: (saved[k], v) for k, v in values.items() if k in saved and saved[k] != v}
     refused = {k: change for k, change in changed.items() if k not in MAY_CHANGE}
     if refused:
