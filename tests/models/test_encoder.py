@@ -303,7 +303,7 @@ def test_seconds_mode_sees_frame_rate_as_time():
     video = frames((8, 32, 32), 0)
     slow = tokenize(video, timestamps=np.arange(8) / 10, tubelet=TUBELET, mean=MEAN, std=STD)
     fast = tokenize(video, timestamps=np.arange(8) / 20, tubelet=TUBELET, mean=MEAN, std=STD)
-    model = sharp("test").eval()
+    model = sharp("test", embed_init="random").eval()  # (the motion init's outputs at init vary less with anything)
 
     with torch.no_grad():
         out_slow, out_fast = model(pack([slow])), model(pack([fast]))

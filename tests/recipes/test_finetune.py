@@ -63,6 +63,8 @@ def test_training_reduces_the_loss_on_a_fixed_batch(tiny_data, tmp_path):
         clip_seconds=10.0,
         sample_fps=2.0,
         weight_decay=0.0,
+        min_steps_per_epoch=0,  # one batch of every clip: the same batch each step
+        embed_init="random",  # at lr 1e-2 the amplified motion half overfits these 5 clips slower (1.61 -> 1.39)
     )
     losses = [json.loads(line)["loss"] for line in open(out / "metrics.jsonl") if '"train"' in line]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3

@@ -166,6 +166,8 @@ class RetrievalTask(Task):
     summary = "video-text retrieval: two towers on (clip, caption) pairs, InfoNCE; recall@1/5/10 both ways"
     Config = RetrievalFields
     metrics = {"mean_recall": True}
+    # A contrastive batch's other clips are its negatives: batches stay as large as the budget allows.
+    config_defaults = {"min_steps_per_epoch": 0}
 
     def prepare(self, cfg, out: Path) -> Prepared:
         from tubelet.models import checkpoint_kind
