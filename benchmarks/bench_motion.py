@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     pre_out = runs / "pretrain"
     shutil.rmtree(pre_out, ignore_errors=True)
     t0 = time.perf_counter()
-    pretrain(PretrainConfig(data=str(data), out=str(pre_out), epochs=1 if args.quick else 20, seed=0))
+    pretrain(PretrainConfig(data=str(data), out=str(pre_out), epochs=1 if args.quick else 8, seed=0))
     pretrain_s = time.perf_counter() - t0
     print(f"pretrained in {pretrain_s:.0f} s", flush=True)
 
@@ -298,7 +298,7 @@ def report(results, arms, sizes, seeds, epochs, pretrain_s, classic, classic_s, 
         f"pruning against the run's anchor, crops and the rest as `finetune --help` says) for {epochs} epochs"
         + (" (--quick: 1)" if quick else "")
         + f"; seeds {seeds}; best/ by validation accuracy; test with `tubelet evaluate --views 1`. Pretrained: "
-        f"`tubelet pretrain` defaults for 20 epochs on the training clips without labels ({pretrain_s:.0f} s), "
+        f"`tubelet pretrain` defaults for 8 epochs on the training clips without labels ({pretrain_s:.0f} s), "
         "then the same fine-tuning from its best/.",
         "",
         "**Test accuracy on unseen photographs** (mean ± sd over seeds; drop: the worse of 15 and 60 fps minus 30 fps)",
