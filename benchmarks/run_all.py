@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_memory",
     "bench_encoder",
     "bench_fps_robustness",
+    "bench_motion",  # the headline: motion speed on real texture, trained at 30 fps, tested at 15/30/60
     *("bench_pretrain_speed", "bench_pretrain"),  # pretraining: step speed vs VideoMAE; few-label benefit
     "bench_gpu",
     "bench_explain",  # explanations: pointing game, deletion, randomization check
