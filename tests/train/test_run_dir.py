@@ -59,4 +59,4 @@ def test_a_resume_of_a_run_saved_before_a_field_existed_keeps_what_it_trained_wi
     (out / "config.json").write_text(json.dumps(saved))
     values = claim(make_config("retrieval", data="d", out=str(out), resume=True))
     assert {k: values[k] for k in LEGACY_VALUES} == LEGACY_VALUES  # not today's defaults
-    assert cfg.prune_reference == "anchor" and cfg.min_steps_per_epoch == 25 and cfg.embed_init == "motion"
+    assert (cfg.prune_reference, cfg.embed_init) == ("anchor", "motion")  # today's defaults differ
