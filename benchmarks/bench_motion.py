@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> None:
         help="skip the one-seed ablations of each change (keeps the previous defaults)",
     )  # fmt: skip
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="ARM",
+        default=None,
+        help="train just these arms (by name) into results_extra.json, which --report-only adds to the report",
+    )
+    parser.add_argument(
         "--report-only", action="store_true",
         help="train nothing: report the runs a stopped benchmark finished (its results.json), with the baselines",
     )  # fmt: skip
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # The pretrained path: masked pretraining on the unlabeled training clips, once.
     pre_out = runs / "pretrain"
-    if not args.report_only:
+    if not args.report_only and (not args.only or "pretrained" in args.only):
         shutil.rmtree(pre_out, ignore_errors=True)
         pretrain(PretrainConfig(data=str(data), out=str(pre_out), epochs=1 if args.quick else 8, seed=0))
     logged = [json.loads(line)["time"] for line in open(pre_out / "metrics.jsonl")]
@@ -228,9 +235,16 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {}
     if args.report_only:  # JSON keys are strings: the rates back to ints
         saved = json.loads((root / "results.json").read_text())
+        extra = root / "results_extra.json"
+        saved.update(json.loads(extra.read_text()) if extra.exists() else {})
         results = {arm: [{(int(k) if k.isdigit() else k): v for k, v in row.items()} for row in rows]
                    for arm, rows in saved.items()}  # fmt: skip
         arms, ablations = {}, {}
+    elif args.only:
+        everything = {**arms, **ablations}
+        ablations = {k: v for k, v in everything.items() if k in args.only and k not in arms}
+        arms = {k: v for k, v in arms.items() if k in args.only}
+    store = root / ("results_extra.json" if args.only else "results.json")
     for arm, changes in [*arms.items(), *ablations.items()]:
         for seed in seeds if arm in arms else seeds[:1]:
             out = runs / f"{arm.replace(' ', '_').replace('=', '-')}_{seed}"
@@ -244,9 +258,11 @@ def main(argv: list[str] | None = None) -> None:
                     results.setdefault("frames counted", []).append({"seed": seed, rate: counted})
             print(f"  {arm} seed {seed}: " + ", ".join(f"{r} fps {row[r]['accuracy']:.3f}" for r in RATES), flush=True)
             results.setdefault(arm, []).append(row)
-            (root / "results.json").write_text(json.dumps(results, default=str))  # what a crash later keeps
+            store.write_text(json.dumps(results, default=str))  # what a crash later keeps
+    if args.only:
+        return
     counted = {}
-    for row in results.pop("frames counted"):
+    for row in results.pop("frames counted", []):
         counted.setdefault(row["seed"], {"seed": row["seed"]}).update({k: v for k, v in row.items() if k != "seed"})
     results["frames counted"] = list(counted.values())
 
