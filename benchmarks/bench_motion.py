@@ -54,7 +54,7 @@ TRAIN_RATE = 30
 def make_data(root: Path, quick: bool) -> tuple[Path, dict]:
     """The pans (cached in `root` while the parameters are the same); returns (folder, manifest sizes)."""
     counts = {"train": 4, "val": 1, "test": 2} if quick else {"train": 20, "val": 4, "test": 12}
-    params = {"counts": counts, "fps": {"test": RATES}, "seed": 0, "version": 2}
+    params = json.loads(json.dumps({"counts": counts, "fps": {"test": RATES}, "seed": 0, "version": 2}))  # as saved
     stamp = root / "bench_params.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return root, json.loads((root / "sizes.json").read_text())
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # The pretrained path: masked pretraining on the unlabeled training clips, once.
     pre_out = runs / "pretrain"
-    if not args.report_only and (not args.only or "pretrained" in args.only):
+    finished = (pre_out / "summary.json").exists() and not args.quick  # a finished pretraining is reused
+    if not args.report_only and not finished and (not args.only or "pretrained" in args.only):
         shutil.rmtree(pre_out, ignore_errors=True)
         pretrain(PretrainConfig(data=str(data), out=str(pre_out), epochs=1 if args.quick else 8, seed=0))
     logged = [json.loads(line)["time"] for line in open(pre_out / "metrics.jsonl")]
@@ -245,7 +246,10 @@ def main(argv: list[str] | None = None) -> None:
         ablations = {k: v for k, v in everything.items() if k in args.only and k not in arms}
         arms = {k: v for k, v in arms.items() if k in args.only}
     store = root / ("results_extra.json" if args.only else "results.json")
-    for arm, changes in [*arms.items(), *ablations.items()]:
+    # The pretrained arm last: the one-seed ablations are cheaper and a stopped run reports what it finished.
+    order = [*((k, v) for k, v in arms.items() if k != "pretrained"), *ablations.items()]
+    order += [(k, v) for k, v in arms.items() if k == "pretrained"]
+    for arm, changes in order:
         for seed in seeds if arm in arms else seeds[:1]:
             out = runs / f"{arm.replace(' ', '_').replace('=', '-')}_{seed}"
             changes = {"epochs": epochs, **changes}
