@@ -300,7 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     kept = cached("kept", lambda: kept_fractions(data))
     lengths = cached("lengths", lengths_of)
     body = report(results, arms, sizes, seeds, epochs, pretrain_s, classic, classic_s, kept, lengths, args.quick)
-    body += f"\n\nWhole benchmark: {(time.perf_counter() - started) / 60:.0f} minutes."
+    if args.report_only:
+        body += "\n\nReported with --report-only from the runs a benchmark finished (their times are in the table)."
+    else:
+        body += f"\n\nWhole benchmark: {(time.perf_counter() - started) / 60:.0f} minutes."
     print(body)
     write_section("bench_motion", body, title="Motion on real texture at any frame rate" + (" (--quick)" * args.quick))
 
