@@ -412,21 +412,21 @@ def test_an_encoder_is_never_built_with_interleaved_rope():
 
 
 def test_a_motion_init_sees_a_shift_that_a_random_init_barely_tells_from_the_picture():
-    """Half the features of a motion-initialised embedding are blind to a still picture and respond to its change."""
-    from tubelet.models.encoder import Encoder, EncoderConfig
-
-    torch.manual_seed(0)
+    """Half the features of a motion-initialised embedding are blind to a still picture and respond to its change;
+    the other half see the frames' mean, each frame weighed alike."""
     config = EncoderConfig(dim=64, depth=1, heads=2, tubelet=(2, 8, 8))
+    torch.manual_seed(0)
     picture = torch.randn(8, 8, 3)
     still = torch.stack([picture, picture]).reshape(1, -1)  # (1, t p q c): the same frame twice
     shifted = torch.stack([picture, picture.roll(1, dims=1)]).reshape(1, -1)  # moved by one pixel
-    motion = Encoder(config.replace(embed_init="motion")).patch_embed
-    features = {name: motion(x) - motion.bias for name, x in (("still", still), ("shifted", shifted))}
-    assert features["still"][0, 32:].abs().max() < 1e-5  # the motion half: zero on a still picture
-    assert features["shifted"][0, 32:].norm() > 0.5 * features["still"][0, :32].norm()  # and strong on a shift
-    appearance = features["still"][0, :32] / features["still"][0, :32].norm()
-    assert torch.allclose(motion(torch.stack([picture, picture * 0]).reshape(1, -1))[0, :32] - motion.bias[:32],
-                          features["still"][0, :32] / 2, atol=1e-5)  # fmt: skip
-    assert appearance.norm() > 0  # the appearance half: the mean of the frames, each weighed alike
+    half_gone = torch.stack([picture, picture * 0]).reshape(1, -1)
+    embed = Encoder(config.replace(embed_init="motion")).patch_embed
+    response = {name: (embed(x) - embed.bias)[0] for name, x in (("still", still), ("shifted", shifted),
+                                                                  ("half_gone", half_gone))}  # fmt: skip
+    assert response["still"][32:].abs().max() < 1e-5  # the motion half: zero on a still picture
+    assert response["shifted"][32:].norm() > 0.5 * response["still"][:32].norm()  # and strong on a shift
+    torch.testing.assert_close(response["half_gone"][:32], response["still"][:32] / 2, atol=1e-5, rtol=0)
+    random = Encoder(config.replace(embed_init="random")).patch_embed
+    assert (random(still) - random.bias)[0, 32:].abs().max() > 1e-2  # a random embedding mixes both everywhere
     with pytest.raises(ValueError, match="embed_init"):
         config.replace(embed_init="sideways")
