@@ -130,3 +130,11 @@ def test_prune_reference_is_a_run_config_field_that_reaches_the_checkpoints_prep
     saved = Preprocessing(tubelet=(2, 16, 16), prune_threshold=2.0)  # a checkpoint trained with "previous"
     assert preprocessing_for(cfg, (2, 16, 16), saved).prune_reference == "anchor"  # like prune_threshold, the run's
     assert preprocessing_for(cfg, (2, 16, 16), None).prune_reference == "anchor"
+
+
+def test_a_negative_steps_floor_is_refused_naming_the_field():
+    from tubelet.train.config import make_config
+
+    with pytest.raises(ConfigError, match=r"^min_steps_per_epoch: must be 0 \(off\) or more, got -3$"):
+        make_config("classification", data="d", min_steps_per_epoch=-3).validate()
+    make_config("classification", data="d", min_steps_per_epoch=0).validate()  # off is fine

@@ -204,6 +204,8 @@ def check_shared(cfg) -> None:
     for name in ("epochs", "batch_particles", "accum_steps", "eval_views"):
         if hasattr(cfg, name) and getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(cfg, name)}")
+    if getattr(cfg, "min_steps_per_epoch", 0) < 0:
+        raise ConfigError(f"min_steps_per_epoch: must be 0 (off) or more, got {cfg.min_steps_per_epoch}")
     for name in ("lr", "clip_seconds"):
         if hasattr(cfg, name) and not getattr(cfg, name) > 0:  # also refuses nan
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
