@@ -223,6 +223,7 @@ def load_trainer(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     restore_rng: bool = True,
+    load_optimizer=None,
 ) -> dict:
     """Restore the resume state saved with a checkpoint.
 
@@ -231,6 +232,8 @@ def load_trainer(
         optimizer: a fresh optimizer over the same parameters, in the same order, as the saved one.
         scheduler: a fresh scheduler over `optimizer`, when the run had one.
         restore_rng: also restore the torch, CUDA, python and numpy RNG states (if they were saved).
+        load_optimizer: ``load_optimizer(saved_state_dict)`` loads the optimizer's state instead of its own
+            ``load_state_dict`` (an optimizer over sharded parameters).
 
     Returns:
         The saved ``state`` dict (step, epoch, ...), plus ``"module_state"`` (name -> tensor) when the training
@@ -251,7 +254,10 @@ def load_trainer(
         raise ConfigError(f"{path}: corrupt trainer state ({type(e).__name__}: {_one_line(e)})") from None
     if not isinstance(saved["state"], dict):
         raise ConfigError(f"{path}: corrupt trainer state ('state' is not an object)")
-    _load_into(optimizer, saved["optimizer"], path, "optimizer")
+    if load_optimizer is not None:
+        _load_into(_Loader(load_optimizer), saved["optimizer"], path, "optimizer")
+    else:
+        _load_into(optimizer, saved["optimizer"], path, "optimizer")
     if scheduler is not None:
         if saved["scheduler"] is None:
             raise ConfigError(f"{path}: no scheduler state was saved, but a scheduler was given to resume")
@@ -265,6 +271,13 @@ def load_trainer(
     if saved["module"] is not None:
         state["module_state"] = saved["module"]
     return state
+
+
+class _Loader:
+    """A function that loads a state dict, where `_load_into` expects an object with ``load_state_dict``."""
+
+    def __init__(self, load):
+        self.load_state_dict = load
 
 
 def _load_into(target, state_dict: dict, path: Path, what: str) -> None:

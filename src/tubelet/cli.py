@@ -293,7 +293,7 @@ def _finetune_run(args) -> None:
     from tubelet.train.config import run_config
 
     cfg = _config_from_args(run_config(args.task or _task_of_yaml(args)), args)
-    print(json.dumps(finetune(cfg)))
+    _print_summary(finetune(cfg))
 
 
 def _task_of_yaml(args) -> str:
@@ -307,7 +307,7 @@ def _probe_linear_run(args) -> None:
     cfg = _config_from_args(_probe_config(args.task or _task_of_yaml(args)), args)
     if cfg.freeze != "backbone":
         raise TubeletError(f"--freeze {cfg.freeze}: probe-linear trains the head only; use finetune to unfreeze blocks")
-    print(json.dumps(finetune(cfg)))
+    _print_summary(finetune(cfg))
 
 
 def _pretrain_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -320,7 +320,15 @@ def _pretrain_run(args) -> None:
     from tubelet.recipes.pretrain import PretrainConfig, pretrain
 
     cfg = _config_from_args(PretrainConfig, args)
-    print(json.dumps(pretrain(cfg)))
+    _print_summary(pretrain(cfg))
+
+
+def _print_summary(summary: dict) -> None:
+    """A training run's summary on stdout, once: by rank 0 under torchrun."""
+    from tubelet.distributed import main_process
+
+    if main_process():
+        print(json.dumps(summary))
 
 
 def _tasks_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -667,7 +675,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from tubelet.distributed import launched, main_process
+
+    level, fmt = logging.DEBUG if args.verbose else logging.INFO, "%(levelname)s %(message)s"
+    if launched():  # under torchrun rank 0 tells the story (files that fail on any rank too); the others, errors
+        fmt = f"[rank {os.environ.get('RANK', '0')}] {fmt}"
+        level = level if main_process() else logging.ERROR
+    logging.basicConfig(level=level, format=fmt)
     from tubelet.progress import quiet
 
     quiet(getattr(args, "json", False))  # output a program reads: no progress bars beside it

@@ -71,10 +71,10 @@ def _run(tmp_path, schedule: Schedule, *, data=None, validate=None, higher=True,
         trainer = trainer_state(optimizer, scheduler, state) if with_trainer else None
         return save_model(tmp_path / name, model, preprocessing=Preprocessing(tubelet=(2, 16, 16)), trainer=trainer)
 
-    def loss_of(batch, epoch, index):
+    def loss_of(module, batch, epoch, index):
         if log is not None:
             log.append((epoch, index))
-        return StepLoss(classification_loss(model(batch.packed), batch.labels), len(batch.labels), len(batch.labels))
+        return StepLoss(classification_loss(module(batch.packed), batch.labels), len(batch.labels), len(batch.labels))
 
     summary = fit(
         model, data, schedule=schedule, optimizer=optimizer, scheduler=scheduler, steps=steps, state=state,

@@ -43,7 +43,9 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 
 
 def test_loop_state_starts_at_nothing():
-    assert loop_state() == {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0, "skipped": []}
+    assert loop_state() == {
+        "step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "bad_epochs": 0, "skipped": [], "ranks": 1
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])

@@ -89,9 +89,9 @@ def iterate_batches(
                     if on_crash is not None:
                         on_crash(path, reason)
                     bad.update(dataset.item_indices_of(path))
-                # Batches already delivered are done; the rest run again without the culprit.
+                # Batches already delivered are done; the rest run again without the culprit. A batch left empty is
+                # still delivered (empty): callers count batches (the training loop's steps, a resume's position).
                 remaining = [[i for i in b if i not in bad] for b in remaining[delivered:]]
-                remaining = [b for b in remaining if b]
     finally:
         if own_dir:
             _clear(dataset.crash_dir)

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
+from tubelet.distributed import world
+
 
 def write_report_files(report: dict, out_dir: str | Path, markdown: str) -> dict[str, Path]:
-    """``report.json`` (the report dict) and ``report.md`` (`markdown`) in `out_dir`; their paths."""
+    """``report.json`` (the report dict) and ``report.md`` (`markdown`) in `out_dir`; their paths.
+
+    Under torchrun every rank scores the gathered outputs and only rank 0 writes (the others get the paths).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    if not world().main:
+        return paths
+    out.mkdir(parents=True, exist_ok=True)
     paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     paths["markdown"].write_text(markdown)
     return paths

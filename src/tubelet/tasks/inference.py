@@ -2,7 +2,8 @@
 
 Every task infers through here (validation, ``tubelet evaluate``, ``predict``, ``index``): the task says how a packed
 batch becomes per-clip outputs (`Task.forward`) and what they mean (`Task.postprocess`); this module batches the
-windows by particle budget, survives files that fail or crash a decoder, and averages windows per item.
+windows by particle budget, survives files that fail or crash a decoder, and averages windows per item. Under
+torchrun each rank runs its share of the batches (`tubelet.distributed.shard`) and every rank gets all the outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from tubelet.data.dataset import budget_batches
 from tubelet.data.loader import iterate_batches
+from tubelet.distributed import gather, shard, world
 from tubelet.nn.device import autocast
 from tubelet.progress import bar
 
@@ -50,28 +52,39 @@ def run_model(
     """
     forward = forward or (lambda m, packed: m(packed))
     model.eval()
-    batches = budget_batches(dataset.estimates(), budget, shuffle=False)
-    out = None
+    estimates = dataset.estimates()
+    batches = budget_batches(estimates, budget, shuffle=False)
+    here = world()
+    batches = shard(batches, estimates, ranks=here.size, rank=here.rank)  # under torchrun: this rank's share
+    parts: list[tuple[list[int], np.ndarray, dict]] = []  # (items, outputs (B, K), targets {name: (B, k)})
     failed: list[tuple[str, str]] = []
     loaded = iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r)))
-    for batch in bar(loaded, total=len(batches), desc=desc, unit="batch", leave=False):
+    for batch in bar(loaded, total=len(batches), desc=desc, unit="batch", leave=False, disable=not here.main):
         failed.extend((it.path, it.error) for it in batch.failed)
         if batch.packed is None:
             continue
         with autocast(device, precision):
             values = forward(model, batch.packed.to(device))
         values = values.float().reshape(len(batch.indices), -1).cpu().numpy()  # (B, K)
-        if out is None:
-            out = np.full((len(dataset), values.shape[1]), np.nan, dtype=np.float32)
-        out[batch.indices] = values
+        wanted = {}
         if targets is not None and collected is not None:
-            for name, value in targets(batch).items():
-                value = value.float().reshape(len(batch.indices), -1).cpu().numpy()  # (B, k)
-                if name not in collected:
-                    collected[name] = np.full((len(dataset), value.shape[1]), np.nan, dtype=np.float32)
-                collected[name][batch.indices] = value
+            wanted = {k: v.float().reshape(len(batch.indices), -1).cpu().numpy() for k, v in targets(batch).items()}
+        parts.append((batch.indices, values, wanted))
         if on_batch is not None:
             on_batch(len(batch.indices))
+    if here.distributed:  # every rank gets every rank's outputs (a repeated batch just writes its rows again)
+        shares = gather((parts, failed))
+        parts = [part for share, _ in shares for part in share]
+        failed = list(dict.fromkeys(f for _, share in shares for f in share))
+    out = None
+    for indices, values, wanted in parts:
+        if out is None:
+            out = np.full((len(dataset), values.shape[1]), np.nan, dtype=np.float32)
+        out[indices] = values
+        for name, value in wanted.items():
+            if name not in collected:
+                collected[name] = np.full((len(dataset), value.shape[1]), np.nan, dtype=np.float32)
+            collected[name][indices] = value
     return out, failed
 
 

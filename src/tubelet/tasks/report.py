@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from tubelet.distributed import world
 from tubelet.tasks.files import write_report_files
 
 # Figure geometry: inches per matrix cell, plus room for tick labels and titles; 2 to 50 classes stay legible.
@@ -51,6 +52,9 @@ def write_report(
         ``{"json": ..., "markdown": ..., "confusion_matrix": ...}`` paths of the written files.
     """
     out = Path(out_dir)
+    if not world().main:  # under torchrun rank 0 writes the report every rank computed
+        names = {"json": "report.json", "markdown": "report.md", "confusion_matrix": "confusion_matrix.png"}
+        return {key: out / name for key, name in names.items()}
     out.mkdir(parents=True, exist_ok=True)
     report = {**metrics, "details": dict(details or {})}
     if baseline is not None:

@@ -44,6 +44,11 @@ class RunFields:
     )
     overwrite: bool = opt(False, "start over: delete the run already in out")
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)")
+    parallel: str = opt(
+        "ddp",
+        "under torchrun: ddp (each process holds the model) or fsdp (FSDP2: parameters, gradients and optimizer "
+        "state sharded over the processes, for models that do not fit one device)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +218,10 @@ def check_shared(cfg) -> None:
         raise ConfigError(f"optimizer: expected adamw or sgd, got {cfg.optimizer!r}")
     if getattr(cfg, "prune_reference", DEFAULT_PRUNE_REFERENCE) not in PRUNE_REFERENCES:
         raise ConfigError(f"prune_reference: expected {' or '.join(PRUNE_REFERENCES)}, got {cfg.prune_reference!r}")
+    if getattr(cfg, "parallel", "ddp") not in ("ddp", "fsdp"):
+        raise ConfigError(f"parallel: expected ddp or fsdp, got {cfg.parallel!r}")
+    if getattr(cfg, "parallel", "ddp") == "fsdp" and getattr(cfg, "peft", "none") != "none":
+        raise ConfigError("parallel: fsdp shards the whole model; with --peft lora only the adapters train, use ddp")
     if getattr(cfg, "peft", "none") not in ("none", "lora"):
         raise ConfigError(f"peft: expected none or lora, got {cfg.peft!r}")
     if not 0.0 <= getattr(cfg, "val_fraction", 0.0) < 1.0:

@@ -12,14 +12,17 @@ VQA's question-only arm): each is a model of its own under ``RUN/ablation/NAME``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from tubelet import distributed
 from tubelet.data.transforms import Augment, Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.models.encoder import ENCODER_KEEP
@@ -30,7 +33,8 @@ from tubelet.train.config import to_dict
 from tubelet.train.fit import Schedule, fit, total_steps
 from tubelet.train.lora import add_lora, deployable
 from tubelet.train.optim import apply_freeze, build_optimizer, param_groups, warmup_cosine
-from tubelet.train.resume import loop_state, resume, trainer_state
+from tubelet.train.parallel import full_state, wrap
+from tubelet.train.resume import check_ranks, loop_state, resume, trainer_state
 from tubelet.train.run_dir import LEGACY_VALUES, claim
 from tubelet.train.seed import seed_everything
 
@@ -38,16 +42,34 @@ log = logging.getLogger("tubelet.train")
 
 
 def run_task(cfg, task: Task | None = None) -> dict:
-    """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``."""
+    """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``.
+
+    Under torchrun (``torchrun --nproc_per_node=N -m tubelet finetune ...``) every process calls it: they join one
+    process group, rank 0 checks and claims the run directory and writes what it holds, and every rank trains its
+    share (`tubelet.train.fit.fit`) and evaluates its share of the held-out data (`tubelet.distributed.shard`).
+    """
     task = task or get_task(cfg.task_name)
     cfg.validate()
-    writable_dir(cfg.out, "--out")  # before the work, not when the first checkpoint is saved
-    values = claim(cfg)  # refuses to replace a run, or to resume one with other hyperparameters
+    device = distributed.init(cfg.device) or resolve_device(cfg.device)
+    try:
+        return _run(task, cfg, device)
+    finally:
+        distributed.finish()
+
+
+def _run(task: Task, cfg, device) -> dict:
+    here = distributed.world()
+    values = None
+    if here.main:
+        writable_dir(cfg.out, "--out")  # before the work, not when the first checkpoint is saved
+        values = claim(cfg)  # refuses to replace a run, or to resume one with other hyperparameters
+    values = distributed.broadcast(values)  # the other ranks wait for rank 0's verdict (an error ends the run)
     kept = {k: values[k] for k in LEGACY_VALUES if k in values and values[k] != getattr(cfg, k, values[k])}
     cfg = dataclasses.replace(cfg, **kept)  # a resumed run from before a field existed keeps what it trained with
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(values, indent=2) + "\n")
+    if here.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(values, indent=2) + "\n")
     seed_everything(cfg.seed)
     prepared = task.prepare(cfg, out)
     arms = task.arms(cfg, prepared)
@@ -55,30 +77,42 @@ def run_task(cfg, task: Task | None = None) -> dict:
     for arm in arms:
         if len(arms) > 1:
             log.info("training arm %s (%s)", arm.name, ", ".join(arm.modalities))
-        summaries[arm.name] = train_arm(task, cfg, prepared, arm, named=len(arms) > 1)
-    result = task.finish(cfg, prepared, arms, summaries)
-    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        summaries[arm.name] = train_arm(task, cfg, prepared, arm, named=len(arms) > 1, device=device)
+    result = task.finish(cfg, prepared, arms, summaries)  # every rank: the test split is evaluated in shards
+    if here.main:
+        (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    distributed.barrier()
     return result
 
 
-def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = False) -> dict:
+def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = False, device=None) -> dict:
     """Train one model of the run (`arm`) into ``arm.out/best`` and ``arm.out/last``; its `fit` summary.
 
     Args:
         named: the run trains several arms: progress and epoch lines carry the arm's name.
+        device: where it trains (this rank's device under torchrun); None: the run's ``device`` field.
     """
+    here = distributed.world()
     seed_everything(cfg.seed)  # every arm starts from the same seed: equal budget, same batches
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     built = task.build(cfg, prepared, arm)
-    arm.out.mkdir(parents=True, exist_ok=True)
-    if built.load_report is not None:
-        (arm.out / "load_report.json").write_text(json.dumps(built.load_report, indent=2) + "\n")
-    model = built.model.to(device)
+    if here.main:
+        arm.out.mkdir(parents=True, exist_ok=True)
+        if built.load_report is not None:
+            (arm.out / "load_report.json").write_text(json.dumps(built.load_report, indent=2) + "\n")
+    model = built.model
     pre = preprocessing_for(cfg, built.tubelet, built.preprocessing)
     adapted = trainable_module(model, cfg, keep=built.keep, tower=built.tower, fresh=built.preprocessing is None)
     module = adapted  # what trains: the model (or its LoRA wrapper), with the modules saved beside it (a decoder)
     if built.extra:
-        module = nn.ModuleDict({"model": adapted, **built.extra}).to(device)
+        module = nn.ModuleDict({"model": adapted, **built.extra})
+    fsdp = cfg.parallel == "fsdp" and here.distributed
+    # Under FSDP no rank holds the whole model: rank 0 keeps an unsharded copy on the CPU for the gathered weights
+    # it saves, and sharding moves each rank's shards to its device.
+    template = copy.deepcopy(module) if fsdp and here.main else None
+    if not fsdp:
+        module.to(device)
+    trainer = wrap(module, parallel=cfg.parallel, device=device)  # before the optimizer: FSDP swaps in shards
     depth_of = model.block_index if module is adapted else None  # layer decay is by the model's own blocks
     groups = param_groups(
         module, weight_decay=cfg.weight_decay, layer_decay=getattr(cfg, "layer_decay", 1.0), depth_of=depth_of
@@ -86,7 +120,7 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
     train_set = task.dataset(prepared.train, pre, task.reads(prepared, arm), augment=augment, seed=cfg.seed)
-    schedule = Schedule.of(cfg)
+    schedule = dataclasses.replace(Schedule.of(cfg), ranks=here.size)
     estimates = train_set.estimates()
     if estimates and cfg.batch_particles < max(estimates):
         alone = sum(e > cfg.batch_particles for e in estimates)
@@ -99,32 +133,47 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     warmup = round(cfg.warmup_epochs * per_epoch)
     scheduler = warmup_cosine(optimizer, warmup_steps=warmup, total_steps=steps, min_ratio=cfg.min_lr_ratio)
 
-    state = loop_state()
+    state = loop_state(ranks=here.size)
     if cfg.resume:
-        resume(arm.out / "last", module=module, optimizer=optimizer, scheduler=scheduler, state=state)
+        resume(arm.out / "last", module=module, optimizer=optimizer, scheduler=scheduler, state=state, trainer=trainer)
+        check_ranks(state, here.size, arm.out / "last")
+    if here.distributed:  # after a resume restored rank 0's generators: dropout differs from rank to rank
+        torch.manual_seed(cfg.seed + 7919 * here.rank + state["step"])
     sizes = [sum(p.numel() for p in module.parameters() if p.requires_grad or every) / 1e6 for every in (True, False)]
     what = task.name if arm.name == task.name else f"{task.name} ({arm.name})"
+    ranks = f" x {here.size} processes ({cfg.parallel})" if here.distributed else ""
     log.info(
-        "%s: %s on %d training items, %s; %d steps on %s; %.2fM parameters, %.2fM trainable",
+        "%s: %s on %d training items, %s; %d steps on %s%s; %.2fM parameters, %.2fM trainable",
         what, cfg.model, len(train_set), "validating" if prepared.val is not None else "no validation", steps,
-        device, *sizes,
+        device, ranks, *sizes,
     )  # fmt: skip
     extras = task.checkpoint_extras(prepared, arm)
     args = {**to_dict(cfg), "task": task.name, "arm_modalities": list(arm.modalities)}
 
     def save(name: str, with_trainer: bool) -> Path:
+        """Write ``arm.out/name`` on rank 0; every rank calls it (sharded weights are gathered first)."""
         from tubelet.models import save as save_model
 
-        trainer = None
+        weights, optim = full_state(trainer, module, optimizer if with_trainer else None)
+        if not here.main:
+            return arm.out / name
+        saved = module
+        if template is not None:
+            template.load_state_dict(weights)
+            saved = template
+        saved_adapted = saved["model"] if built.extra else saved
+        trainer_dict = None
         if with_trainer:  # the training module's own state too when it is not the saved model (LoRA, decoder)
-            trainer = trainer_state(optimizer, scheduler, state, module=module if module is not model else None)
+            trainer_dict = trainer_state(
+                optimizer, scheduler, state, module=saved if module is not model else None, optimizer_state=optim
+            )
         return save_model(
             arm.out / name,
-            deployable(adapted),
+            deployable(saved_adapted),
             preprocessing=pre,
             training_args=args,
-            trainer=trainer,
-            decoder=built.extra.get("decoder"),
+            trainer=trainer_dict,
+            decoder=saved["decoder"] if "decoder" in built.extra else None,
             **extras,
         )
 
@@ -133,15 +182,15 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     def validate() -> dict | None:
         return task.validate(model, prepared, arm, pre, cfg=cfg, device=device)
 
-    def loss_of(batch, epoch: int, index: int):
+    def loss_of(module, batch, epoch: int, index: int):
         return task.loss(
             module, batch, cfg=cfg, prepared=prepared, arm=arm, pre=pre, epoch=epoch, index=index, device=device
         )
 
     return fit(
         module, train_set, schedule=schedule, optimizer=optimizer, scheduler=scheduler, steps=steps, state=state,
-        loss_of=loss_of, save=save, out=arm.out, metric=metric, judge_train_loss=task.judged_on_train_loss,
-        validate=validate if prepared.val is not None else None,
+        loss_of=loss_of, save=save, out=arm.out, trainer=trainer, metric=metric,
+        judge_train_loss=task.judged_on_train_loss, validate=validate if prepared.val is not None else None,
         higher_is_better=task.metrics[metric], name=arm.name if named else "",
         data=cfg.data,
         on_epoch_end=lambda e: task.on_epoch_end(module, prepared, arm, pre, cfg=cfg, device=device, epoch=e),
