@@ -1,7 +1,9 @@
 """Datasets as lists of samples: class folders, or CSV / JSONL manifests (``path,label[,start,end]``).
 
 Loading probes every file once, reports unreadable ones (file name and reason) and skips them; a class left
-with no usable clip is an error naming the class.
+with no usable clip is an error naming the class. A probe index (`tubelet.data.probe_index`, written by
+``tubelet scan --index``) spares re-probing unchanged files; the loaded samples and probe results are kept as
+compact columns (`tubelet.data.columns`), so a manifest of millions of rows fits in memory.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ import csv
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tubelet.errors import DataError, TubeletError
-from tubelet.io.probe import VideoInfo, probe
+from tubelet.data.probe_index import (
+    default_index_path,
+    probe_files,
+    try_probe,  # noqa: F401  (search, predict and qa import it from here)
+)
+from tubelet.errors import DataError
+from tubelet.io.probe import VideoInfo
 
 log = logging.getLogger("tubelet.data")
 
@@ -44,26 +51,33 @@ class VideoDataset:
     """Samples whose files probed cleanly, with what probing found.
 
     Attributes:
-        samples: the usable samples.
-        infos: probe results, one per sample.
+        samples: the usable samples (a list, or compact `tubelet.data.columns.Samples` from `load_dataset`).
+        infos: probe results, one per sample (a list, or compact `tubelet.data.columns.VideoInfos`).
         labels: sorted class names (empty for unlabeled data).
         skipped: (path, reason) of every file that could not be read.
         source: where the samples came from.
         note: how the set was chosen when it is not the split asked for (class folders evaluated whole).
+        probed: distinct files opened with FFmpeg while loading.
+        reused: distinct files whose probe results came from the probe index.
     """
 
-    samples: list[Sample]
-    infos: list[VideoInfo]
+    samples: Sequence[Sample]
+    infos: Sequence[VideoInfo]
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
     note: str | None = None
+    probed: int = 0
+    reused: int = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.labels, 0)
+        if hasattr(self.samples, "label_counts"):  # compact samples count without building a `Sample` per row
+            counts.update({k: n for k, n in self.samples.label_counts().items() if k is not None})
+            return counts
         for s in self.samples:
             if s.label is not None:
                 counts[s.label] += 1
@@ -134,7 +148,8 @@ def read_manifest(path: str | os.PathLike, *, label_column: str = "label") -> li
     """
     path = Path(path)
     rows = manifest_rows(path, required=("path",) if label_column == "label" else ("path", label_column))
-    samples = [_sample_from_row(path, line, row, label_column) for line, row in rows]
+    videos: dict[str, Path] = {}  # one Path per distinct file, however many rows (windows) read it
+    samples = [_sample_from_row(path, line, row, label_column, videos) for line, row in rows]
     _warn_duplicates(path, samples, [line for line, _ in rows])
     return samples
 
@@ -198,16 +213,22 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
     return rows
 
 
-def _sample_from_row(manifest: Path, line: int, row: dict, label_column: str = "label") -> Sample:
+def _sample_from_row(
+    manifest: Path, line: int, row: dict, label_column: str = "label", videos: dict[str, Path] | None = None
+) -> Sample:
     where = f"{manifest}:{line}"
     if None in row:  # csv.DictReader puts surplus cells under the key None
         raise DataError(f"{where}: more cells than header columns")
     raw = row.get("path")
     if not raw:
         raise DataError(f"{where}: field 'path' is empty")
-    video = Path(str(raw))
-    if not video.is_absolute():
-        video = manifest.parent / video
+    video = videos.get(str(raw)) if videos is not None else None
+    if video is None:
+        video = Path(str(raw))
+        if not video.is_absolute():
+            video = manifest.parent / video
+        if videos is not None:
+            videos[str(raw)] = video
     label = row.get(label_column)
     label = str(label).strip() if label not in (None, "") else None
     if label is None and label_column != "label":
@@ -236,6 +257,7 @@ def load_dataset(
     require_labels: bool = True,
     label_column: str = "label",
     workers: int = 4,
+    index: str | os.PathLike | None = None,
 ) -> VideoDataset:
     """Read a dataset and probe every file once; unreadable files are logged and skipped.
 
@@ -244,10 +266,18 @@ def load_dataset(
         require_labels: every sample must have a label, and every class at least one usable clip.
         label_column: the manifest column holding the label (see `read_manifest`).
         workers: threads probing files in parallel (FFmpeg releases the GIL while demuxing).
+        index: the probe index to use (`tubelet.data.probe_index`); default the one beside the source
+            (`default_index_path`) when it exists. Files it knows unchanged (same size and mtime) are not opened;
+            the others are probed and written back if the index is writable. Without an index every file is probed.
+
+    Returns:
+        The usable samples and their probe results, as compact columns.
 
     Raises:
         DataError: no usable video, unlabeled samples where labels are required, or a class with no usable clip.
     """
+    from tubelet.data.columns import Samples, VideoInfos  # it builds on `Sample`, defined here
+
     samples, declared = read_samples(source, split=split, label_column=label_column)
     if require_labels:
         unlabeled = [s for s in samples if s.label is None]
@@ -255,10 +285,14 @@ def load_dataset(
             raise DataError(
                 f"{unlabeled[0].path}: field '{label_column}' is missing ({len(unlabeled)} unlabeled samples)"
             )
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(try_probe, [s.path for s in samples]))
-    good, infos, skipped = [], [], []
-    for sample, (info, reason) in zip(samples, results):
+    if index is None and default_index_path(source).is_file():
+        index = default_index_path(source)
+    file_of: dict[Path, int] = {}  # rows of a manifest share files (windows): each is probed once
+    rows = [file_of.setdefault(s.path, len(file_of)) for s in samples]
+    probed = probe_files([str(p) for p in file_of], index=index, workers=workers)
+    good, good_files, skipped = [], [], []
+    for sample, f in zip(samples, rows):
+        info, reason = probed.infos[f], probed.reasons[f]
         if info is not None and sample.start is not None and sample.start >= info.duration_s:
             end = info.duration_s
             reason = f"{sample.path}: its window starts at {sample.start:g} s, after the video's end ({end:.3f} s)"
@@ -268,7 +302,7 @@ def load_dataset(
             skipped.append((str(sample.path), reason))
         else:
             good.append(sample)
-            infos.append(info)
+            good_files.append(f)
     labels = sorted(set(declared) | {s.label for s in samples if s.label is not None})
     if require_labels:
         usable = {s.label for s in good}
@@ -277,14 +311,18 @@ def load_dataset(
                 raise DataError(f"class '{label}' has no usable clip in {source}")
     if not good:
         raise DataError(f"{source}: no readable video ({len(skipped)} skipped)")
-    return VideoDataset(samples=good, infos=infos, labels=labels, skipped=skipped, source=str(source))
-
-
-def try_probe(path: Path) -> tuple[VideoInfo | None, str]:
-    try:
-        return probe(path), ""
-    except TubeletError as exc:
-        return None, str(exc)
+    readable = sorted(set(good_files))
+    position = {f: i for i, f in enumerate(readable)}
+    infos = VideoInfos([probed.infos[f] for f in readable], [position[f] for f in good_files])
+    return VideoDataset(
+        samples=Samples.from_samples(good),
+        infos=infos,
+        labels=labels,
+        skipped=skipped,
+        source=str(source),
+        probed=probed.probed,
+        reused=probed.reused,
+    )
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
