@@ -159,6 +159,11 @@ class Samples(_Rows):
         return view
 
 
+def take(items: Sequence, index: Sequence[int]) -> Sequence:
+    """``[items[i] for i in index]``, kept compact when `items` is a compact sequence."""
+    return items.take(index) if isinstance(items, _Rows) else [items[i] for i in index]
+
+
 def _categories(values: list[str]) -> tuple[list[str], np.ndarray]:
     """Distinct values and each value's position among them, (N,) int32."""
     names: dict[str, int] = {}
