@@ -12,7 +12,8 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", "
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a manifest's rows are many
 class Sample:
     """One video (or a window of it) and its label.
 
@@ -147,19 +148,22 @@ def read_manifest(path: str | os.PathLike, *, label_column: str = "label") -> li
         DataError: naming the file, row and field when a row is malformed.
     """
     path = Path(path)
-    rows = manifest_rows(path, required=("path",) if label_column == "label" else ("path", label_column))
+    required = ("path",) if label_column == "label" else ("path", label_column)
     videos: dict[str, Path] = {}  # one Path per distinct file, however many rows (windows) read it
-    samples = [_sample_from_row(path, line, row, label_column, videos) for line, row in rows]
-    _warn_duplicates(path, samples, [line for line, _ in rows])
+    samples, lines = [], array("q")  # rows are parsed one at a time: a million of them never sit as dicts at once
+    for line, row in iter_manifest_rows(path, required=required):
+        samples.append(_sample_from_row(path, line, row, label_column, videos))
+        lines.append(line)
+    _warn_duplicates(path, samples, lines)
     return samples
 
 
-def _warn_duplicates(manifest: Path, samples: list[Sample], lines: list[int]) -> None:
+def _warn_duplicates(manifest: Path, samples: list[Sample], lines: Sequence[int]) -> None:
     """Log the rows that repeat an earlier one (same path, start and end); they are kept, so they weigh double."""
     first: dict[tuple, int] = {}
     repeats = []
     for sample, line in zip(samples, lines):
-        key = (str(sample.path), sample.start, sample.end)
+        key = (sample.path, sample.start, sample.end)
         if key in first:
             repeats.append(f"line {line} repeats line {first[key]}")
         else:
@@ -183,6 +187,11 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
     Raises:
         DataError: one line naming the file (and line) and the missing field, or a malformed file.
     """
+    return list(iter_manifest_rows(path, required=required))
+
+
+def iter_manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path",)) -> Iterator[tuple[int, dict]]:
+    """`manifest_rows` one row at a time (a manifest of millions of rows is never held as dicts)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel starts its CSVs with a BOM
@@ -190,9 +199,9 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: manifest has no '{missing[0]}' column (header: {reader.fieldnames})")
-            rows = [(i + 2, row) for i, row in enumerate(reader)]
+            for i, row in enumerate(reader):
+                yield i + 2, row
     elif path.suffix.lower() == ".jsonl":
-        rows = []
         with open(path) as f:
             for i, line in enumerate(f, start=1):
                 if not line.strip():
@@ -203,14 +212,12 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
                     raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{i}: each line must be a JSON object")
-                rows.append((i, row))
-        for line, row in rows:
-            missing = [c for c in required if c not in row]
-            if missing:
-                raise DataError(f"{path}:{line}: no '{missing[0]}' field")
+                missing = [c for c in required if c not in row]
+                if missing:
+                    raise DataError(f"{path}:{i}: no '{missing[0]}' field")
+                yield i, row
     else:
         raise DataError(f"{path}: unknown manifest format (use .csv or .jsonl)")
-    return rows
 
 
 def _sample_from_row(
