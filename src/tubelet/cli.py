@@ -171,7 +171,7 @@ def _scan_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="write or refresh the probe index (SQLite) that training and evaluation then read instead of probing "
         "every file; default path beside the manifest (train.csv.probe.sqlite) or DIR/.tubelet-probe.sqlite",
     )
-    p.add_argument("--workers", type=positive_int, default=8, help="threads probing files in parallel")
+    p.add_argument("--workers", type=positive_int, default=4, help="threads probing files in parallel (default 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
