@@ -1,5 +1,6 @@
 import json
 import os
+import pickle
 import sqlite3
 
 import numpy as np
@@ -130,6 +131,7 @@ def test_compact_infos_behave_like_the_list_of_probe_results(windows):
     assert [i for i, _ in zip(infos, range(5))] == expected  # zip, as callers pair samples and infos
     with pytest.raises(IndexError):
         infos[5]
+    assert pickle.loads(pickle.dumps(infos[1:])) == expected[1:]  # as DataLoader workers started by spawn get them
 
 
 def test_compact_samples_behave_like_the_list_of_samples(tmp_path):
@@ -143,6 +145,7 @@ def test_compact_samples_behave_like_the_list_of_samples(tmp_path):
     assert compact[1] == samples[1] and list(compact[1:]) == samples[1:]
     assert compact.label_counts() == {"cat": 1, None: 1, "dog": 1}
     assert compact.take([2, 0]).label_counts() == {"cat": 1, "dog": 1}
+    assert pickle.loads(pickle.dumps(compact)) == samples
 
 
 def test_scan_index_writes_then_reuses(windows, tubelet_cli):
