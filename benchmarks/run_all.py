@@ -18,6 +18,7 @@ BENCHMARKS = (
     "bench_tokenize",
     "bench_prune",
     "bench_memory",
+    "bench_manifest",  # data at scale: a million-row manifest with and without the probe index, decode per worker
     "bench_encoder",
     "bench_fps_robustness",
     "bench_motion",  # the headline: motion speed on real texture, trained at 30 fps, tested at 15/30/60

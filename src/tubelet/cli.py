@@ -162,13 +162,24 @@ def _sample_data_run(args) -> None:
 def _scan_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("data", help="class-folder directory, a directory with split manifests, or a CSV/JSONL manifest")
     p.add_argument("--split", default=None, help="split to read (train, val, test); default everything")
+    p.add_argument(
+        "--index",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="write or refresh the probe index (SQLite) that training and evaluation then read instead of probing "
+        "every file; default path beside the manifest (train.csv.probe.sqlite) or DIR/.tubelet-probe.sqlite",
+    )
+    p.add_argument("--workers", type=positive_int, default=4, help="threads probing files in parallel (default 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _scan_run(args) -> None:
     from tubelet.recipes.describe import scan_report
 
-    _print(scan_report(args.data, split=args.split), args.json)
+    index = True if args.index == "" else args.index  # bare --index: the default path
+    _print(scan_report(args.data, split=args.split, index=index, workers=args.workers), args.json)
 
 
 def _config_flags(p: argparse.ArgumentParser, cls, *, hidden=()) -> None:

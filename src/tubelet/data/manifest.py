@@ -1,7 +1,9 @@
 """Datasets as lists of samples: class folders, or CSV / JSONL manifests (``path,label[,start,end]``).
 
 Loading probes every file once, reports unreadable ones (file name and reason) and skips them; a class left
-with no usable clip is an error naming the class.
+with no usable clip is an error naming the class. A probe index (`tubelet.data.probe_index`, written by
+``tubelet scan --index``) spares re-probing unchanged files; the loaded samples and probe results are kept as
+compact columns (`tubelet.data.columns`), so a manifest of millions of rows fits in memory.
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ import csv
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tubelet.errors import DataError, TubeletError
-from tubelet.io.probe import VideoInfo, probe
+from tubelet.data.probe_index import (
+    default_index_path,
+    probe_files,
+    try_probe,  # noqa: F401  (search, predict and qa import it from here)
+)
+from tubelet.errors import DataError
+from tubelet.io.probe import VideoInfo
 
 log = logging.getLogger("tubelet.data")
 
@@ -23,7 +31,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", "
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a manifest's rows are many
 class Sample:
     """One video (or a window of it) and its label.
 
@@ -44,26 +52,33 @@ class VideoDataset:
     """Samples whose files probed cleanly, with what probing found.
 
     Attributes:
-        samples: the usable samples.
-        infos: probe results, one per sample.
+        samples: the usable samples (a list, or compact `tubelet.data.columns.Samples` from `load_dataset`).
+        infos: probe results, one per sample (a list, or compact `tubelet.data.columns.VideoInfos`).
         labels: sorted class names (empty for unlabeled data).
         skipped: (path, reason) of every file that could not be read.
         source: where the samples came from.
         note: how the set was chosen when it is not the split asked for (class folders evaluated whole).
+        probed: distinct files opened with FFmpeg while loading.
+        reused: distinct files whose probe results came from the probe index.
     """
 
-    samples: list[Sample]
-    infos: list[VideoInfo]
+    samples: Sequence[Sample]
+    infos: Sequence[VideoInfo]
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
     note: str | None = None
+    probed: int = 0
+    reused: int = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def class_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(self.labels, 0)
+        if hasattr(self.samples, "label_counts"):  # compact samples count without building a `Sample` per row
+            counts.update({k: n for k, n in self.samples.label_counts().items() if k is not None})
+            return counts
         for s in self.samples:
             if s.label is not None:
                 counts[s.label] += 1
@@ -133,18 +148,22 @@ def read_manifest(path: str | os.PathLike, *, label_column: str = "label") -> li
         DataError: naming the file, row and field when a row is malformed.
     """
     path = Path(path)
-    rows = manifest_rows(path, required=("path",) if label_column == "label" else ("path", label_column))
-    samples = [_sample_from_row(path, line, row, label_column) for line, row in rows]
-    _warn_duplicates(path, samples, [line for line, _ in rows])
+    required = ("path",) if label_column == "label" else ("path", label_column)
+    videos: dict[str, Path] = {}  # one Path per distinct file, however many rows (windows) read it
+    samples, lines = [], array("q")  # rows are parsed one at a time: a million of them never sit as dicts at once
+    for line, row in iter_manifest_rows(path, required=required):
+        samples.append(_sample_from_row(path, line, row, label_column, videos))
+        lines.append(line)
+    _warn_duplicates(path, samples, lines)
     return samples
 
 
-def _warn_duplicates(manifest: Path, samples: list[Sample], lines: list[int]) -> None:
+def _warn_duplicates(manifest: Path, samples: list[Sample], lines: Sequence[int]) -> None:
     """Log the rows that repeat an earlier one (same path, start and end); they are kept, so they weigh double."""
     first: dict[tuple, int] = {}
     repeats = []
     for sample, line in zip(samples, lines):
-        key = (str(sample.path), sample.start, sample.end)
+        key = (sample.path, sample.start, sample.end)
         if key in first:
             repeats.append(f"line {line} repeats line {first[key]}")
         else:
@@ -168,6 +187,11 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
     Raises:
         DataError: one line naming the file (and line) and the missing field, or a malformed file.
     """
+    return list(iter_manifest_rows(path, required=required))
+
+
+def iter_manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path",)) -> Iterator[tuple[int, dict]]:
+    """`manifest_rows` one row at a time (a manifest of millions of rows is never held as dicts)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel starts its CSVs with a BOM
@@ -175,9 +199,9 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: manifest has no '{missing[0]}' column (header: {reader.fieldnames})")
-            rows = [(i + 2, row) for i, row in enumerate(reader)]
+            for i, row in enumerate(reader):
+                yield i + 2, row
     elif path.suffix.lower() == ".jsonl":
-        rows = []
         with open(path) as f:
             for i, line in enumerate(f, start=1):
                 if not line.strip():
@@ -188,26 +212,30 @@ def manifest_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ("path
                     raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{i}: each line must be a JSON object")
-                rows.append((i, row))
-        for line, row in rows:
-            missing = [c for c in required if c not in row]
-            if missing:
-                raise DataError(f"{path}:{line}: no '{missing[0]}' field")
+                missing = [c for c in required if c not in row]
+                if missing:
+                    raise DataError(f"{path}:{i}: no '{missing[0]}' field")
+                yield i, row
     else:
         raise DataError(f"{path}: unknown manifest format (use .csv or .jsonl)")
-    return rows
 
 
-def _sample_from_row(manifest: Path, line: int, row: dict, label_column: str = "label") -> Sample:
+def _sample_from_row(
+    manifest: Path, line: int, row: dict, label_column: str = "label", videos: dict[str, Path] | None = None
+) -> Sample:
     where = f"{manifest}:{line}"
     if None in row:  # csv.DictReader puts surplus cells under the key None
         raise DataError(f"{where}: more cells than header columns")
     raw = row.get("path")
     if not raw:
         raise DataError(f"{where}: field 'path' is empty")
-    video = Path(str(raw))
-    if not video.is_absolute():
-        video = manifest.parent / video
+    video = videos.get(str(raw)) if videos is not None else None
+    if video is None:
+        video = Path(str(raw))
+        if not video.is_absolute():
+            video = manifest.parent / video
+        if videos is not None:
+            videos[str(raw)] = video
     label = row.get(label_column)
     label = str(label).strip() if label not in (None, "") else None
     if label is None and label_column != "label":
@@ -236,6 +264,7 @@ def load_dataset(
     require_labels: bool = True,
     label_column: str = "label",
     workers: int = 4,
+    index: str | os.PathLike | None = None,
 ) -> VideoDataset:
     """Read a dataset and probe every file once; unreadable files are logged and skipped.
 
@@ -244,10 +273,18 @@ def load_dataset(
         require_labels: every sample must have a label, and every class at least one usable clip.
         label_column: the manifest column holding the label (see `read_manifest`).
         workers: threads probing files in parallel (FFmpeg releases the GIL while demuxing).
+        index: the probe index to use (`tubelet.data.probe_index`); default the one beside the source
+            (`default_index_path`) when it exists. Files it knows unchanged (same size and mtime) are not opened;
+            the others are probed and written back if the index is writable. Without an index every file is probed.
+
+    Returns:
+        The usable samples and their probe results, as compact columns.
 
     Raises:
         DataError: no usable video, unlabeled samples where labels are required, or a class with no usable clip.
     """
+    from tubelet.data.columns import Samples, VideoInfos  # it builds on `Sample`, defined here
+
     samples, declared = read_samples(source, split=split, label_column=label_column)
     if require_labels:
         unlabeled = [s for s in samples if s.label is None]
@@ -255,10 +292,14 @@ def load_dataset(
             raise DataError(
                 f"{unlabeled[0].path}: field '{label_column}' is missing ({len(unlabeled)} unlabeled samples)"
             )
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(try_probe, [s.path for s in samples]))
-    good, infos, skipped = [], [], []
-    for sample, (info, reason) in zip(samples, results):
+    if index is None and default_index_path(source).is_file():
+        index = default_index_path(source)
+    file_of: dict[Path, int] = {}  # rows of a manifest share files (windows): each is probed once
+    rows = [file_of.setdefault(s.path, len(file_of)) for s in samples]
+    probed = probe_files([str(p) for p in file_of], index=index, workers=workers)
+    good, good_files, skipped = [], [], []
+    for sample, f in zip(samples, rows):
+        info, reason = probed.infos[f], probed.reasons[f]
         if info is not None and sample.start is not None and sample.start >= info.duration_s:
             end = info.duration_s
             reason = f"{sample.path}: its window starts at {sample.start:g} s, after the video's end ({end:.3f} s)"
@@ -268,7 +309,7 @@ def load_dataset(
             skipped.append((str(sample.path), reason))
         else:
             good.append(sample)
-            infos.append(info)
+            good_files.append(f)
     labels = sorted(set(declared) | {s.label for s in samples if s.label is not None})
     if require_labels:
         usable = {s.label for s in good}
@@ -277,14 +318,18 @@ def load_dataset(
                 raise DataError(f"class '{label}' has no usable clip in {source}")
     if not good:
         raise DataError(f"{source}: no readable video ({len(skipped)} skipped)")
-    return VideoDataset(samples=good, infos=infos, labels=labels, skipped=skipped, source=str(source))
-
-
-def try_probe(path: Path) -> tuple[VideoInfo | None, str]:
-    try:
-        return probe(path), ""
-    except TubeletError as exc:
-        return None, str(exc)
+    readable = sorted(set(good_files))
+    position = {f: i for i, f in enumerate(readable)}
+    infos = VideoInfos([probed.infos[f] for f in readable], [position[f] for f in good_files])
+    return VideoDataset(
+        samples=Samples.from_samples(good),
+        infos=infos,
+        labels=labels,
+        skipped=skipped,
+        source=str(source),
+        probed=probed.probed,
+        reused=probed.reused,
+    )
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tubelet.data.columns import take
 from tubelet.data.manifest import MANIFEST_SUFFIXES, VideoDataset, load_dataset
 from tubelet.errors import ConfigError, DataError
 
@@ -127,7 +128,7 @@ def stratified_split(data: VideoDataset, fraction: float, *, seed: int = 0) -> t
 
     def subset(keep) -> VideoDataset:
         index = [i for i in range(len(data)) if keep(i)]
-        return replace(data, samples=[data.samples[i] for i in index], infos=[data.infos[i] for i in index])
+        return replace(data, samples=take(data.samples, index), infos=take(data.infos, index))
 
     kept, out = subset(lambda i: i not in held), subset(lambda i: i in held)
     return kept, replace(out, skipped=[])
