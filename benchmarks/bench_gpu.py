@@ -1,4 +1,4 @@
-"""GPU training throughput and MFU: tubelet ``base`` (varlen attention, bf16) against transformers VideoMAE-B.
+"""GPU training and inference throughput and MFU: tubelet ``base`` (varlen attention, bf16) against VideoMAE-B.
 
 Needs a CUDA GPU. Without one it prints why and exits with status 0 (so ``run_all`` on a CPU machine does not
 fail); it then writes a placeholder section to RESULTS.md only if there is no ``bench_gpu`` section yet, so real
@@ -29,8 +29,13 @@ forward + backward. MFU = FLOPs / step seconds / peak dense bf16 FLOP/s of the c
 ``--peak-tflops``). Pruned batches count only the tokens they run, so their MFU measures how well the kernels use
 the card, and the clips/s column shows what pruning saves.
 
-Run: ``python -m benchmarks.bench_gpu [--batch 16] [--steps 10] [--peak-tflops T]``; ``--dry-run`` runs every
-code path on the CPU at toy size (fp32, sdpa) without writing RESULTS.md.
+Each variant is also timed as inference (a no-grad forward pass of the same batch; its FLOPs a third of a training
+step's), and, with ``--compile`` (the default), again with ``torch.compile(dynamic=True)`` of the model: ours on
+dense and on pruned footage, and VideoMAE-B. Training on several GPUs is measured by ``benchmarks/bench_ddp.py``
+(torchrun) where the machine has them; this script times one device.
+
+Run: ``python -m benchmarks.bench_gpu [--batch 32] [--steps 10] [--peak-tflops T] [--no-compile]``; ``--dry-run``
+runs every code path on the CPU at toy size (fp32, sdpa) without writing RESULTS.md.
 """
 
 from __future__ import annotations
@@ -153,6 +158,28 @@ def make_step(model, call, labels, device, bf16: bool):
     return step
 
 
+def make_inference(model, call, device, bf16: bool):
+    """One forward pass without gradients (what ``predict`` and ``evaluate`` run)."""
+    model.eval()
+
+    @torch.no_grad()
+    def infer():
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            call(model)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return infer
+
+
+def compiled(model):
+    """A copy of `model` whose forward runs through ``torch.compile`` (dynamic shapes: packed batches vary)."""
+    model = copy.deepcopy(model)
+    model.compile(dynamic=True)
+    return model
+
+
 def peak_memory(step, device) -> float | None:
     if device.type != "cuda":
         return None
@@ -211,10 +238,21 @@ def run(args) -> str:
         ),
         "VideoMAE-B (transformers, SDPA), dense footage": (hf, lambda m: m(pixel_values=dense_pixels).logits, None),
     }
-    steps_fns, facts = {}, {}
+    if args.compile:  # the same models with torch.compile: ours on dense and on pruned footage, and VideoMAE-B
+        variants[f"tubelet {name}, {backend}, dense footage, compiled"] = (
+            compiled(ours), lambda m: m(batches["dense"]), batches["dense"]
+        )  # fmt: skip
+        variants[f"tubelet {name}, {backend}, static regions, pruned, compiled"] = (
+            compiled(ours), lambda m: m(batches["static pruned"]), batches["static pruned"]
+        )  # fmt: skip
+        variants["VideoMAE-B (transformers, SDPA), dense footage, compiled"] = (
+            compiled(hf), lambda m: m(pixel_values=dense_pixels).logits, None
+        )  # fmt: skip
+    steps_fns, infer_fns, facts = {}, {}, {}
     for label, (model, call, packed) in variants.items():
         model_copy = copy.deepcopy(model)
         steps_fns[label] = make_step(model_copy, call, labels, device, bf16=not dry)
+        infer_fns[label] = make_inference(copy.deepcopy(model), call, device, bf16=not dry)
         if packed is not None:
             lengths = packed.lengths.tolist()
             flops = step_flops(token_params_ours(model), cfg.depth, cfg.dim, lengths)
@@ -228,13 +266,16 @@ def run(args) -> str:
     for label, step in steps_fns.items():
         facts[label]["memory"] = peak_memory(step, device)  # also the first warm-up step
     times = time_interleaved(steps_fns, runs=steps, warmup=2)
+    infer_times = time_interleaved(infer_fns, runs=steps, warmup=2)
     device_name = "cpu (dry run)" if dry else torch.cuda.get_device_name()
     peak = None if dry else peak_tflops(device_name, args.peak_tflops)
     rows = []
     reference = median(times["VideoMAE-B (transformers, SDPA), dense footage"])
     for label, fact in facts.items():
-        sec = median(times[label])
+        sec, infer_sec = median(times[label]), median(infer_times[label])
+        forward_flops = fact["flops"] / 3  # forward is a third of forward + backward (the 6ND rule's 2 of 6)
         mfu = f"{fact['flops'] / sec / (peak * 1e12):.1%}" if peak else "n/a"
+        infer_mfu = f"{forward_flops / infer_sec / (peak * 1e12):.1%}" if peak else "n/a"
         rows.append(
             [
                 label,
@@ -244,6 +285,8 @@ def run(args) -> str:
                 f"{reference / sec:.2f}x",
                 f"{fact['flops'] / sec / 1e12:.1f}",
                 mfu,
+                f"{batch / infer_sec:.1f}",
+                infer_mfu,
                 "n/a" if fact["memory"] is None else f"{fact['memory']:.1f}",
             ]
         )
@@ -254,7 +297,8 @@ def run(args) -> str:
         f"- gpu: {device_name}" + (f", peak dense bf16 taken as {peak:.0f} TFLOP/s" if peak else ", peak unknown"),
         "",
         f"Batch of {batch} clips, {frames_n} frames of {size}x{size}, tubelet 2x16x16; "
-        f"{'fp32 (dry run)' if dry else 'bf16 autocast'}, AdamW (fused on CUDA), no torch.compile; VideoMAE "
+        f"{'fp32 (dry run)' if dry else 'bf16 autocast'}, AdamW (fused on CUDA), torch.compile only where the "
+        "variant says so (dynamic shapes); inference is a no-grad forward pass of the same batch; VideoMAE "
         f"attention implementation `{hf.config._attn_implementation}`. Median of {steps} "
         "interleaved steps after 2 warm-up rounds; peak memory from one extra step per variant. Static regions: "
         f"pruning keeps {kept:.3f} of the tubelets (dense footage would keep {dense_kept:.3f}). FLOPs = sum over "
@@ -268,8 +312,10 @@ def run(args) -> str:
                 "train clips/s",
                 "vs VideoMAE-B",
                 "achieved TFLOP/s",
-                "MFU",
-                "peak GiB",
+                "train MFU",
+                "inference clips/s",
+                "inference MFU",
+                "peak train GiB",
             ],
             rows,
         ),
@@ -279,7 +325,8 @@ def run(args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=16, help="clips per step")
+    parser.add_argument("--batch", type=int, default=32, help="clips per step")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile variants")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s for MFU")
     parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU; writes nothing")
