@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer clips and epochs (a smoke run)")
     args = parser.parse_args(argv)
     data = cached_sample_data(work_dir() / "ddp_data", clips_per_class=4 if args.quick else 12, seed=0)
-    epochs = 2 if args.quick else 3
+    epochs = 2 if args.quick else 6
     runs = [train(data, work_dir() / f"ddp_{n}", processes=n, epochs=epochs) for n in (1, 2)]
 
     from tubelet import checkpoint
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     speedup = runs[1]["clips_per_s"] / runs[0]["clips_per_s"]
     body = (
         machine_markdown()
-        + f"\n- command: `python -m benchmarks.bench_ddp{' --quick' if args.quick else ''}`\n"
-        + f"- run: `tubelet finetune {' '.join(ARGS)} --epochs {epochs}` on the sample data "
+        + "\n- run: `tubelet finetune {' '.join(ARGS)} --epochs {epochs}` on the sample data "
         + f"({data.name}), the same global batch on both (1 process: --accum-steps 2)\n\n"
         + table(
             [

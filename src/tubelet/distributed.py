@@ -97,6 +97,12 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def sharded(module: torch.nn.Module) -> bool:
+    """Whether `module` is FSDP-sharded: each forward pass gathers its parameters from every rank, so every rank must
+    run as many of them."""
+    return hasattr(module, "set_requires_gradient_sync")
+
+
 def _device() -> torch.device:
     """Where a collective's tensors must live: the rank's GPU under NCCL, else the CPU."""
     if dist.get_backend() == "nccl":
@@ -217,5 +223,5 @@ def shard(batches: list[list[int]], estimates: list[int], *, ranks: int, rank: i
 
 __all__ = [
     "Micro", "World", "assign", "barrier", "broadcast", "finish", "gather", "init", "launched", "main_process",
-    "reduce_sum", "shard", "world",
+    "reduce_sum", "shard", "sharded", "world",
 ]  # fmt: skip

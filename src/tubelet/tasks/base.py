@@ -293,7 +293,10 @@ class Task:
         return {"out": str(out), "best": str(out / "best"), "last": str(out / "last"), **summaries[arms[0].name]}
 
     def on_epoch_end(self, model, prepared: Prepared, arm: Arm, pre: Preprocessing, *, cfg, device, epoch: int):
-        """More keys for an epoch's line (and files it writes, e.g. pictures); none by default."""
+        """More keys for an epoch's line (and files it writes, e.g. pictures); none by default.
+
+        Under torchrun rank 0 calls it, or every rank when the model is FSDP-sharded (a forward pass gathers the
+        shards from every rank): write files only where ``tubelet.distributed.world().main``."""
         return {}
 
     def checkpoint_extras(self, prepared: Prepared, arm: Arm) -> dict:

@@ -16,7 +16,7 @@ import torch
 
 from tubelet.data.dataset import budget_batches
 from tubelet.data.loader import iterate_batches
-from tubelet.distributed import gather, shard, world
+from tubelet.distributed import gather, shard, sharded, world
 from tubelet.nn.device import autocast
 from tubelet.progress import bar
 
@@ -59,10 +59,16 @@ def run_model(
     parts: list[tuple[list[int], np.ndarray, dict]] = []  # (items, outputs (B, K), targets {name: (B, k)})
     failed: list[tuple[str, str]] = []
     loaded = iterate_batches(dataset, batches, workers=workers, on_crash=lambda p, r: failed.append((p, r)))
+    in_step = here.distributed and sharded(model)  # every rank must run as many forward passes (they gather)
+    last = None
     for batch in bar(loaded, total=len(batches), desc=desc, unit="batch", leave=False, disable=not here.main):
         failed.extend((it.path, it.error) for it in batch.failed)
         if batch.packed is None:
+            if in_step and last is not None:  # nothing decoded here: a pass over the last batch, thrown away
+                with autocast(device, precision):
+                    forward(model, last)
             continue
+        last = batch.packed.to(device) if in_step else None
         with autocast(device, precision):
             values = forward(model, batch.packed.to(device))
         values = values.float().reshape(len(batch.indices), -1).cpu().numpy()  # (B, K)

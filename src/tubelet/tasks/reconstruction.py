@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tubelet.data.manifest import load_dataset
 from tubelet.data.pipeline import to_particles
 from tubelet.data.transforms import clip_window
+from tubelet.distributed import world
 from tubelet.errors import ConfigError, TubeletError
 from tubelet.io import decode, write_contact_sheet, write_gif
 from tubelet.models.decoder import DecoderConfig, MaskedDecoder
@@ -365,6 +366,8 @@ def write_reconstruction(model, shown, pre, cfg, folder: Path, epoch: int, devic
         particles, plan.target_index, pred, mean=pre.mean, std=pre.std, norm_pix=cfg.norm_pix
     )
     model.train()
+    if not world().main:  # under FSDP every rank ran the forward pass (it gathers shards); rank 0 writes
+        return []
     zoom = max(1, 128 // frames.shape[2])  # small frames are enlarged (nearest) to be seen
     rows = [np.asarray(f).repeat(zoom, 1).repeat(zoom, 2) for f in (frames, masked, filled)]  # (T, H, W, 3) uint8
     T = len(frames)

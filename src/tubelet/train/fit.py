@@ -24,7 +24,7 @@ import torch
 
 from tubelet.data.dataset import budget_batches
 from tubelet.data.loader import iterate_batches
-from tubelet.distributed import assign, gather, reduce_sum, world
+from tubelet.distributed import assign, gather, reduce_sum, sharded, world
 from tubelet.errors import DataError
 from tubelet.progress import bar
 from tubelet.tasks.base import StepLoss
@@ -174,7 +174,8 @@ def fit(
             validation, ``best/`` is the last weights.
         metric, higher_is_better: what picks ``best/`` and drives early stopping.
         judge_train_loss: there is no held-out set (pretraining): `metric` is the epoch's mean training loss.
-        on_epoch_end: ``on_epoch_end(epoch)`` -> more keys for the epoch's line (e.g. pictures); rank 0 only.
+        on_epoch_end: ``on_epoch_end(epoch)`` -> more keys for the epoch's line (e.g. pictures); rank 0 only, or
+            every rank when the model is FSDP-sharded (it writes on rank 0).
         name: the arm's name, on the progress bar and each epoch's line (empty: one model).
         data: the data's name, for the error when nothing decodes.
 
@@ -302,9 +303,9 @@ def fit(
                 if here.main:
                     (Path(best) / "val_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         save("last", True)
+        if on_epoch_end is not None and (here.main or sharded(trainer)):  # FSDP: a forward pass needs every rank
+            line.update(on_epoch_end(epoch + 1))
         if here.main:
-            if on_epoch_end is not None:
-                line.update(on_epoch_end(epoch + 1))
             print(json.dumps(line), flush=True)
         if stopper.should_stop:
             log.info("early stopping: no %s improvement in %d validations", metric, stopper.bad_epochs)

@@ -20,7 +20,7 @@ import logging
 import torch
 from torch import nn
 
-from tubelet.distributed import world
+from tubelet.distributed import sharded, world
 from tubelet.nn.layers import Block
 
 log = logging.getLogger("tubelet.train")
@@ -77,11 +77,6 @@ def sync(trainer: nn.Module, now: bool):
     if hasattr(trainer, "set_requires_gradient_sync"):  # FSDP2
         trainer.set_requires_gradient_sync(now)
     return contextlib.nullcontext()
-
-
-def sharded(trainer: nn.Module) -> bool:
-    """Whether `trainer`'s parameters are FSDP shards (their full values need every rank to gather them)."""
-    return hasattr(trainer, "set_requires_gradient_sync")
 
 
 def full_state(trainer: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer | None = None):

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from tubelet import checkpoint
+from tubelet.distributed import sharded
 from tubelet.errors import ConfigError
-from tubelet.train.parallel import load_full_state, sharded
+from tubelet.train.parallel import load_full_state
 
 log = logging.getLogger("tubelet.train")
 
