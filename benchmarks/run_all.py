@@ -24,6 +24,7 @@ BENCHMARKS = (
     "bench_motion",  # the headline: motion speed on real texture, trained at 30 fps, tested at 15/30/60
     *("bench_pretrain_speed", "bench_pretrain"),  # pretraining: step speed vs VideoMAE; few-label benefit
     "bench_gpu",
+    "bench_ddp",  # torchrun: 1 vs 2 processes with the same global batch
     "bench_explain",  # explanations: pointing game, deletion, randomization check
     *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
 )

@@ -168,3 +168,22 @@ def test_uneven_shards_and_a_clip_that_fails_on_one_rank_finish_without_hanging(
     # 7 clips, a batch each: 4 steps in the first epoch, and 3 once the clip that failed is out on both ranks.
     assert summary["steps"] == 7 and summary["epochs_run"] == 2
     assert result.stderr.count(f"skipping {one_frame}") == 1
+
+
+AV_FAST = [
+    "--model", "test", "--size", "48", "--max-long-side", "64", "--sample-fps", "4", "--clip-seconds", "1",
+    "--batch-particles", "600", "--workers", "0", "--epochs", "2", "--max-steps", "2",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "task", [["--task", "retrieval"], ["--task", "vqa"], ["--modalities", "video,audio"]], ids=lambda t: t[-1]
+)
+def test_every_kind_of_task_trains_on_two_processes(task, av_data, tmp_path):
+    out = tmp_path / "run"
+    result = torchrun("finetune", "--data", av_data, *task, *AV_FAST, "--out", out)
+    summary = summary_lines(result.stdout)[0]
+    assert summary.get("steps", 2) == 2 and all(arm["steps"] == 2 for arm in summary.get("arms", {}).values())
+    assert load(out / "best").model is not None
+    if "report" in summary:  # the test split, evaluated in shards and written once by rank 0
+        assert json.loads(open(summary["report"]).read())
