@@ -97,10 +97,18 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(comma
     assert json.loads((out / "last" / "trainer" / "state.json").read_text())["state"]["ranks"] == 2
 
 
-def test_fsdp_trains_the_same_weights_and_saves_one_file_any_command_reads(one_process, tiny_data, tmp_path):
+@pytest.mark.parametrize("command", ["finetune", "pretrain"])
+def test_fsdp_trains_the_same_weights_and_saves_one_file_any_command_reads(command, one_process, tiny_data, tmp_path):
     out = tmp_path / "fsdp"
-    torchrun("finetune", "--data", tiny_data, *FAST, "--epochs", "2", "--parallel", "fsdp", "--out", out)
-    assert max_difference(weights(out), weights(one_process["finetune"])) < 1e-5
+    extra = PRETRAIN if command == "pretrain" else []
+    torchrun(command, "--data", tiny_data, *FAST, *extra, "--epochs", "2", "--parallel", "fsdp", "--out", out)
+    assert max_difference(weights(out), weights(one_process[command])) < 1e-5
+    if command == "pretrain":  # the decoder is gathered and saved beside the encoder, and pictures were drawn
+        decoder = checkpoint.load_state_dict(out / "last", "decoder.safetensors")
+        reference = checkpoint.load_state_dict(one_process[command] / "last", "decoder.safetensors")
+        assert max_difference(decoder, reference) < 1e-5
+        assert sorted(p.name for p in (out / "reconstructions").iterdir())[:2] == ["epoch_001.gif", "epoch_001.png"]
+        return
     loaded = load(out / "best")  # gathered on rank 0: full tensors, no shards, read like any checkpoint
     assert loaded.labels == load(one_process["finetune"] / "best").labels
     evaluation = ["evaluate", "--checkpoint", out / "best", "--data", tiny_data, "--out", tmp_path / "evaluation"]

@@ -29,7 +29,7 @@ from tubelet.errors import DataError
 from tubelet.progress import bar
 from tubelet.tasks.base import StepLoss
 from tubelet.train.metrics_log import MetricsLog
-from tubelet.train.parallel import Trainer, local_value, sync
+from tubelet.train.parallel import Trainer, gathered, local_value, sync
 
 log = logging.getLogger("tubelet.train")
 
@@ -289,7 +289,8 @@ def fit(
         if judge_train_loss:  # no held-out set (pretraining): best/ is the epoch of the lowest training loss
             metrics = {metric: train_loss} if train_loss is not None else None
         else:
-            metrics = validate() if validate is not None else None
+            with gathered(trainer):
+                metrics = validate() if validate is not None else None
             if metrics is not None:
                 numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                 line.update({f"val_{k}": round(v, 4) for k, v in numbers.items() if k != "num_samples"})
@@ -304,7 +305,8 @@ def fit(
                     (Path(best) / "val_metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         save("last", True)
         if on_epoch_end is not None and (here.main or sharded(trainer)):  # FSDP: a forward pass needs every rank
-            line.update(on_epoch_end(epoch + 1))
+            with gathered(trainer):
+                line.update(on_epoch_end(epoch + 1))
         if here.main:
             print(json.dumps(line), flush=True)
         if stopper.should_stop:

@@ -58,10 +58,7 @@ def wrap(module: nn.Module, *, parallel: str = "ddp", device: torch.device) -> n
 
         for block in [m for m in module.modules() if isinstance(m, Block)]:
             fully_shard(block)
-        # The model (and a decoder beside it) are units of their own too: validation calls the model directly.
-        for part in module.values() if isinstance(module, nn.ModuleDict) else [module]:
-            fully_shard(part)
-        fully_shard(trainer)
+        fully_shard(trainer)  # the rest (embeddings, heads, a decoder's own layers): gathered for each step
         return trainer
     from torch.nn.parallel import DistributedDataParallel
 
@@ -77,6 +74,20 @@ def sync(trainer: nn.Module, now: bool):
     if hasattr(trainer, "set_requires_gradient_sync"):  # FSDP2
         trainer.set_requires_gradient_sync(now)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def gathered(trainer: nn.Module):
+    """Inside it, code outside the trainer's forward may call the model (validation, pictures): FSDP's outer unit is
+    gathered on every rank (each block still gathers its own in its forward, so every rank must run as many)."""
+    if not sharded(trainer):
+        yield
+        return
+    trainer.unshard()
+    try:
+        yield
+    finally:
+        trainer.reshard()
 
 
 def full_state(trainer: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer | None = None):
@@ -129,4 +140,4 @@ def local_value(value) -> float:
     return float(value)
 
 
-__all__ = ["PARALLEL", "Trainer", "full_state", "load_full_state", "local_value", "sharded", "sync", "wrap"]
+__all__ = ["PARALLEL", "Trainer", "full_state", "gathered", "load_full_state", "local_value", "sync", "wrap"]
