@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,3 +196,22 @@ def test_every_kind_of_task_trains_on_two_processes(task, av_data, tmp_path):
     assert load(out / "best").model is not None
     if "report" in summary:  # the test split, evaluated in shards and written once by rank 0
         assert json.loads(open(summary["report"]).read())
+
+
+def test_two_machines_meet_at_a_rendezvous_endpoint(one_process, tiny_data, tmp_path):
+    # The README's multi-node command, as two torchrun agents of one process each on this machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "nodes"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=tubelet-test", "-m", "tubelet", "finetune",
+        "--data", str(tiny_data), *FAST, "--epochs", "2", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUBELET_DIST_TIMEOUT_S": "60"}
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [node.communicate(timeout=240) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    assert sum(len(summary_lines(stdout.decode())) for stdout, _ in outputs) == 1  # rank 0, on one of the nodes
+    assert max_difference(weights(out), weights(one_process["finetune"])) < 1e-5

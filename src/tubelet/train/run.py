@@ -45,8 +45,9 @@ def run_task(cfg, task: Task | None = None) -> dict:
     """Train `cfg`'s task (``cfg.task``, or `task`); returns the summary also written to ``RUN/summary.json``.
 
     Under torchrun (``torchrun --nproc_per_node=N -m tubelet finetune ...``) every process calls it: they join one
-    process group, rank 0 checks and claims the run directory and writes what it holds, and every rank trains its
-    share (`tubelet.train.fit.fit`) and evaluates its share of the held-out data (`tubelet.distributed.shard`).
+    process group, rank 0 checks and claims the run directory, reads the data for every rank and writes what the
+    run holds, and every rank trains its share (`tubelet.train.fit.fit`) and evaluates its share of the held-out
+    data (`tubelet.distributed.shard`).
     """
     task = task or get_task(cfg.task_name)
     cfg.validate()
@@ -71,7 +72,10 @@ def _run(task: Task, cfg, device) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(values, indent=2) + "\n")
     seed_everything(cfg.seed)
-    prepared = task.prepare(cfg, out)
+    # Rank 0 reads the data (probing every file once, training a tokenizer) and hands it to the others: every rank
+    # then holds the same clips, labels and vocabulary (a tokenizer trained twice can differ), with no file probed
+    # N times.
+    prepared = distributed.broadcast(task.prepare(cfg, out) if here.main else None)
     arms = task.arms(cfg, prepared)
     summaries = {}
     for arm in arms:
