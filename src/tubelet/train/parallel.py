@@ -91,13 +91,9 @@ def gathered(trainer: nn.Module):
 
 
 def full_state(trainer: nn.Module, module: nn.Module, optimizer: torch.optim.Optimizer | None = None):
-    """(`module`'s full state dict, the optimizer's full state dict or None) on rank 0, gathered from the shards.
-
-    Every rank must call it when the parameters are sharded (the gather is collective); the other ranks get None.
-    On unsharded parameters it is the module's own state dict (and the optimizer's), at no cost.
+    """(`module`'s full state dict, the optimizer's full state dict or None) on rank 0, gathered from the FSDP
+    shards of `trainer`; every rank must call it (the gather is collective), and the other ranks get (None, None).
     """
-    if not sharded(trainer):
-        return module.state_dict(), optimizer.state_dict() if optimizer is not None else None
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
@@ -112,8 +108,10 @@ def full_state(trainer: nn.Module, module: nn.Module, optimizer: torch.optim.Opt
     return model_state, optim_state
 
 
-def load_full_state(trainer: nn.Module, module: nn.Module, model_state: dict | None, optimizer=None, optim_state=None):
-    """Load full (unsharded) states saved by `full_state` into `module` (sharded or not) and its optimizer."""
+def load_full_state(
+    trainer: nn.Module | None, module: nn.Module, model_state: dict | None, optimizer=None, optim_state=None
+):
+    """Load full (unsharded) states, as saved, into `module` (FSDP-sharded in `trainer`, or not) and its optimizer."""
     if not sharded(trainer):
         if model_state is not None:
             module.load_state_dict(model_state)

@@ -107,17 +107,13 @@ def resume(
         log.warning("--resume: %s holds no trainer state; starting fresh", directory)
         return False
     load_optimizer = None
-    if trainer is not None and sharded(trainer):
+    if sharded(trainer):
         load_optimizer = lambda saved: load_full_state(trainer, module, None, optimizer, saved)  # noqa: E731
     restored = checkpoint.load_trainer(
         directory, optimizer=optimizer, scheduler=scheduler, load_optimizer=load_optimizer
     )
     module_state = restored.pop("module_state", None)
     state.update(restored)
-    weights = module_state or checkpoint.load_state_dict(directory)
-    if trainer is not None:
-        load_full_state(trainer, module, weights)
-    else:
-        module.load_state_dict(weights)
+    load_full_state(trainer, module, module_state or checkpoint.load_state_dict(directory))
     log.info("resumed from %s at step %d (epoch %d)", directory, state["step"], state["epoch"])
     return True

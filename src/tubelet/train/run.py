@@ -158,13 +158,14 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
         """Write ``arm.out/name`` on rank 0; every rank calls it (sharded weights are gathered first)."""
         from tubelet.models import save as save_model
 
-        weights, optim = full_state(trainer, module, optimizer if with_trainer else None)
+        saved, optim = module, None
+        if fsdp:  # gathered from every rank's shards (a collective), into rank 0's unsharded copy
+            weights, optim = full_state(trainer, module, optimizer if with_trainer else None)
+            if here.main:
+                template.load_state_dict(weights)
+                saved = template
         if not here.main:
             return arm.out / name
-        saved = module
-        if template is not None:
-            template.load_state_dict(weights)
-            saved = template
         saved_adapted = saved["model"] if built.extra else saved
         trainer_dict = None
         if with_trainer:  # the training module's own state too when it is not the saved model (LoRA, decoder)
