@@ -1,0 +1,107 @@
+"""A tiny checkpoint, real encoded videos and a real server on a free loopback port, for the serve tests."""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tubelet import models
+from tubelet.data.transforms import Preprocessing
+from tubelet.io import write_video
+from tubelet.serve import ServeConfig, create_app
+
+LABELS = ["left", "right", "still"]
+# The `test` encoder on 32-px frames, 1 s windows at 4 fps: a few hundred particles a video, milliseconds a forward.
+PRE = Preprocessing(size=32, max_long_side=48, sample_fps=4.0, clip_seconds=1.0)
+
+
+def save_checkpoint(directory: Path, labels: list[str], seed: int = 0) -> Path:
+    """A fresh `test` encoder with a head of len(labels) classes, saved (atomically) as a checkpoint directory."""
+    import torch
+
+    torch.manual_seed(seed)
+    loaded = models.load("test", num_classes=len(labels))
+    return models.save(directory, loaded.model, preprocessing=PRE, labels=labels)
+
+
+def moving_square(path: Path, *, seconds: float = 3.0, fps: int = 8) -> Path:
+    """A white square crossing a grey 48x64 frame: a real H.264 file of a few KB."""
+    frames = np.full((int(seconds * fps), 48, 64, 3), 90, dtype=np.uint8)
+    for i in range(len(frames)):
+        x = 4 + i * 40 // len(frames)
+        frames[i, 16:32, x : x + 16] = 240
+    return write_video(path, frames, fps=fps)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("serve") / "ckpt", LABELS)
+
+
+@pytest.fixture(scope="session")
+def write_checkpoint():
+    """`save_checkpoint` as a fixture (test modules are imported by path, so they take helpers from here)."""
+    return save_checkpoint
+
+
+@pytest.fixture(scope="session")
+def labels() -> list[str]:
+    return LABELS
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory) -> Path:
+    return moving_square(tmp_path_factory.mktemp("videos") / "square.mp4")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A uvicorn server of `create_app(config)` in a thread on 127.0.0.1:<free port>; `url`, `app`, `client`."""
+
+    def __init__(self, config: ServeConfig):
+        import uvicorn
+
+        self.app = create_app(config)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server did not come up in 30 s")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """``start(config) -> Running``; every server started is stopped at the end of the session."""
+    running = []
+
+    def start(config: ServeConfig) -> Running:
+        running.append(Running(config))
+        return running[-1]
+
+    yield start
+    for server in running:
+        server.stop()
