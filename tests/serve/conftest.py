@@ -65,9 +65,12 @@ def free_port() -> int:
 
 
 class Running:
-    """A uvicorn server of `create_app(config)` in a thread on 127.0.0.1:<free port>; `url`, `app`, `client`."""
+    """A uvicorn server of `create_app(config)` in a thread on 127.0.0.1:<free port>; `url`, `app`, `client`.
 
-    def __init__(self, config: ServeConfig):
+    Waits until the server answers, and with `ready` until its model is loaded (``/healthz`` 200).
+    """
+
+    def __init__(self, config: ServeConfig, *, ready: bool = True):
         import uvicorn
 
         self.app = create_app(config)
@@ -80,7 +83,7 @@ class Running:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if self.client.get("/healthz").status_code == 200:
+                if self.client.get("/healthz").status_code == (200 if ready else 503) or not ready:
                     return
             except httpx.TransportError:
                 pass
@@ -98,10 +101,30 @@ def start_server():
     """``start(config) -> Running``; every server started is stopped at the end of the session."""
     running = []
 
-    def start(config: ServeConfig) -> Running:
-        running.append(Running(config))
+    def start(config: ServeConfig, *, ready: bool = True) -> Running:
+        """Started and answering; with `ready` (default) its model loaded too."""
+        running.append(Running(config, ready=ready))
         return running[-1]
 
     yield start
     for server in running:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def retrieval_index(tmp_path_factory, video):
+    """(index directory, retrieval checkpoint): a fresh `test`-size two-tower model and `tubelet index` of `video`."""
+    import torch
+
+    from tubelet.data.text import train_tokenizer
+    from tubelet.models import RetrievalConfig, RetrievalModel, model_config
+    from tubelet.recipes.search import build_index
+
+    root = tmp_path_factory.mktemp("retrieval")
+    tokenizer = train_tokenizer(["a white square moves right", "a grey screen stays still", "nothing happens"])
+    torch.manual_seed(0)
+    text = RetrievalConfig(vocab_size=tokenizer.get_vocab_size(), text_dim=32, text_depth=1, text_heads=2, embed_dim=16)
+    model = RetrievalModel(model_config("test", tubelet=PRE.tubelet), text)
+    checkpoint = models.save(root / "ckpt", model, preprocessing=PRE, tokenizer=tokenizer)
+    build_index(str(checkpoint), [str(video)], str(root / "index"), workers=0)
+    return root / "index", checkpoint

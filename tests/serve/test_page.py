@@ -8,15 +8,10 @@ import pytest
 from tubelet.serve import ServeConfig
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-# tests/conftest.py CHROMIUM_FLAGS without --virtual-time-budget: this page waits on a real server, in real time.
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-    "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(tmp_path_factory, chromium_flags):
     """A headless Chromium under Selenium; skipped where Chromium or its driver is missing, except under CI
     (`TUBELET_REQUIRE_BROWSER=1`, set by ``.ci/run``, which installs both), where that fails the test."""
     binary = next(filter(None, map(shutil.which, CHROMIUM)), None)
@@ -29,7 +24,9 @@ def browser(tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+    # tests/conftest.py's flags but the virtual time budget: this page waits on a real server, in real time
+    flags = [f for f in chromium_flags if not f.startswith("--virtual-time-budget")] + ["--disable-dev-shm-usage"]
+    for flag in [*flags, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
     yield driver

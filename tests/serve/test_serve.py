@@ -246,3 +246,39 @@ def test_refuses_to_bind_beyond_loopback_without_a_key(checkpoint, capsys, tmp_p
     empty.write_text("\n")
     assert main(["serve", "--checkpoint", str(checkpoint), "--api-key-file", str(empty)]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_503_while_the_model_loads_and_413_for_a_long_video(checkpoint, start_server, video, monkeypatch):
+    from tubelet.serve import served
+
+    loading, original = threading.Event(), served.load
+
+    def slow(*args, **kwargs):
+        loading.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(served, "load", slow)
+    running = start_server(ServeConfig(checkpoint=str(checkpoint), max_seconds=2.5, watch=False), ready=False)
+    health = running.client.get("/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    said = running.client.post("/v1/predict", **upload(video))
+    assert said.status_code == 503 and "loading" in said.json()["error"]
+    loading.set()
+    deadline = time.monotonic() + 20
+    while running.client.get("/healthz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    said = running.client.post("/v1/predict", **upload(video))  # 3 s
+    assert said.status_code == 413 and "--max-seconds 2.5" in said.json()["error"]
+
+
+def test_search_over_an_index(retrieval_index, start_server, checkpoint):
+    from tubelet.recipes.search import search
+
+    index, _ = retrieval_index
+    running = start_server(ServeConfig(checkpoint=str(checkpoint), index=str(index), watch=False))
+    said = running.client.post("/v1/search", json={"query": "a square moves right", "topk": 2})
+    assert said.status_code == 200, said.text
+    assert said.json() == search(str(index), "a square moves right", topk=2)
+    assert len(said.json()) == 2 and said.json()[0]["start"] < said.json()[0]["end"]
+    assert running.client.post("/v1/search", json={"query": " "}).status_code == 422  # empty, says the recipe
+    assert running.client.post("/v1/search", json={"text": "x"}).status_code == 422  # no query field

@@ -175,7 +175,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             discard(path)
         if "error" in result:
             raise HTTPFailure(415, f"{file.filename}: {result['error']}")
-        return {**result, "path": file.filename}
+        return {**result, "path": file.filename or "upload"}
 
     @v1.post("/explain")
     def explain_file(
