@@ -82,6 +82,10 @@ def test_bad_fields_are_422_and_non_video_415(server, video, tmp_path):
         assert response.status_code == 422, (fields, response.text)
         assert "error" in response.json()
     assert server.client.post("/v1/predict", data={"window_seconds": "1"}).status_code == 422  # no file
+    short = server.client.post("/v1/predict", **upload(video, window_seconds="0.1"))  # under one tubelet (2 frames)
+    assert short.status_code == 422 and short.json()["error"].startswith("window_seconds 0.1: holds 0.4 frames")
+    asked = server.client.post("/v1/predict", **upload(video, question="which way?"))  # not a VQA checkpoint
+    assert asked.status_code == 422 and "question" in asked.json()["error"]
     fake = tmp_path / "not_a_video.mp4"
     fake.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))  # an mp4 header, then noise
     response = server.client.post("/v1/predict", **upload(fake))
@@ -150,7 +154,8 @@ def test_explain_returns_urls_that_download(server, video, labels):
 
 def test_api_key_and_upload_limit(strict, video):
     client = strict.client
-    assert client.post("/v1/predict", **upload(video)).status_code == 401
+    refused = client.post("/v1/predict", **upload(video))
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
     assert client.post("/v1/predict", headers={"Authorization": "Bearer wrong"}, **upload(video)).status_code == 401
     assert client.post("/v1/reload", headers={"Authorization": "Basic " + KEY}).status_code == 401
     auth = {"Authorization": f"Bearer {KEY}"}

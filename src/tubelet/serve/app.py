@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
@@ -66,11 +67,12 @@ class ServeConfig:
 
 
 class HTTPFailure(Exception):
-    """An error answered with `status` and a one-line message."""
+    """An error answered with `status` and a one-line message (and `headers`, e.g. 401's WWW-Authenticate)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class Query(BaseModel):
@@ -113,16 +115,17 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(HTTPFailure)
     def failure(_: Request, exc: HTTPFailure) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         said = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"error": said, "detail": exc.errors()}, status_code=422)
+        return JSONResponse({"error": said, "detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     def key_checked(request: Request) -> None:
         if config.api_key is not None and not authorized(request.headers.get("authorization"), config.api_key):
-            raise HTTPFailure(401, "missing or wrong API key: send Authorization: Bearer KEY")
+            said = "missing or wrong API key: send Authorization: Bearer KEY"
+            raise HTTPFailure(401, said, {"WWW-Authenticate": "Bearer"})
 
     def served():
         if slot.current is None:
@@ -151,6 +154,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         file: Annotated[UploadFile, File(description="the video")],
         window_seconds: Annotated[float | None, Form(gt=0, description="window length (default: training's)")] = None,
         stride_seconds: Annotated[float | None, Form(gt=0, description="step between windows")] = None,
+        question: Annotated[str | None, Form(description="what a VQA checkpoint is asked (required by one)")] = None,
     ) -> dict:
         """What ``tubelet predict --json`` prints for the file; ``windows`` in seconds for a long one."""
         model = served()
@@ -158,10 +162,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         try:
             try:
                 plan = plan_windows(
-                    model.loaded, [str(path)], window_seconds=window_seconds, stride_seconds=stride_seconds
-                )
+                    model.loaded, [str(path)], questions=[question] if question is not None else None,
+                    window_seconds=window_seconds, stride_seconds=stride_seconds,
+                )  # fmt: skip
             except ConfigError as exc:
-                raise HTTPFailure(422, str(exc).replace("--", "")) from None
+                raise HTTPFailure(422, _as_fields(str(exc))) from None
             if plan.failed:
                 raise HTTPFailure(415, f"{file.filename}: {plan.failed[0]['error']}")
             items = [plan.dataset[i] for i in range(len(plan.dataset))]  # decoded here, in this request's thread
@@ -185,6 +190,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         target: Annotated[str | None, Form(description="class to explain (default: the predicted one)")] = None,
         start: Annotated[float | None, Form(ge=0, description="window start, seconds (default: centred)")] = None,
         seconds: Annotated[float | None, Form(gt=0, description="window length (default: training's)")] = None,
+        question: Annotated[str | None, Form(description="what a VQA checkpoint is asked (required by one)")] = None,
     ) -> dict:
         """``explanation.json`` of one window, with ``urls`` of its heatmap (GIF, MP4, PNG), timeline and report."""
         model = served()
@@ -196,11 +202,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             try:
                 with model.lock:
                     result = explain(
-                        model.loaded, path, out=explained / ident, method=method, target=target, start=start,
-                        seconds=seconds, device=str(device),
+                        model.loaded, path, out=explained / ident, method=method, target=target, question=question,
+                        start=start, seconds=seconds, device=str(device),
                     )  # fmt: skip
             except ConfigError as exc:
-                raise HTTPFailure(422, str(exc)) from None
+                raise HTTPFailure(422, _as_fields(str(exc))) from None
             except TubeletError as exc:
                 raise HTTPFailure(415, f"{file.filename}: {exc}") from None
             finally:
@@ -301,6 +307,11 @@ class CrashGuard:
                 raise  # half a response is out: nothing to do but drop the connection
             response = JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
             await response(scope, receive, send)
+
+
+def _as_fields(message: str) -> str:
+    """A recipe's message in the API's words: its ``--window-seconds`` flag is the ``window_seconds`` field here."""
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
 def _json(data) -> str:

@@ -105,7 +105,11 @@ class MicroBatcher:
         return self.queue.qsize()
 
     def close(self) -> None:
-        self.queue.put(None)  # blocks while full: the worker drains the queue first
+        """Stop the worker once the jobs queued before are done (at most 10 s of waiting)."""
+        try:
+            self.queue.put(None, timeout=10)
+        except queue.Full:
+            return  # a stuck worker: it is a daemon thread, it goes with the process
         self._thread.join(timeout=10)
 
     def _collect(self, first: Job) -> tuple[list[Job], Job | None]:
