@@ -134,6 +134,12 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="session")
+def chromium_flags() -> list[str]:
+    """`CHROMIUM_FLAGS`, for tests that start Chromium their own way (Selenium)."""
+    return list(CHROMIUM_FLAGS)
+
+
+@pytest.fixture(scope="session")
 def chromium(tmp_path_factory):
     """``(page, *flags) -> stdout``: runs the machine's headless Chromium on a local file.
 

@@ -610,6 +610,44 @@ def _search_run(args) -> None:
             print(f"{row['path']} {row['start']:.2f}-{row['end']:.2f} {row['score']:.4f}")
 
 
+def _serve_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint (or export) directory to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a key)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key-file", default=None, metavar="F", help="file holding the key /v1/* calls must bring")
+    p.add_argument("--max-upload-mb", type=positive_float, default=200.0, help="largest upload, MiB (default 200)")
+    p.add_argument("--max-seconds", type=positive_float, default=600.0, help="longest video, seconds (default 600)")
+    p.add_argument("--index", default=None, metavar="INDEX", help="index directory (tubelet index) for /v1/search")
+    p.add_argument(
+        "--max-batch-ms", type=non_negative_float, default=5.0,
+        help="wait this long for concurrent requests to share a forward (default 5; 0 turns micro-batching off)",
+    )  # fmt: skip
+    p.add_argument("--queue", type=positive_int, default=64, help="requests that may wait; more get 429 (default 64)")
+    p.add_argument("--batch-particles", type=positive_int, default=8192, help="particle budget per forward (8192)")
+    p.add_argument("--no-watch", action="store_true", help="do not reload when the checkpoint's files change")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
+
+def _serve_run(args) -> None:
+    from tubelet.serve import ServeConfig
+    from tubelet.serve.limits import read_key
+    from tubelet.serve.server import serve
+
+    config = ServeConfig(
+        checkpoint=args.checkpoint,
+        api_key=read_key(args.api_key_file) if args.api_key_file else None,
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+        index=args.index,
+        max_batch_ms=args.max_batch_ms,
+        queue=args.queue,
+        batch_particles=args.batch_particles,
+        device=args.device,
+        watch=not args.no_watch,
+    )
+    serve(config, host=args.host, port=args.port)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -661,6 +699,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     ),
     "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
+    "serve": (
+        "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",
+        _serve_args,
+        _serve_run,
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,18 +67,59 @@ def predict(
         writable_dir(plot_dir, "--plot")  # before the model runs, not after
     loaded = load(checkpoint)
     task = task_of(loaded)
+    plan = plan_windows(
+        loaded, inputs, questions=questions, window_seconds=window_seconds, stride_seconds=stride_seconds,
+        source=checkpoint,
+    )  # fmt: skip
+    yield from plan.failed
+    if not plan.samples:
+        return
+    device_ = resolve_device(device)
+    outputs, bad = run_model(
+        loaded.model.to(device_), plan.dataset, forward=task.forward, budget=batch_particles, device=device_,
+        workers=workers, desc="predict",
+    )  # fmt: skip
+    yield from results(plan, loaded, outputs, bad, topk=topk, plot_dir=plot_dir)
+
+
+@dataclass
+class Plan:
+    """The windows `predict` runs the model over: one item per readable file and question, its windows in seconds."""
+
+    samples: list[Sample]  # the readable files
+    infos: list  # their probes (`VideoInfo`)
+    failed: list[dict]  # {"path", "error"} of the files that could not be read
+    asked: list[str | None]  # the questions (``[None]``: none)
+    items: list[tuple[int, int]]  # (file, question) per item
+    windows: list[tuple[int, float, float]]  # (item, start s, end s)
+    dataset: object  # the windows' dataset (`window_dataset`), item i of it is windows[i]
+
+
+def plan_windows(
+    loaded,
+    inputs: list[str],
+    *,
+    questions: list[str] | None = None,
+    window_seconds: float | None = None,
+    stride_seconds: float | None = None,
+    source: str = "",
+) -> Plan:
+    """Probe `inputs` and cut each readable file into windows of `window_seconds` every `stride_seconds` (default the
+    checkpoint's ``clip_seconds``, and the window): what `predict` and ``tubelet serve`` run `loaded` over.
+
+    Raises:
+        ConfigError: a task that does not predict, bad window lengths, or a file cut into too many windows.
+    """
+    task = task_of(loaded)
     task.check_predict(loaded)
     reads = Reads.of(loaded)
-    asked = asked_questions(checkpoint, reads.modalities, questions)
+    asked = asked_questions(source or loaded.source, reads.modalities, questions)
     pre = loaded.preprocessing
     window = window_seconds or pre.clip_seconds
     stride = stride_seconds or window
     if window <= 0 or stride <= 0:
         raise ConfigError("--window-seconds and --stride-seconds must be positive")
     check_window(window, pre, flag="--window-seconds")
-    device_ = resolve_device(device)
-    model = loaded.model.to(device_)
-    labels = loaded.labels
 
     samples, infos, failed = [], [], []
     for path in expand_inputs(inputs):
@@ -100,9 +141,6 @@ def predict(
                 )
             samples.append(Sample(path=path))
             infos.append(info)
-    yield from failed
-    if not samples:
-        return
     # One item per file and question (per file when nothing is asked); windows index items.
     items = [(v, q) for v in range(len(samples)) for q in range(len(asked))]
     data = VideoDataset(samples=[samples[v] for v, _ in items], infos=[infos[v] for v, _ in items], labels=[])
@@ -112,16 +150,23 @@ def predict(
         for start, end in iter_windows(infos[v].duration_s, window, stride)
     ]
     dataset = window_dataset(loaded, data, replace(pre, clip_seconds=window), windows, [asked[q] for _, q in items])
-    outputs, bad = run_model(
-        model, dataset, forward=task.forward, budget=batch_particles, device=device_, workers=workers, desc="predict"
-    )
+    return Plan(samples, infos, failed, asked, items, windows, dataset)
+
+
+def results(
+    plan: Plan, loaded, outputs: np.ndarray | None, bad: list[tuple[str, str]], *, topk: int = 5,
+    plot_dir: str | None = None,
+) -> Iterator[dict]:  # fmt: skip
+    """What `predict` yields for the readable files of `plan`, from the model's `outputs` (len(plan.windows), K) of
+    `run_model` (None when nothing decoded; NaN rows for windows that failed, `bad` saying why)."""
+    task, labels, items, windows, asked = task_of(loaded), loaded.labels, plan.items, plan.windows, plan.asked
     bad_paths = dict(bad)
     predictions = task.postprocess(outputs) if outputs is not None else np.full((len(windows), 1), np.nan)
     per_item = mean_over_videos(predictions, [w[0] for w in windows], len(items))
     k = min(topk, len(labels)) if labels else 0
     reported = set()
     for i, (v, q) in enumerate(items):
-        path = samples[v].path
+        path = plan.samples[v].path
         if np.isnan(per_item[i]).any():
             if v not in reported:  # once per file, however many questions were asked
                 reported.add(v)
@@ -129,7 +174,7 @@ def predict(
             continue
         question = {"question": asked[q]} if asked[q] is not None else {}
         described = task.describe(per_item[i], labels, topk=k)
-        result = {"path": str(path), **question, **described, "duration_s": infos[v].duration_s}
+        result = {"path": str(path), **question, **described, "duration_s": plan.infos[v].duration_s}
         rows = [(w, predictions[j]) for j, w in enumerate(windows) if w[0] == i and not np.isnan(predictions[j]).any()]
         if len(rows) > 1:
             result["windows"] = [
