@@ -415,7 +415,9 @@ def _evaluate_run(args) -> None:
 
 
 def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA)")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA), or a tubelet export directory"
+    )
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
     p.add_argument(
         "--question", action="append", dest="questions", default=None, metavar="TEXT",

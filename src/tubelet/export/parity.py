@@ -70,9 +70,11 @@ def check_cases(paths: list[Path], pre: Preprocessing) -> list[Case]:
     unpruned = replace(pre, prune_threshold=0.0)
     clips, cases = [], []
     for path in paths:
-        duration = probe(path).duration_s
+        info = probe(path)
+        duration = info.duration_s
+        one_tubelet = pre.tubelet[0] / (pre.sample_fps or info.fps)  # the shortest window that makes particles
         windows = {
-            "short": (0.0, min(duration, pre.clip_seconds / 2)),
+            "short": (0.0, min(duration, max(pre.clip_seconds / 2, one_tubelet))),
             "window": (0.0, min(duration, pre.clip_seconds)),
             "long": (0.0, min(duration, 2 * pre.clip_seconds)),
         }
