@@ -100,11 +100,11 @@ def test_evaluate_on_the_export_gives_the_checkpoints_report(exported, tiny_data
     assert reports[1]["per_class"] == reports[0]["per_class"]
 
 
-def test_explain_and_finetune_refuse_an_export_directory_in_one_line(exported, tmp_path, capsys):
+def test_explain_and_finetune_refuse_an_export_directory_in_one_line(exported, tiny_data, tmp_path, capsys):
     _, out, checks = exported
     assert main(["explain", "--checkpoint", str(out), checks[0], "--out", str(tmp_path / "x")]) == 2
     assert "an export directory cannot be explained" in capsys.readouterr().err
-    args = ["finetune", "--data", str(tmp_path), "--model", str(out), "--out", str(tmp_path / "run")]
+    args = ["finetune", "--data", str(tiny_data), "--model", str(out), "--out", str(tmp_path / "run"), "workers=0"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "'tubelet-onnx' is not an encoder model" in err and len(err.splitlines()) == 1, err
