@@ -86,3 +86,18 @@ def test_an_encoder_without_a_head_or_with_videomae_positions_is_refused():
         exportable_encoder(Encoder(model_config("test")), source="ckpt")
     with pytest.raises(ConfigError, match="positions 'videomae'"):
         exportable_encoder(Encoder(model_config("test", num_classes=3, positions="videomae")), source="ckpt")
+
+
+def test_large_batches_run_in_groups_of_whole_clips_with_the_same_logits(exported):
+    from tubelet.models.onnx_model import clip_groups
+
+    assert clip_groups(np.array([0, 10, 30, 100, 105, 110]), 40) == [(0, 2), (2, 3), (3, 5)]
+    assert clip_groups(np.array([0, 7]), 3) == [(0, 1)]  # one clip longer than the limit runs alone
+    eager, runtime = exported
+    packed = pack([clip(n, 20 + i, patch_dim=eager.config.patch_dim) for i, n in enumerate([50, 60, 70, 5])])
+    whole = runtime(packed)
+    runtime.group_particles = 64
+    try:
+        np.testing.assert_allclose(runtime(packed).numpy(), whole.numpy(), atol=1e-6, rtol=0)
+    finally:
+        runtime.group_particles = 2048

@@ -101,7 +101,7 @@ def parity(eager: torch.nn.Module, exported: Callable[[PackedParticles], torch.T
     for case in cases:
         with torch.no_grad():
             want = eager(case.packed).float()  # (B, C)
-        got = exported(case.packed).float()  # (B, C)
+            got = exported(case.packed).float()  # (B, C)
         diff = float((got - want).abs().max())
         same = int((got.argmax(-1) == want.argmax(-1)).sum())
         worst, agree, clips = max(worst, diff), agree + same, clips + len(want)

@@ -36,6 +36,23 @@ GRAPH_INPUTS = {
     "cu_seqlens": np.int64,
 }
 GRAPH_OUTPUT = "logits"
+# Particles per onnxruntime call: the graph's attention is one (N, N) product over the whole batch (clips masked
+# off each other), so a large batch costs N^2; `OnnxModel` runs whole clips in groups up to this many particles.
+GROUP_PARTICLES = 2048
+
+
+def clip_groups(cu_seqlens: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive clips [first, last) whose particles add up to at most `limit` (a longer clip alone).
+
+    Args:
+        cu_seqlens: (B+1,) clip boundaries.
+    """
+    groups, first = [], 0
+    for b in range(1, len(cu_seqlens) - 1):
+        if cu_seqlens[b + 1] - cu_seqlens[first] > limit:
+            groups.append((first, b))
+            first = b
+    return groups + [(first, len(cu_seqlens) - 1)]
 
 
 def graph_inputs(packed: PackedParticles, names=tuple(GRAPH_INPUTS)) -> dict[str, np.ndarray]:
@@ -53,9 +70,17 @@ class OnnxModel(nn.Module):
         path: the ``model.onnx`` file.
         config: the `EncoderConfig` it was exported from (read for ``tubelet``, ``num_classes``, ``channels``).
         threads: onnxruntime's intra-op threads (None: its default, every core).
+        group_particles: particles per onnxruntime call (whole clips; see `GROUP_PARTICLES`).
     """
 
-    def __init__(self, path: str | Path, config: EncoderConfig, *, threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        config: EncoderConfig,
+        *,
+        threads: int | None = None,
+        group_particles: int = GROUP_PARTICLES,
+    ):
         super().__init__()
         import onnxruntime as ort
 
@@ -66,6 +91,7 @@ class OnnxModel(nn.Module):
         options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
         self.path = Path(path)
         self.config = config
+        self.group_particles = group_particles
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         # An exporter may drop an input the model does not read (ti, when time is in seconds).
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -79,6 +105,16 @@ class OnnxModel(nn.Module):
         return self.config.num_classes
 
     def forward(self, packed: PackedParticles) -> torch.Tensor:
-        """(B, num_classes) float32 logits of a packed batch, on the device of its values."""
-        (logits,) = self.session.run([GRAPH_OUTPUT], graph_inputs(packed, self.inputs))
-        return torch.from_numpy(logits).to(packed.values.device)
+        """(B, num_classes) float32 logits of a packed batch, on the device of its values.
+
+        Clips never attend to each other, so running them in groups (`clip_groups`) gives the same logits.
+        """
+        feeds = graph_inputs(packed, self.inputs)
+        cu = feeds["cu_seqlens"]  # (B+1,)
+        parts = []
+        for first, last in clip_groups(cu, self.group_particles):
+            start, end = cu[first], cu[last]
+            group = {name: array[start:end] for name, array in feeds.items() if name != "cu_seqlens"}
+            group["cu_seqlens"] = cu[first : last + 1] - start  # (clips + 1,) from 0
+            parts.append(self.session.run([GRAPH_OUTPUT], group)[0])  # (clips, C)
+        return torch.from_numpy(np.concatenate(parts)).to(packed.values.device)
