@@ -52,7 +52,8 @@ def export(
     Args:
         checkpoint: a video classifier checkpoint (``tubelet finetune``'s RUN/best).
         out: the export directory (replaced if it holds an earlier export; anything else there is refused).
-        format: ``onnx`` (``torch`` is refused for now).
+        format: ``onnx``. ``torch`` is refused for now: torch.export specializes the graph to at least 2 clips and
+            2 particles (the ONNX graph has no such guard and runs one clip of one particle).
         check: video files the parity check decodes; None writes two generated clips.
         tolerance: largest |logit difference| against the eager model that passes.
 
@@ -68,10 +69,16 @@ def export(
     if format not in FORMATS:
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {format!r}")
     if format == "torch":
-        raise ExportError("--format torch: not supported yet (torch.export of the same graph); use --format onnx")
+        raise ExportError(
+            "--format torch: not supported yet (torch.export of this graph still guards on 2+ clips and 2+ particles, "
+            "which ONNX does not); use --format onnx"
+        )
     if not tolerance >= 0:
         raise ConfigError(f"--tolerance: must be at least 0, got {tolerance}")
     target = _check_out(out)
+    for path in check or []:
+        if not Path(path).is_file():
+            raise ConfigError(f"--check {path}: no such file")
     loaded = load(checkpoint)
     if loaded.kind not in EXPORTABLE_KINDS:
         raise ExportError(
@@ -91,9 +98,6 @@ def export(
     shutil.rmtree(partial, ignore_errors=True)  # left by an export that was killed
     with tempfile.TemporaryDirectory(prefix="tubelet-export-") as tmp:
         paths = [Path(p) for p in check] if check else generated_clips(Path(tmp), pre)
-        for path in paths:
-            if not path.is_file():
-                raise ConfigError(f"--check {path}: no such file")
         cases = check_cases(paths, pre)
         try:
             partial.mkdir(parents=True)
