@@ -20,6 +20,7 @@ BENCHMARKS = (
     "bench_memory",
     "bench_manifest",  # data at scale: a million-row manifest with and without the probe index, decode per worker
     "bench_encoder",
+    "bench_export",  # the ONNX graph in onnxruntime vs eager PyTorch vs VideoMAE on CPU
     "bench_fps_robustness",
     "bench_motion",  # the headline: motion speed on real texture, trained at 30 fps, tested at 15/30/60
     *("bench_pretrain_speed", "bench_pretrain"),  # pretraining: step speed vs VideoMAE; few-label benefit

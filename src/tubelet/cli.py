@@ -415,7 +415,9 @@ def _evaluate_run(args) -> None:
 
 
 def _predict_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA)")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint directory (video, fusion or VQA), or a tubelet export directory"
+    )
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="videos, or directories of videos")
     p.add_argument(
         "--question", action="append", dest="questions", default=None, metavar="TEXT",
@@ -648,6 +650,35 @@ def _serve_run(args) -> None:
     serve(config, host=args.host, port=args.port)
 
 
+def _export_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("--checkpoint", required=True, help="a video classifier checkpoint directory (e.g. RUN/best)")
+    p.add_argument("--out", required=True, help="export directory: model.onnx, config.json, export_report.json")
+    p.add_argument("--format", default="onnx", help="onnx (default); torch is not supported yet")
+    p.add_argument(
+        "--check", nargs="+", default=None, metavar="FILE",
+        help="videos the parity check decodes (default: two generated clips, a pan and a fixed camera)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tolerance", type=float, default=1e-3, help="largest |logit difference| against PyTorch (default 1e-3)"
+    )
+    p.add_argument("--json", action="store_true", help="print export_report.json's content as one JSON object")
+
+
+def _export_run(args) -> None:
+    from tubelet.recipes.export import export
+
+    report = export(args.checkpoint, args.out, format=args.format, check=args.check, tolerance=args.tolerance)
+    if args.json:
+        print(json.dumps(report))
+        return
+    counts = report["particles"]
+    print(
+        f"exported {report['written'][0]} (opset {report['opset']}): max |logit difference| "
+        f"{report['max_abs_diff']:.2g}, top-1 agreement {report['top1_agreement']:.2f} over {len(counts)} batches "
+        f"of {min(counts)}-{max(counts)} particles"
+    )
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -698,6 +729,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _tasks_run,
     ),
     "index": ("embed every window of a folder of videos for text search", _index_args, _index_run),
+    "export": (
+        "a classifier as an ONNX graph over packed particles, checked against PyTorch; predict runs it",
+        _export_args,
+        _export_run,
+    ),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",

@@ -23,3 +23,7 @@ class ConfigError(TubeletError):
 
 class DataError(TubeletError):
     """A dataset or manifest is unusable (missing directory, empty class, bad column)."""
+
+
+class ExportError(TubeletError):
+    """A model cannot be exported, or its export does not match it (the parity check failed)."""

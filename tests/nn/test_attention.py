@@ -131,3 +131,10 @@ def test_clips_of_equal_length_match_the_reference(backend):
     q, k, v = (torch.randn(18, HEADS, HEAD_DIM, generator=gen) for _ in range(3))
     out = packed_attention(q, k, v, cu_seqlens_of(lengths), 6, backend=backend)
     torch.testing.assert_close(out, reference_attention(q, k, v, lengths), atol=1e-5, rtol=1e-5)
+
+
+def test_traceable_clip_ids_match_clip_ids():
+    from tubelet.nn.attention import clip_ids, clip_ids_traceable
+
+    cu = torch.tensor([0, 1, 1, 5, 12], dtype=torch.int32)  # an empty clip too
+    assert clip_ids_traceable(cu, 12).tolist() == clip_ids(cu, 12).tolist() == [0, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3]

@@ -10,12 +10,14 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
 | `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining checkpoint's decoder (+ decoder.safetensors) |
+| `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
 
 A kind builds its model from config.json (fresh weights, `ModelKind.build`) and writes a model's config.json
 (`ModelKind.config`); `load` reads a checkpoint of any kind, a registered size or a hub id into one `Loaded`, and
 `save` writes any model back. An imported VideoMAE is an `Encoder`, so it is saved as a ``tubelet-encoder``
 checkpoint (and loads back as one); a decoder is saved beside its encoder (``save(dir, encoder, decoder=...)``) and
-read back with ``load(dir, kind="decoder")`` (`load_decoder`).
+read back with ``load(dir, kind="decoder")`` (`load_decoder`). An export directory (`tubelet.models.onnx_model`) loads
+into a model that runs onnxruntime for ``predict`` and ``evaluate``; it is written by ``tubelet export``, never saved.
 
 Every kind's model has the same interface (after timm): ``forward_features(inputs) -> (N, D)``, ``pool(features,
 inputs) -> (B, D)``, ``forward_head(pooled)`` and ``reset_head(num_classes)`` (a retrieval model and a decoder raise
@@ -47,6 +49,7 @@ from tubelet.models.decoder import DecoderConfig, MaskedDecoder
 from tubelet.models.encoder import Encoder, EncoderConfig, interleaved_to_half
 from tubelet.models.fusion import FusionConfig, FusionModel
 from tubelet.models.hub import hub_snapshot, is_hub_id
+from tubelet.models.onnx_model import GRAPH_FILE, OnnxModel
 from tubelet.models.registry import model_config, model_names
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
 
@@ -297,6 +300,40 @@ class VideoMAEKind(ModelKind):
         return ENCODER.config(loaded)
 
 
+class OnnxKind(ModelKind):
+    """An export directory (``tubelet export``): model.onnx run by onnxruntime, everything else in config.json."""
+
+    name, model_type, model_class = "onnx", "tubelet-onnx", OnnxModel
+    runtime = ()  # the graph is fixed: nothing about it can change at load time
+    hint = "tubelet export --checkpoint C --out DIR writes one"
+
+    def build(self, config: dict, *, where: str, **runtime) -> OnnxModel:
+        graph = Path(where).parent / GRAPH_FILE
+        if not graph.is_file():
+            raise ConfigError(f"{graph}: missing; an export directory holds its graph beside config.json")
+        encoder = _block(config, "encoder", EncoderConfig, where=where)
+        try:
+            return OnnxModel(graph, encoder)
+        except Exception as exc:  # onnxruntime's own errors (a truncated or foreign file) as one line
+            message = " ".join(str(exc).split())
+            raise ConfigError(f"{graph}: onnxruntime cannot load it: {message}") from exc
+
+    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
+        _check_runtime(directory, runtime, self.runtime)
+        where = f"{directory}/config.json"
+        model = self.build(config, where=where)
+        preprocessing = _block(config, "preprocessing", Preprocessing, where=where)
+        labels = config.get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise ConfigError(f"{where}: labels: expected a list of class names, got {labels!r}")
+        loaded = Loaded(model, preprocessing, labels, str(directory), self.name, task=config.get("task"))
+        _check_labels(loaded, directory)
+        return loaded
+
+    def config(self, loaded: Loaded) -> dict:
+        raise ValueError("an export directory is written by tubelet export, not saved as a checkpoint")
+
+
 def _required(loaded: Loaded, name: str):
     value = getattr(loaded, name)
     if value is None:
@@ -319,7 +356,7 @@ def _task(directory: Path, config: dict) -> str | None:
 # --- the registry ---------------------------------------------------------------------------------------------
 
 ENCODER, FUSION, RETRIEVAL = EncoderKind(), FusionKind(), RetrievalKind()
-DECODER, VIDEOMAE = DecoderKind(), VideoMAEKind()
+DECODER, VIDEOMAE, ONNX = DecoderKind(), VideoMAEKind(), OnnxKind()
 _KINDS: dict[str, ModelKind] = {}
 
 
@@ -329,7 +366,7 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (ENCODER, FUSION, RETRIEVAL, DECODER, VIDEOMAE):  # the first whose class fits names a bare model
+for _kind in (ENCODER, FUSION, RETRIEVAL, DECODER, VIDEOMAE, ONNX):  # the first whose class fits names a bare model
     register_kind(_kind)
 
 

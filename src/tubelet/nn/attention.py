@@ -115,8 +115,18 @@ def clip_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths, output_size=total)
 
 
+def clip_ids_traceable(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """(N,) int64 clip index of every particle, as `clip_ids`, by comparing positions with the boundaries.
+
+    O(N * B) instead of O(N), but built from ops every exporter knows (no ``repeat_interleave`` with a length taken
+    from the data), so a traced graph keeps the particle and clip counts dynamic (`tubelet.export`).
+    """
+    positions = torch.arange(total, device=cu_seqlens.device)  # (N,)
+    return (positions[:, None] >= cu_seqlens[None, 1:]).sum(dim=1)  # (N,) boundaries passed
+
+
 def _dense(q, k, v, cu_seqlens, dropout):
-    ids = clip_ids(cu_seqlens.to(q.device), q.shape[0])
+    ids = clip_ids_traceable(cu_seqlens.to(q.device), q.shape[0])  # the dense mask is O(N^2) anyway
     mask = ids[:, None] == ids[None, :]  # (N, N) block diagonal
     qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, d)
     return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, dropout_p=dropout)[0].transpose(0, 1)

@@ -103,6 +103,8 @@ def explain(
         raise ConfigError(f"--steps: must be at least 1, got {steps}")
     out = writable_dir(out, "--out")  # before the model runs, not after
     loaded, source = _load(checkpoint)
+    if loaded.kind == "onnx":  # onnxruntime gives logits only: no gradients, no attention maps
+        raise ConfigError(f"{source}: an export directory cannot be explained; explain the checkpoint it came from")
     if not loaded.labels or loaded.preprocessing is None:
         raise ConfigError(f"{source}: not a classifier checkpoint (no labels.json)")
     if method not in METHODS:
