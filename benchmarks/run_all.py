@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_ddp",  # torchrun: 1 vs 2 processes with the same global batch
     "bench_explain",  # explanations: pointing game, deletion, randomization check
     *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
+    "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
 )
 
 

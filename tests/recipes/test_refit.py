@@ -165,3 +165,15 @@ def test_a_replay_run_resumes_with_its_replay_fields_and_refuses_other_ones(repl
     assert json.loads((out / "config.json").read_text())["replay"] == saved["replay"]
     with pytest.raises(ConfigError, match="replay_fraction 0.4 -> 0.3"):
         finetune(FinetuneConfig(**{**saved, "out": str(out), "replay_fraction": 0.3, "resume": True}))
+
+
+def test_subsets_of_the_sample_data_share_no_clip_when_one_excludes_the_other(tiny_data, tmp_path):
+    new = write_subset(tiny_data, tmp_path / "new", {"grow": None, "rotate": 1})
+    old = write_subset(tiny_data, tmp_path / "old", {"rotate": None, "static": None}, exclude=new)
+    rows = {
+        name: [line.split(",") for line in (d / "train.csv").read_text().split()[1:]]
+        for name, d in (("new", new), ("old", old))
+    }
+    assert sorted(label for _, label in rows["new"]) == ["grow", "rotate"]
+    assert [label for _, label in rows["old"]] == ["static"]  # tiny_data's one rotate train clip went to NEW
+    assert rows["new"][0][0].startswith(str(tiny_data.resolve()))  # absolute paths: the manifests live elsewhere
