@@ -36,17 +36,17 @@ CARRIED = {"rotate": 2}  # clips per split of an old class that arrive again wit
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips-per-class", type=int, default=15)
-    parser.add_argument("--prev-epochs", type=int, default=25)
-    parser.add_argument("--prev-lr", type=float, default=5e-3)
+    parser.add_argument("--prev-epochs", type=int, default=20)
+    parser.add_argument("--prev-lr", type=float, default=2e-3)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the re-fine-tuning (each arm)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak LR of the re-fine-tuning (lower than PREV's)")
     parser.add_argument("--replay-fraction", type=float, default=0.3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--model", default="test")
-    parser.add_argument("--quick", action="store_true", help="5 clips per class, 2 + 2 epochs, one seed (smoke run)")
+    parser.add_argument("--model", default="micro")
+    parser.add_argument("--quick", action="store_true", help="5 clips per class, test model, 2 + 2 epochs, one seed")
     args = parser.parse_args()
     if args.quick:
-        args.clips_per_class, args.prev_epochs, args.epochs, args.seeds = 5, 2, 2, [0]
+        args.clips_per_class, args.prev_epochs, args.epochs, args.seeds, args.model = 5, 2, 2, [0], "test"
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     data = cached_sample_data(work_dir() / f"replay_data_{args.clips_per_class}", args.clips_per_class, 0)

@@ -234,7 +234,7 @@ class ClassificationTask(Classifier):
         return arms
 
     def training_data(self, prepared: Prepared, arm: Arm):
-        return training_data(prepared, arm) if "replay" in prepared.extra else prepared.train
+        return training_data(prepared, arm)
 
     def build(self, cfg, prepared: Prepared, arm: Arm) -> Built:
         if arm.modalities == ("video",):  # the encoder itself: a head on its pooled features

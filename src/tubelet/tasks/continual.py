@@ -92,7 +92,8 @@ def replay_arms(cfg) -> list[Arm]:
 
 
 def training_data(prepared: Prepared, arm: Arm):
-    """What `arm` trains on: NEW's clips alone for the no-replay arm, NEW's and the replayed ones otherwise."""
+    """What `arm` trains on: NEW's clips alone for the no-replay arm; otherwise the run's training set (with replay,
+    NEW's clips and the replayed ones)."""
     return prepared.extra["new_train"] if arm.name == NO_REPLAY else prepared.train
 
 
