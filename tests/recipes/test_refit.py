@@ -47,9 +47,13 @@ def replay_config(refit, out, **changes):
 
 @pytest.fixture(scope="module")
 def replay_run(refit):
-    """One replay run (with its no-replay arm); returns (summary, directory). Read-only."""
+    """One replay run (with its no-replay arm) by the command line; returns (summary, directory). Read-only."""
     out = refit["root"] / "run"
-    return finetune(replay_config(refit, out, replay_fraction=0.4)), out
+    args = ["finetune", "--model", str(refit["prev"]), "--data", str(refit["new"]), "--replay", str(refit["old"])]
+    args += ["--replay-fraction", "0.4", "--out", str(out), "--epochs", "1"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in CLASSIFIER.items() if k != "model"]
+    assert main(args) == 0
+    return json.loads((out / "summary.json").read_text()), out
 
 
 def test_the_head_grows_keeping_old_rows_bit_for_bit_in_prev_label_order(refit, tmp_path):
