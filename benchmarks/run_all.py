@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_explain",  # explanations: pointing game, deletion, randomization check
     *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
     "bench_serve",  # tubelet serve under load on loopback: p50/p99 and clips/s, with and without micro-batching
+    "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
 )
 
 

@@ -235,3 +235,39 @@ def load_scenes(root: str | Path) -> dict[str, Scene]:
             scene["color"] = tuple(scene["color"])
             scenes[row["path"]] = Scene(**scene)
     return scenes
+
+
+def write_subset(
+    root: str | Path, out: str | Path, classes: dict[str, int | None], *, exclude: str | Path | None = None
+) -> Path:
+    """Split manifests in `out` over some classes of a generated dataset in `root` (its files stay where they are).
+
+    Args:
+        classes: label -> at most this many clips of it per split (None: all), in manifest order. With
+            ``{"grow": None, "move_left": 2}`` as NEW and then ``{"move_left": None, "rotate": None}`` as OLD with
+            ``exclude=NEW``, NEW brings a new class and a few other clips of an old one (``finetune --replay``'s data).
+        exclude: a folder written by `write_subset` whose clips are left out (no clip in both).
+
+    Returns:
+        `out`, with ``train.csv``, ``val.csv`` and ``test.csv`` of absolute paths.
+    """
+    root, out = Path(root).resolve(), Path(out)
+    taken_elsewhere = set()
+    for split in SPLITS if exclude is not None else ():
+        with open(Path(exclude) / f"{split}.csv", newline="") as f:
+            taken_elsewhere.update(r["path"] for r in csv.DictReader(f))
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        with open(root / f"{split}.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["label"] in classes]
+        rows = [r for r in rows if str(root / r["path"]) not in taken_elsewhere]
+        taken: dict[str, int] = {}
+        with open(out / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            for r in rows:
+                cap = classes[r["label"]]
+                if cap is None or taken.get(r["label"], 0) < cap:
+                    taken[r["label"]] = taken.get(r["label"], 0) + 1
+                    writer.writerow([str(root / r["path"]), r["label"]])
+    return out

@@ -127,6 +127,29 @@ class Built:
         return tuple((getattr(self.model, "video_config", None) or self.model.config).tubelet)
 
 
+@torch.no_grad()
+def carry_head(model, old_labels: list[str] | None, new_labels: list[str] | None, outputs: int) -> list[str]:
+    """Give `model` (an `Encoder`) a fresh head of `outputs` classes, with the rows of the classes it already had.
+
+    A class of `new_labels` named like one of `old_labels` keeps its trained row (weight and bias, bit for bit) at
+    its new index; the other rows start as a fresh head does. Without labels on both sides nothing is kept.
+
+    Returns:
+        The labels whose rows were kept, in `new_labels` order.
+    """
+    head = model.head
+    had = bool(old_labels) and model.num_classes == len(old_labels)
+    model.reset_head(outputs)
+    if not had or not new_labels or len(new_labels) != outputs:
+        return []
+    kept = [label for label in new_labels if label in old_labels]
+    for label in kept:
+        row, old = new_labels.index(label), old_labels.index(label)
+        model.head.weight[row] = head.weight[old]
+        model.head.bias[row] = head.bias[old]
+    return kept
+
+
 class Task:
     """A task: subclass it, set the class attributes, override what differs from a head on video clips."""
 
@@ -159,6 +182,10 @@ class Task:
         """The models this run trains, the main one first."""
         return [Arm(self.name, Path(cfg.out))]
 
+    def training_data(self, prepared: Prepared, arm: Arm):
+        """What `arm` trains on: ``prepared.train`` (an arm may train on other data, e.g. without replay)."""
+        return prepared.train
+
     def num_outputs(self, prepared: Prepared) -> int:
         """Outputs of the head (classes of a classifier, 1 for a scalar regression)."""
         return len(prepared.labels) if prepared.labels else 1
@@ -189,7 +216,9 @@ class Task:
         if Path(cfg.model).is_dir() or cfg.model not in model_names():  # a checkpoint: a directory or a hub id
             loaded = load(cfg.model, kind="encoder", **runtime)  # another kind is an error naming its config.json
             if loaded.labels != prepared.labels or loaded.model.num_classes != outputs:
-                loaded.model.reset_head(outputs)
+                kept = carry_head(loaded.model, loaded.labels, prepared.labels, outputs)
+                if kept:
+                    log.info("%s: head rows of %d classes kept by name (%s)", cfg.model, len(kept), ", ".join(kept))
             return Built(loaded.model, loaded.preprocessing)
         fresh = dict(
             runtime, num_classes=outputs, pooling=cfg.pooling, time_mode=cfg.time_mode, embed_init=cfg.embed_init

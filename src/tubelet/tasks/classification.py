@@ -24,6 +24,7 @@ from tubelet.data.splits import check_labels, eval_split, load_test_split
 from tubelet.errors import ConfigError
 from tubelet.models.fusion import UNFROZEN
 from tubelet.tasks.base import Arm, Built, Prepared, Reads, Task, register
+from tubelet.tasks.continual import check_replay, continual_report, prepare_replay, replay_arms, training_data
 from tubelet.tasks.inference import softmax
 from tubelet.tasks.report import write_report
 from tubelet.typed import opt
@@ -145,8 +146,24 @@ class ClipFields:
 class ClassificationFields(ClipFields):
     """The fields of ``finetune --task classification``."""
 
-    ablate: bool = opt(True, "with several modalities, also train each alone (same budget) and report all arms")
+    ablate: bool = opt(
+        True,
+        "also train the ablation arms (same budget) and report all: each modality alone with several modalities, "
+        "the same run without replay with --replay",
+    )
     label_column: str = opt("label", "the manifest column holding the class (e.g. sentiment)")
+    replay: str | None = opt(
+        None,
+        "old data (class folders or splits) to replay while --model PREV/best, a fine-tuned classifier, learns --data: "
+        "old classes keep their head rows, new ones are added; reports old and new test accuracy before and after",
+    )
+    replay_fraction: float = opt(
+        0.3, "share of the training clips drawn from --replay's train split (once per seed, spread over its classes)"
+    )
+
+    def validate(self) -> None:
+        ClipFields.validate(self)
+        check_replay(self)
 
 
 def _hint_near_chance(summary: dict, prepared: Prepared, cfg) -> None:
@@ -204,15 +221,20 @@ class ClassificationTask(Classifier):
                 if data is not None:
                     check_audio(data, audio)
         prepared.extra["audio"] = audio
-        return prepared
+        return prepare_replay(cfg, prepared) if cfg.replay else prepared
 
     def arms(self, cfg, prepared: Prepared) -> list[Arm]:
+        if cfg.replay:
+            return replay_arms(cfg)
         modalities = parse_modalities(cfg.modalities)
         out = Path(cfg.out)
         arms = [Arm("+".join(modalities), out, modalities)]
         if cfg.ablate and len(modalities) > 1:
             arms += [Arm(name, out / "ablation" / name, (name,)) for name in modalities]
         return arms
+
+    def training_data(self, prepared: Prepared, arm: Arm):
+        return training_data(prepared, arm)
 
     def build(self, cfg, prepared: Prepared, arm: Arm) -> Built:
         if arm.modalities == ("video",):  # the encoder itself: a head on its pooled features
@@ -229,6 +251,10 @@ class ClassificationTask(Classifier):
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         out = Path(cfg.out)
         _hint_near_chance(summaries[arms[0].name], prepared, cfg)
+        if cfg.replay:
+            result = super().finish(cfg, prepared, arms, summaries)
+            result["arms"] = {arm.name: {"out": str(arm.out), **summaries[arm.name]} for arm in arms}
+            return {**result, "continual": continual_report(self, cfg, prepared, arms)}
         if arms[0].modalities == ("video",):
             return super().finish(cfg, prepared, arms, summaries)
         result = {"out": str(out), "best": str(out / "best"), "last": str(out / "last")}

@@ -123,7 +123,9 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     )
     optimizer = build_optimizer(groups, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum)
     augment = Augment(crop_scale=(cfg.crop_scale_min, 1.0), flip=cfg.flip, fps_jitter=cfg.fps_jitter)
-    train_set = task.dataset(prepared.train, pre, task.reads(prepared, arm), augment=augment, seed=cfg.seed)
+    train_set = task.dataset(
+        task.training_data(prepared, arm), pre, task.reads(prepared, arm), augment=augment, seed=cfg.seed
+    )
     schedule = dataclasses.replace(Schedule.of(cfg), ranks=here.size)
     estimates = train_set.estimates()
     if estimates and cfg.batch_particles < max(estimates):

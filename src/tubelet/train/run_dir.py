@@ -32,7 +32,8 @@ log = logging.getLogger("tubelet.train")
 
 # What a run writes into its out directory (``--overwrite`` deletes these; config.json is rewritten anyway).
 RUN_OUTPUTS = (
-    "best", "last", "ablation", "metrics.jsonl", "tensorboard", "summary.json", "report", "reconstructions",
+    "best", "last", "ablation", "metrics.jsonl", "tensorboard", "summary.json", "report", "continual",
+    "reconstructions",
 )  # fmt: skip
 # The files whose presence means the directory holds a run.
 RUN_MARKERS = ("last", "best", "metrics.jsonl")
