@@ -60,6 +60,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -627,6 +637,10 @@ def _serve_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--queue", type=positive_int, default=64, help="requests that may wait; more get 429 (default 64)")
     p.add_argument("--batch-particles", type=positive_int, default=8192, help="particle budget per forward (8192)")
     p.add_argument("--no-watch", action="store_true", help="do not reload when the checkpoint's files change")
+    p.add_argument(
+        "--decode-workers", type=non_negative_int, default=2,
+        help="processes that probe and decode uploads, so a decoder crash costs one request (default 2; 0: none)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
 
@@ -646,6 +660,7 @@ def _serve_run(args) -> None:
         batch_particles=args.batch_particles,
         device=args.device,
         watch=not args.no_watch,
+        decode_workers=args.decode_workers,
     )
     serve(config, host=args.host, port=args.port)
 

@@ -169,3 +169,43 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "models"]
+
+
+def test_serve_answers_from_an_export_directory_as_from_its_checkpoint(exported, tiny_data):
+    # The real server on loopback over the export directory (onnxruntime) and over the checkpoint (PyTorch).
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from tubelet.serve import ServeConfig, create_app
+
+    checkpoint, out, _ = exported
+    video = sorted((tiny_data / "move_right").glob("*.mp4"))[0]
+    answers = []
+    for source in (checkpoint, out):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        config = uvicorn.Config(create_app(ServeConfig(checkpoint=str(source), watch=False)), port=port)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            files = {"file": (video.name, video.read_bytes(), "video/mp4")}
+            response = client.post("/v1/predict", files=files)
+        server.should_exit = True
+        thread.join(timeout=15)
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert _close(answers[1], answers[0])

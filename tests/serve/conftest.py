@@ -54,6 +54,12 @@ def labels() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def write_square():
+    """`moving_square` as a fixture: ``write_square(path, seconds=...)`` writes another real video."""
+    return moving_square
+
+
+@pytest.fixture(scope="session")
 def video(tmp_path_factory) -> Path:
     return moving_square(tmp_path_factory.mktemp("videos") / "square.mp4")
 

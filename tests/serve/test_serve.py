@@ -1,5 +1,6 @@
 """`tubelet serve` over real HTTP on loopback: the answers, the limits, overload, crashes, batching and reload."""
 
+import ctypes
 import json
 import os
 import stat
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from tubelet.cli import main
+from tubelet.data import pipeline
 from tubelet.serve import ServeConfig, batching
 from tubelet.serve import app as app_module
 
@@ -134,6 +136,28 @@ def test_a_crash_is_500_and_the_server_goes_on(server, video, monkeypatch):
     assert response.status_code == 500 and "planted failure" in response.json()["error"]
     monkeypatch.undo()
     assert server.client.post("/v1/predict", **upload(video)).status_code == 200
+
+
+def test_a_file_that_crashes_the_decoder_is_415_and_the_server_goes_on(
+    checkpoint, start_server, video, write_square, tmp_path, monkeypatch
+):
+    # A real SIGSEGV inside the decoder, as a broken FFmpeg would cause, for one file (known by its size): the
+    # worker process dies, not the server, and a request for another file is served by a fresh worker.
+    victim = write_square(tmp_path / "victim.mp4", seconds=2.0)
+    size = victim.stat().st_size
+    real = pipeline.decode
+
+    def decode_or_crash(path, **kwargs):
+        if os.path.getsize(path) == size:
+            ctypes.string_at(0)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(pipeline, "decode", decode_or_crash)  # the workers fork from here: they crash too
+    crashing = start_server(ServeConfig(checkpoint=str(checkpoint), watch=False))
+    response = crashing.client.post("/v1/predict", **upload(victim))
+    assert response.status_code == 415 and "the decoder crashed" in response.json()["error"]
+    assert crashing.client.post("/v1/predict", **upload(video)).status_code == 200
+    assert crashing.client.get("/healthz").status_code == 200
 
 
 def test_explain_returns_urls_that_download(server, video, labels):

@@ -40,6 +40,7 @@ from tubelet.recipes.explain import explain
 from tubelet.recipes.predict import plan_windows, results
 from tubelet.recipes.search import search
 from tubelet.serve.batching import MicroBatcher, QueueFull
+from tubelet.serve.decoding import DecoderCrashed, Decoders, decode_all
 from tubelet.serve.limits import UploadLimit, authorized, discard, save_upload
 from tubelet.serve.metrics import Metrics, RequestRecorder
 from tubelet.serve.served import ModelSlot
@@ -64,6 +65,7 @@ class ServeConfig:
     device: str = "auto"  # auto, cpu, cuda
     watch: bool = True  # poll the checkpoint's files every second and reload when they change
     topk: int = 5  # classes listed per prediction (as tubelet predict --topk)
+    decode_workers: int = 2  # processes that probe and decode uploads (a crashing decoder costs its request); 0: none
 
 
 class HTTPFailure(Exception):
@@ -91,6 +93,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     batcher.on_group = metrics.on_group
     metrics.queue_depth.set_function(batcher.depth)
     metrics.model_version.set_function(lambda: slot.current.version if slot.current else 0)
+    decoders = Decoders(config.decode_workers)
     explaining = threading.BoundedSemaphore(config.queue)  # explanations in flight; one more gets 429
     work = Path(tempfile.mkdtemp(prefix="tubelet-serve-"))  # mode 0700: uploads and explanations
     uploads, explained = work / "uploads", work / "explained"
@@ -105,6 +108,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         yield
         slot.stop()
         batcher.close()
+        decoders.close()
         shutil.rmtree(work, ignore_errors=True)
 
     app = FastAPI(
@@ -136,8 +140,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         """The upload saved privately, checked to be a video no longer than --max-seconds: (path, probe)."""
         path = save_upload(file.file, uploads, file.filename)
         try:
-            info = probe(path)
-        except TubeletError as exc:
+            info = decoders.run(probe, path)
+        except (TubeletError, DecoderCrashed) as exc:
             discard(path)
             raise HTTPFailure(415, f"{file.filename or 'file'}: not a video that can be decoded ({exc})") from None
         if info.duration_s > config.max_seconds:
@@ -169,7 +173,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise HTTPFailure(422, _as_fields(str(exc))) from None
             if plan.failed:
                 raise HTTPFailure(415, f"{file.filename}: {plan.failed[0]['error']}")
-            items = [plan.dataset[i] for i in range(len(plan.dataset))]  # decoded here, in this request's thread
+            try:
+                items = decoders.run(decode_all, plan.dataset)  # in a worker process: a crash costs this request
+            except DecoderCrashed as exc:
+                raise HTTPFailure(415, f"{file.filename}: not a video that can be decoded ({exc})") from None
             try:
                 future = batcher.submit(model, items, getattr(plan.dataset, "collate", collate))
             except QueueFull as exc:
