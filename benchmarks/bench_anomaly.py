@@ -12,9 +12,10 @@ Protocol:
    planted anomaly by at least 1 s, normal when it overlaps none; the few in between are left out of the AUC.
    Scores of each stream are z-scored against its own calibration windows before streams are pooled (a camera's
    threshold comes from its own calibration).
-4. Window-level ROC AUC (sklearn) of: (a) `AnomalyScorer` from the pretrained encoder, reconstruction and features;
-   (b) the fine-tuned classifier's anomaly probability (1 - P(normal)); (c) the frame-difference baseline; (d)
-   random scores. Per kind: that kind's abnormal windows against every normal window.
+4. Window-level ROC AUC (sklearn) of: (a) `AnomalyScorer` from the pretrained encoder, reconstruction and features
+   (and features of a random ``micro``, to see what pretraining adds); (b) the fine-tuned classifier's anomaly
+   probability (1 - P(normal)); (c) the frame-difference baseline; (d) random scores. Per kind: that kind's abnormal
+   windows against every normal window.
 5. Events: this benchmark's own hysteresis (not `tubelet watch`'s): an event starts at the first window over the
    99th percentile of the calibration scores and ends after two windows below it. An event counts when it overlaps
    a planted anomaly; recall is planted anomalies overlapped by an event; delay is the end of the first window over
@@ -153,6 +154,8 @@ def accuracy_section(data: Path, pretrained: Path, classifier_dir: Path, seed: i
         "reconstruction (pretrained micro)": AnomalyScorer.for_checkpoint(loaded, device="cpu"),
         "features (pretrained micro)": AnomalyScorer(loaded.model, pre),
     }
+    torch.manual_seed(seed)  # what the pretraining adds: the same scorer over a randomly initialised encoder
+    scorers["features (random micro)"] = AnomalyScorer(models.load("micro", num_classes=0).model, pre)
     assert scorers["reconstruction (pretrained micro)"].method == "reconstruction"
     classifier = models.load(classifier_dir)
     classifier.model.eval()

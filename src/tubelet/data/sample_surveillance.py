@@ -36,6 +36,7 @@ CALIBRATION_S = 30.0  # every stream's first seconds hold normal traffic only
 WALK = (20.0, 32.0)  # walking speed, pixels per second at 320 px wide (10-16 s to cross)
 RUN = (110.0, 160.0)
 SPLITS = {"train": 0.6, "val": 0.2, "test": 0.2}
+DRIFT_PERIOD_S = 40.0  # the slow lighting drift's cycle
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Scene:
     anomalies: list[tuple[str, float, float]] = field(default_factory=list)  # (kind, start, end) seconds
     noise: float = 2.0  # sensor noise, 0-255 levels
     drift: float = 0.04  # slow lighting drift amplitude (fraction of brightness)
+    phase: float = 0.0  # seconds into the drift's 40 s cycle at t = 0 (drawn per scene: no clock to learn)
 
 
 def _sprite(scene: Scene, rng: np.random.Generator, *, height: int = 40, width: int = 18) -> int:
@@ -151,6 +153,7 @@ def make_scene(
     """
     rng = np.random.default_rng(seed)
     scene = Scene(background or BACKGROUNDS[seed % len(BACKGROUNDS)], width, height, int(rng.integers(2**31)))
+    scene.phase = float(rng.uniform(0.0, DRIFT_PERIOD_S))
     t = -float(rng.uniform(0, 10))
     while t < duration:
         scene.actors.append(_crossing(scene, rng, t, float(rng.uniform(*WALK))))
@@ -213,7 +216,7 @@ def render(scene: Scene, *, fps: float, start: float, end: float) -> np.ndarray:
             a = alpha[y0 - top : y1 - top, x0 - left : x1 - left]
             p = pixels[y0 - top : y1 - top, x0 - left : x1 - left]
             frame[y0:y1, x0:x1] = frame[y0:y1, x0:x1] * (1 - a) + p * a
-        gain = 1.0 + scene.drift * np.sin(2 * np.pi * t / 40.0)  # slow drift: clouds, a 40 s cycle
+        gain = 1.0 + scene.drift * np.sin(2 * np.pi * (t + scene.phase) / DRIFT_PERIOD_S)  # slow drift: clouds
         for begin, stop, change in scene.lights:
             if begin <= t < stop:
                 gain *= change
