@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     root = work_dir() / ("anomaly_quick" if args.quick else "anomaly")
     data = root / "data"
-    streams, seconds = (4, 75.0) if args.quick else (8, 120.0)
+    streams, seconds = (6, 90.0) if args.quick else (12, 120.0)
     if not (data / "anomalies.csv").exists():
         generate_surveillance(data, seed=args.seed, streams=streams, stream_seconds=seconds,
                               clips_per_class=8 if args.quick else 20)  # fmt: skip
