@@ -100,7 +100,7 @@ def watch(
     cal = None
     if anomaly:
         cal = _calibration(loaded, device_, calibrate_seconds, calibration, percentile, pre, window, stride)
-        detectors.append(Detector("anomaly", len(loaded.labels or []) if alerts else 0, None))
+        detectors.append(Detector("anomaly", len(loaded.labels or []) if alerts else 0, None, strict=True))
 
     stop = threading.Event()
     restore = _on_signals(stop)
@@ -174,7 +174,12 @@ def _calibration(loaded, device, seconds, path, percentile, pre, window, stride)
         raise ConfigError("--anomaly: the anomaly scorer (tubelet.anomaly) is not in this build") from exc
     if seconds <= 0:
         raise ConfigError(f"--calibrate-seconds must be positive, got {seconds}")
-    scorer = AnomalyScorer.for_checkpoint(loaded, device=device)
+    if not 0.0 < percentile <= 100.0:
+        raise ConfigError(f"--percentile must be in (0, 100], got {percentile}")
+    try:
+        scorer = AnomalyScorer.for_checkpoint(loaded, device=device)
+    except ValueError as exc:
+        raise ConfigError(f"--anomaly: {exc}") from exc
     cal = Calibration(scorer, seconds, lambda scores: threshold(scores, percentile=percentile))
     if path is not None:
         cal.clips = calibration_clips(path, pre, window, stride)

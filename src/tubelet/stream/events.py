@@ -77,21 +77,24 @@ class Event:
 
 
 class Hysteresis:
-    """Opens an event when a window's score reaches `threshold`; closes it after `cooldown` seconds below.
+    """Opens an event when a window's score reaches `threshold` (with `strict`, rises above it); closes it after
+    `cooldown` seconds below.
 
     `update` takes windows in order and returns ``"start"``, ``"end"`` or None; `start`, `end`, `peak` describe the
     current (or just closed) event. A NaN score (a window not scored) changes nothing.
     """
 
-    def __init__(self, threshold: float | None, cooldown: float):
-        self.threshold, self.cooldown = threshold, cooldown
+    def __init__(self, threshold: float | None, cooldown: float, *, strict: bool = False):
+        self.threshold, self.cooldown, self.strict = threshold, cooldown, strict
         self.open = False
         self.start = self.end = self.peak = None
 
     def update(self, start: float, end: float, score: float) -> str | None:
         if self.threshold is None or np.isnan(score):
             return None
-        if score >= self.threshold:
+        # Strictly above means above by more than float noise: features of identical windows differ in the 7th digit.
+        margin = 1e-5 * max(1.0, abs(self.threshold)) if self.strict else 0.0
+        if score > self.threshold + margin or (score == self.threshold and not self.strict):
             if not self.open:
                 self.open, self.start, self.peak = True, start, score
                 self.end = end

@@ -39,13 +39,16 @@ Scorer = Callable[[list[Particles]], np.ndarray]  # clips -> (n, K) scores
 class Detector:
     """Turns column `column` of the window scores into events of `kind` (``label`` or ``anomaly``).
 
-    `threshold` None means not yet known (an anomaly detector still calibrating): no event.
+    `threshold` None means not yet known (an anomaly detector still calibrating): no event. A label's probability
+    raises one when it reaches the threshold (``--alert LABEL:MIN_SCORE``); an anomaly score when it rises above it
+    (`strict`: a calibration of identical windows has a threshold of exactly their score).
     """
 
     kind: str
     column: int
     threshold: float | None
     label: str | None = None
+    strict: bool = False
 
 
 @dataclass
@@ -219,11 +222,12 @@ class StreamSession:
         self.windower = Windower(pre, window, stride or window)
         self.score_fn, self.detectors, self.calibration = score, detectors, calibration
         self.cooldown, self.store, self.on_event = cooldown, store, on_event
-        self.hysteresis = [Hysteresis(d.threshold, cooldown) for d in detectors]
+        self.hysteresis = [Hysteresis(d.threshold, cooldown, strict=d.strict) for d in detectors]
         self.open: list[Event | None] = [None] * len(detectors)
-        self.recorder = Recorder(out, keep_seconds=max_clip_seconds + pre_roll + window, pre_roll=pre_roll,
+        self.recorder = Recorder(out, keep_seconds=max_clip_seconds + pre_roll + window + post_roll, pre_roll=pre_roll,
                                  post_roll=post_roll)  # fmt: skip
         self.events: list[Event] = []
+        self.closing: list[Event] = []  # ended, waiting for their post-roll
         self.results = Tally()
         self.started = time.perf_counter()
         if calibration is not None and calibration.clips:
@@ -237,11 +241,14 @@ class StreamSession:
         if kept:
             self.recorder.add(kept, times)
         yield from self._run(windows)
+        if kept:
+            yield from self._finish(times[-1])
 
     def gap(self, start: float, end: float, *, wall: float | None = None, reason: str = "") -> Iterator[EventUpdate]:
         """The source dropped from `start` to `end` seconds: open events close, a ``gap`` event is recorded, and the
         next window starts at the next frame."""
         yield from self._close_all()
+        yield from self._finish(np.inf)
         self.windower.reset()
         self.recorder.reset()
         event = Event(kind="gap", start=start, end=end, wall_start=time.time() if wall is None else wall,
@@ -254,6 +261,7 @@ class StreamSession:
         """The stream ended (or was stopped): score the last partial window and close open events."""
         yield from self._run(self.windower.flush())
         yield from self._close_all()
+        yield from self._finish(np.inf)
 
     # --- scoring ----------------------------------------------------------------------------------------------
     def _run(self, windows: list[Window]) -> Iterator[WindowResult | EventUpdate]:
@@ -332,10 +340,19 @@ class StreamSession:
                     yield from self._end(i)
 
     def _end(self, i: int) -> Iterator[EventUpdate]:
+        """Close detector i's event; it is told (``end``) once its post-roll has arrived (`_finish`)."""
         event, self.open[i] = self.open[i], None
         event.end, event.wall_end = self.hysteresis[i].end, time.time()
-        event.clip = self.recorder.clip(event)
-        yield from self._emit("end", event)
+        self.closing.append(event)
+        return iter(())
+
+    def _finish(self, now: float) -> Iterator[EventUpdate]:
+        """Write the clips of closed events whose post-roll ends by `now` seconds, and tell their end."""
+        due = [e for e in self.closing if e.end + self.recorder.post_roll <= now]
+        for event in due:
+            self.closing.remove(event)
+            event.clip = self.recorder.clip(event)
+            yield from self._emit("end", event)
 
     def _close_all(self) -> Iterator[EventUpdate]:
         for i, h in enumerate(self.hysteresis):

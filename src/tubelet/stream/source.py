@@ -88,6 +88,7 @@ class Source:
         self.kind = source_kind(spec)
         self._offset = 0.0  # added to a container's times so that the timeline never goes back
         self._last: float | None = None  # stream seconds of the last frame given out
+        self._last_wall: float | None = None  # and the Unix time it was read
         self._next_keep = -np.inf
 
     def __iter__(self) -> Iterator[Frames | Gap]:
@@ -110,7 +111,7 @@ class Source:
                     yield item
                 reason = "stream ended"
             except VideoError as exc:
-                reason = str(exc)
+                reason = exc.reason
             if self.stop():
                 return
             tries += 1
@@ -167,6 +168,8 @@ class Source:
                     break
                 except _AV_ERRORS as exc:
                     if live:
+                        if chunk:  # what arrived before the drop is the stream's all the same
+                            yield Frames(chunk, np.array(times), time.time())
                         raise VideoError(spec, f"read failed ({_reason(exc)})") from exc
                     log.warning("%s: read failed (%s); file ends here", spec, _reason(exc))
                     break
@@ -183,6 +186,8 @@ class Source:
                     if first is None:  # the container's own zero: continue the timeline after the last frame
                         first = t
                         gap = (1.0 / self.fps) if self.fps else 1e-3
+                        if live and self._last_wall is not None:  # a live source was away this long
+                            gap = max(gap, time.time() - self._last_wall)
                         base = self._offset = (self._last + gap - t) if self._last is not None else -t
                     t = float(t + base)
                     if self._last is not None and t <= self._last:
@@ -193,7 +198,7 @@ class Source:
                         _sleep(began + (t - base - first) - time.monotonic(), self.stop)
                     chunk.append(self._rgb(frame))
                     times.append(t)
-                    self._last = t
+                    self._last, self._last_wall = t, time.time()
                     if self.realtime or times[-1] - times[0] >= self.chunk_seconds:
                         yield Frames(chunk, np.array(times), time.time())
                         chunk, times = [], []
