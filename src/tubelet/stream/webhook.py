@@ -24,7 +24,8 @@ class WebhookSender:
     """Delivers ``(event id, phase)`` in order; `send` never blocks.
 
     The payload is the event's JSON (`tubelet.stream.events.EVENT_KEYS` and ``id``) with ``phase`` ``start`` or
-    ``end``, read from the database when it is sent (an end payload carries the clip).
+    ``end``, read from the database when it is sent (an end payload carries the clip; a start payload never has an
+    ``end`` or a ``clip``, however late it is sent).
 
     Args:
         url: where to POST.
@@ -87,11 +88,11 @@ class WebhookSender:
                 wait = self.backoff
                 while not self._stop.is_set():
                     if self._deliver(db, event_id, phase):
+                        self.queue.task_done()  # one stopped mid-retry stays unfinished: `close` counts it
                         break
                     self.failures += 1
                     self._stop.wait(wait)
                     wait = min(wait * 2, self.max_backoff)
-                self.queue.task_done()
         finally:
             db.close()
 
@@ -100,6 +101,8 @@ class WebhookSender:
         if row is None:
             return True  # nothing to send
         payload = {**row_event(dict(zip(COLUMNS, row, strict=True))), "phase": phase}
+        if phase == "start":  # as it was when it started, however late this is sent
+            payload.update(end=None, clip=None)
         request = urllib.request.Request(
             self.url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
         )
