@@ -155,6 +155,14 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="write the audio-visual dataset instead: soundtracks, captions, question/answer pairs, and classes "
         "decided by sound, by vision or by both",
     )
+    p.add_argument(
+        "--surveillance",
+        action="store_true",
+        help="write the surveillance sample instead: long fixed-camera streams (320x240, 15 fps) with planted "
+        "anomalies of known seconds (anomalies.csv) and short clips labelled normal or an anomaly kind",
+    )
+    p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
+    p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -165,6 +173,22 @@ def _sample_data_run(args) -> None:
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
     writable_dir(args.out, "out")
+    if args.surveillance:
+        from tubelet.data.sample_surveillance import CALIBRATION_S, generate_surveillance
+
+        if args.multimodal:
+            raise TubeletError("--surveillance and --multimodal write different datasets; choose one")
+        if args.streams < 0 or (args.streams and args.stream_seconds <= CALIBRATION_S + 20):
+            raise TubeletError(
+                f"--stream-seconds must exceed {CALIBRATION_S + 20:g} (a normal calibration period, then an "
+                f"anomaly), got {args.stream_seconds:g}; --streams must not be negative"
+            )
+        summary = generate_surveillance(
+            args.out, seed=args.seed, streams=args.streams, stream_seconds=args.stream_seconds,
+            clips_per_class=args.clips_per_class, workers=args.workers,
+        )  # fmt: skip
+        _print(summary, args.json)
+        return
     write = generate_av if args.multimodal else generate
     _print(write(args.out, seed=args.seed, clips_per_class=args.clips_per_class, workers=args.workers), args.json)
 
