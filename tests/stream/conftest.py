@@ -55,7 +55,21 @@ def square_mkv(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("videos") / "square.mkv", scene(), fps=FPS, gop=8)
 
 
-class Receiver:
+class Loopback:
+    """An HTTP server on 127.0.0.1:<free port> in a thread, answering with `handler` (a BaseHTTPRequestHandler)."""
+
+    def start(self, handler, path: str) -> None:
+        handler.log_message = lambda *args: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Receiver(Loopback):
     """A webhook receiver on 127.0.0.1:<port> in a thread: `payloads` is what it got; `up` False answers 503."""
 
     def __init__(self):
@@ -74,26 +88,10 @@ class Receiver:
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.start(Handler, "hook")
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-class VideoServer:
+class VideoServer(Loopback):
     """Serves one file over HTTP on loopback; the first `drops` requests are cut after `cut_bytes` bytes (a camera
     whose connection drops), the next `serves` get the whole file, and later ones 404 (the camera is gone).
     `requests` counts them."""
@@ -122,16 +120,7 @@ class VideoServer:
                     pass
                 self.close_connection = True
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{Path(path).name}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.start(Handler, Path(path).name)
 
 
 class Scene:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tubelet.cli import main
+from tubelet.io import write_video
 from tubelet.stream.events import EVENT_KEYS
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
@@ -72,10 +73,18 @@ def test_a_label_it_does_not_know_is_one_line_listing_its_labels(tmp_path, capsy
     assert code == 2 and "no such file or folder" in err
 
 
-def test_anomaly_is_one_event_overlapping_the_planted_square(tmp_path, capsys, checkpoint, square_video, S):
+@pytest.mark.parametrize("calibration", ["stream", "file"])
+def test_anomaly_is_one_event_overlapping_the_planted_square(
+    tmp_path, capsys, checkpoint, square_video, S, calibration
+):
+    if calibration == "file":  # normal is a separate recording of the empty scene
+        normal = write_video(tmp_path / "normal.mp4", S.frames(3.0, square=None), fps=S.FPS)
+        calibrate = ["--calibration", normal]
+    else:  # normal is the stream's first 3 s
+        calibrate = ["--calibrate-seconds", 3]
     code, lines, _ = watch(
-        capsys, square_video, "--checkpoint", checkpoint, "--out", tmp_path, "--anomaly", "--calibrate-seconds", 3,
-        "--stride-seconds", 0.5, "--cooldown-seconds", 0.5,
+        capsys, square_video, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--anomaly", *calibrate,
+        "--stride-seconds", 0.5, "--cooldown-seconds", 0.5, "--alert", "person:1",  # an alert that never fires
     )  # fmt: skip
     assert code == 0
     threshold, *events, summary = lines

@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from tubelet.data.pipeline import check_window
@@ -192,7 +191,7 @@ def calibration_clips(path: str, pre, window: float, stride: float) -> list:
     """Every window's particles of a calibration video, cut exactly as the stream's are."""
     if source_kind(path) != "file":
         raise ConfigError(f"--calibration {path}: not a video file")
-    windower = Windower(replace(pre), window, stride)
+    windower = Windower(pre, window, stride)
     clips = []
     for item in Source(path, size=pre.output_size, fps=pre.sample_fps, chunk_seconds=10.0):
         if isinstance(item, Frames):
