@@ -60,6 +60,24 @@ def test_an_alert_is_one_event_printed_saved_and_stored(tmp_path, capsys, checkp
     db.close()
 
 
+def test_the_webhook_gets_start_and_end_of_each_event(tmp_path, capsys, checkpoint, square_video, S):
+    receiver = S.Receiver()
+    try:
+        code, lines, _ = watch(
+            capsys, square_video, "--checkpoint", checkpoint, "--out", tmp_path, "--alert", "person:0",
+            "--webhook", receiver.url,
+        )  # fmt: skip
+    finally:
+        receiver.close()
+    assert code == 0
+    event, summary = lines
+    assert [(p["id"], p["phase"]) for p in receiver.payloads] == [(event["id"], "start"), (event["id"], "end")]
+    assert receiver.payloads[1] == {**event, "phase": "end"}
+    assert summary["webhook"] == {"delivered": 2, "undelivered": 0}
+    (row,) = rows(tmp_path)
+    assert (row["delivered_start"], row["delivered_end"]) == (1, 1)
+
+
 def test_a_label_it_does_not_know_is_one_line_listing_its_labels(tmp_path, capsys, checkpoint, square_video):
     code, _, err = watch(capsys, square_video, "--checkpoint", checkpoint, "--out", tmp_path, "--alert", "fall")
     assert code == 2

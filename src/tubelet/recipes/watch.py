@@ -27,6 +27,9 @@ from tubelet.tasks.base import Reads, task_of
 log = logging.getLogger("tubelet.watch")
 
 DEFAULT_MIN_SCORE = 0.5
+# A file read faster than real time is fed in chunks of this many strides, so the model scores windows in batches; a
+# live source is fed every stride (an event is not held back for a batch to fill).
+BATCH_WINDOWS = 8
 
 
 def parse_alerts(alerts: list[str], labels: list[str] | None, source: str) -> list[Detector]:
@@ -130,7 +133,7 @@ def watch(
         _announce(cal, emit, say, json_lines)
     reader = Source(
         source, size=pre.output_size, fps=pre.sample_fps, realtime=realtime, reconnect_tries=reconnect_tries,
-        stop=stop.is_set, chunk_seconds=max(stride, 0.5),
+        stop=stop.is_set, chunk_seconds=stride if kind in ("network", "device") else BATCH_WINDOWS * stride,
     )  # fmt: skip
     log.info("watching %s (%s): windows of %g s every %g s", source, kind, window, stride)
     first = last = None
