@@ -72,3 +72,36 @@ def test_memory_is_bounded_over_a_long_stream(S):
     # The clip history: 5 s + the rolls + a window, at the 4 fps sampled: 8 s -> 33 frames at most.
     assert longest == 33
     assert session.summary()["windows"] == 599
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.slow
+def test_rss_stays_flat_over_an_hour_of_stream(tmp_path, checkpoint, S):
+    """An hour of a scene with a walker every minute, through the model, events and their clips and the database:
+    resident memory after the first ten minutes grows by less than 20 MB."""
+    from tubelet.models import load
+    from tubelet.stream.events import EventStore
+    from tubelet.stream.session import Detector, model_scorer
+
+    loaded = load(str(checkpoint))
+    store = EventStore(tmp_path / "events.sqlite")
+    session = StreamSession(
+        model_scorer(loaded), pre=S.PRE, detectors=[Detector("label", 1, 0.0, "person")], store=store, out=tmp_path,
+        stride=1.0,
+    )  # fmt: skip
+    minute = S.frames(60.0, square=(20.0, 30.0))[:: S.FPS // 4]  # 4 fps, as sampled
+    after_warmup = None
+    for m in range(60):
+        times = m * 60 + np.arange(len(minute)) / 4
+        for i in range(0, len(minute), 4):
+            list(session.feed(minute[i : i + 4], times[i : i + 4]))
+        if m == 10:
+            after_warmup = rss_mb()
+    list(session.close())
+    store.close()
+    assert session.summary()["windows"] == 3600
+    assert rss_mb() - after_warmup < 20
