@@ -105,3 +105,12 @@ def test_rss_stays_flat_over_an_hour_of_stream(tmp_path, checkpoint, S):
     store.close()
     assert session.summary()["windows"] == 3600
     assert rss_mb() - after_warmup < 20
+
+
+def test_a_stream_that_never_comes_back_is_given_up_after_the_tries(square_mkv, S):
+    server = S.VideoServer(square_mkv, drops=0, serves=0)  # every request: 404
+    try:
+        items = list(Source(server.url, reconnect_tries=2, backoff=0.01, open_timeout=2))
+    finally:
+        server.close()
+    assert items == [] and server.requests == 3  # the first try and two more

@@ -4,7 +4,8 @@
 A source yields `Frames` (decoded, decimated to the sample rate, resized as the checkpoint says, with stream times in
 seconds and the wall-clock time beside them) and `Gap`s. Times never go back: a reconnected stream, or the next file
 of a folder, continues after the last frame. A corrupt packet is skipped; a network source or device that drops is
-reopened with exponential backoff, and the seconds it was away become a `Gap`.
+reopened with exponential backoff, and the seconds it was away become a `Gap`; a network source that is a recording
+(its container has a duration) ends when it has been read to its end.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Source:
         self._last: float | None = None  # stream seconds of the last frame given out
         self._last_wall: float | None = None  # and the Unix time it was read
         self._next_keep = -np.inf
+        self._finite = False  # the container being read has a duration (a recording, not a live stream)
 
     def __iter__(self) -> Iterator[Frames | Gap]:
         if self.kind == "file":
@@ -109,6 +111,8 @@ class Source:
                         yield Gap(dropped[0], float(item.timestamps[0]), dropped[1], dropped[2])
                         dropped, tries, wait = None, 0, self.backoff
                     yield item
+                if self._finite:  # a recording served over the network (it has a duration) that was read to its end
+                    return
                 reason = "stream ended"
             except VideoError as exc:
                 reason = exc.reason
@@ -158,6 +162,7 @@ class Source:
                 raise VideoError(spec, "no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            self._finite = container.duration is not None and container.duration > 0
             base, first, began = self._offset, None, time.monotonic()
             chunk, times = [], []
             packets = container.demux(stream)
