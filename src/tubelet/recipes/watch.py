@@ -123,7 +123,8 @@ def watch(
             else:
                 say(_words(event.to_json()))
         elif not json_lines and event.kind != "gap":
-            say(f"event start {event.kind} {event.label or ''} at {event.start:.2f} s (score {event.score:.3f})")
+            what = f"{event.kind} {event.label}" if event.label else event.kind
+            say(f"event start {what} at {event.start:.2f} s (score {event.score:.3f})")
 
     session = StreamSession(
         score, pre=pre, detectors=detectors, window=window, stride=stride, cooldown=cooldown_seconds,

@@ -232,5 +232,5 @@ def _even(frame: np.ndarray) -> np.ndarray:
 
 def _name(event: Event) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(event.wall_start))
-    what = event.label or event.kind
-    return f"{stamp}_{event.kind}_{''.join(c if c.isalnum() else '-' for c in what)}_{event.id[:8]}"
+    label = f"_{''.join(c if c.isalnum() else '-' for c in event.label)}" if event.label else ""
+    return f"{stamp}_{event.kind}{label}_{event.id[:8]}"

@@ -318,7 +318,7 @@ class StreamSession:
         return np.asarray(cal.scorer.score([w.particles for w in windows]), dtype=np.float64)
 
     def _calibrated(self, limit: float) -> None:
-        log.info("anomaly threshold %.6g (from %s)", limit, "calibration")
+        log.debug("anomaly threshold %.6g", limit)
         for d, h in zip(self.detectors, self.hysteresis, strict=True):
             if d.kind == "anomaly":
                 d.threshold = h.threshold = limit
