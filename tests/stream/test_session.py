@@ -106,3 +106,14 @@ def test_a_window_that_fails_is_skipped_and_the_rest_go_on(S, caplog):
     # First call scores the 3 complete windows: fine. Second (the tail) fails alone: logged and skipped.
     assert [r.start for r in out] == [0.0, 1.0, 2.0]
     assert "skipped" in caplog.text
+
+
+def test_a_window_whose_particles_cannot_be_made_is_skipped(S, caplog):
+    session = StreamSession(kept_fraction, pre=S.PRE, detectors=[], stride=1.0)
+    frames = np.full((8, 32, 43, 3), 90, np.uint8)  # at the checkpoint's size: kept as they are
+    out = list(session.feed(frames, np.arange(8) / 4))  # [0, 1) done; [1, 2) pending
+    t, frame = session.windower.frames[-1]
+    session.windower.frames[-1] = (t, frame[:20])  # a frame that is not the others' size (a broken decoder, say)
+    out += list(session.feed(frames, 2 + np.arange(8) / 4)) + list(session.close())
+    starts = [o.start for o in out if isinstance(o, WindowResult)]
+    assert starts == [0.0, 2.0, 3.0] and "could not be made" in caplog.text

@@ -145,10 +145,14 @@ class Windower:
         picked = [(t, f) for t, f in self.frames if start <= t < end]
         if len(picked) < min_frames:
             return None
-        frames = np.stack([f for _, f in picked])  # (T, H, W, 3)
         times = np.array([t for t, _ in picked])
-        return Window(start, end, clip_particles((start, end), pre=self.pre, frames=frames, timestamps=times),
-                      self.last_wall)  # fmt: skip
+        try:
+            frames = np.stack([f for _, f in picked])  # (T, H, W, 3)
+            particles = clip_particles((start, end), pre=self.pre, frames=frames, timestamps=times)
+        except Exception as exc:  # noqa: BLE001 - frames of another size mid-stream, say: skip the window, go on
+            log.warning("window %.2f-%.2f s skipped: its particles could not be made (%s)", start, end, exc)
+            return None
+        return Window(start, end, particles, self.last_wall)
 
 
 def resize(frame: np.ndarray, pre: Preprocessing) -> np.ndarray:
