@@ -34,6 +34,19 @@ def rows(out: Path) -> list[dict]:
         db.close()
 
 
+def wait_for_open_event(out: Path, seconds: float = 40.0) -> None:
+    """Until the database holds a row (inserted when the event starts); it may not exist, or hold no table, yet."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if (out / "events.sqlite").exists() and rows(out):
+                return
+        except sqlite3.OperationalError:  # the schema is being created
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no event in {out} after {seconds} s")
+
+
 def test_an_alert_is_one_event_printed_saved_and_stored(tmp_path, capsys, checkpoint, square_video):
     # MIN_SCORE 0: every window predicts "person" with at least 0, so the whole video is one event.
     code, lines, _ = watch(capsys, square_video, "--checkpoint", checkpoint, "--out", tmp_path, "--alert", "person:0")
@@ -142,12 +155,8 @@ def test_sigterm_mid_event_leaves_a_closed_event(tmp_path, checkpoint, square_vi
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:  # wait for the event to open (its row is inserted at start)
-            if (out / "events.sqlite").exists() and rows(out):
-                break
-            time.sleep(0.2)
-        assert rows(out) and rows(out)[0]["end"] is None
+        wait_for_open_event(out)
+        assert rows(out)[0]["end"] is None
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
@@ -161,3 +170,24 @@ def test_sigterm_mid_event_leaves_a_closed_event(tmp_path, checkpoint, square_vi
     db = sqlite3.connect(out / "events.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
+
+
+def test_sigkill_leaves_a_readable_database(tmp_path, checkpoint, square_video):
+    """A kill the process cannot catch: the database is whole and holds the open event (its end still NULL)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tubelet", "watch", str(square_video), "--checkpoint", str(checkpoint), "--out",
+         str(out), "--alert", "person:0", "--realtime", "--json"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_open_event(out)
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    db = sqlite3.connect(out / "events.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    (row,) = rows(out)
+    assert row["kind"] == "label" and row["end"] is None
