@@ -104,7 +104,6 @@ class AnomalyScorer:
             for key, field in (("mask_ratio", "mask_ratio"), ("mask", "mask_mode"), ("norm_pix", "norm_pix")):
                 if key in args and field not in options:
                     options[field] = args[key]
-            options.setdefault("mask_ratio", 0.75)
         return cls(loaded.model, pre, decoder=decoder, device=device, precision=precision, **options)
 
     def particles(self, frames: torch.Tensor | np.ndarray, timestamps: Sequence[float] | np.ndarray) -> Particles:

@@ -2,6 +2,7 @@
 writes streams, truth and labelled clips that decode as said."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -109,3 +110,15 @@ def test_generate_writes_streams_truth_and_labelled_clips(tmp_path):
 def test_command_refuses_a_stream_too_short_for_calibration_and_an_anomaly(tmp_path, tubelet_cli):
     bad = tubelet_cli("sample-data", tmp_path / "x", "--surveillance", "--stream-seconds", "20", check=False)
     assert bad.returncode != 0 and "--stream-seconds must exceed 50" in bad.stderr
+
+
+def test_command_writes_the_labelled_clips(tmp_path, tubelet_cli):
+    out = tmp_path / "cam"
+    result = tubelet_cli("sample-data", out, "--surveillance", "--streams", "0", "--clips-per-class", "3", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["clips"] == {"train": 7, "val": 7, "test": 7} and summary["anomalies"] == 0
+    with open(out / "test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fall = next(row["path"] for row in rows if row["label"] == "fall")
+    info = probe(out / fall)
+    assert (info.width, info.height) == (320, 240) and info.duration_s == pytest.approx(4.0, abs=0.1)
