@@ -716,6 +716,67 @@ def _export_run(args) -> None:
     )
 
 
+def _watch_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument(
+        "source", metavar="SOURCE",
+        help="a video file, a folder (its videos, then each new one), rtsp:// or http(s):// stream, or /dev/videoN",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", required=True, help="a classifier (for --alert) or any video encoder (--anomaly)")
+    p.add_argument("--out", required=True, help="folder for events.sqlite and the event clips (out/clips)")
+    p.add_argument(
+        "--alert", action="append", dest="alerts", default=None, metavar="LABEL[:MIN_SCORE]",
+        help="raise an event while the checkpoint predicts LABEL with at least MIN_SCORE (default 0.5); repeatable",
+    )  # fmt: skip
+    p.add_argument("--anomaly", action="store_true", help="raise events on windows unlike the calibration windows")
+    p.add_argument(
+        "--calibrate-seconds", type=positive_float, default=30.0, help="stream seconds that define normal (default 30)"
+    )
+    p.add_argument("--calibration", default=None, metavar="FILE", help="a video of normal scenes to calibrate on")
+    p.add_argument(
+        "--percentile", type=positive_float, default=99.0,
+        help="anomaly threshold: this percentile of the calibration scores (default 99)",
+    )  # fmt: skip
+    p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
+    p.add_argument("--stride-seconds", type=positive_float, default=None, help="step between windows (default: window)")
+    p.add_argument(
+        "--cooldown-seconds", type=non_negative_float, default=2.0,
+        help="an event ends once its score stayed below the threshold this long (default 2)",
+    )  # fmt: skip
+    p.add_argument("--pre-roll", type=non_negative_float, default=2.0, help="seconds of clip before an event (2)")
+    p.add_argument("--post-roll", type=non_negative_float, default=2.0, help="seconds of clip after an event (2)")
+    p.add_argument("--webhook", default=None, metavar="URL", help="POST each event as JSON when it starts and ends")
+    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
+    p.add_argument(
+        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
+        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
+
+
+def _watch_run(args) -> None:
+    from tubelet.recipes.watch import watch
+
+    summary = watch(
+        args.source, checkpoint=args.checkpoint, out=args.out, alerts=args.alerts, anomaly=args.anomaly,
+        calibrate_seconds=args.calibrate_seconds, calibration=args.calibration, percentile=args.percentile,
+        window_seconds=args.window_seconds, stride_seconds=args.stride_seconds, cooldown_seconds=args.cooldown_seconds,
+        pre_roll=args.pre_roll, post_roll=args.post_roll, webhook=args.webhook, realtime=args.realtime,
+        reconnect_tries=args.reconnect_tries, device=args.device, json_lines=args.json,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(summary))
+        return
+    cost = summary["cost_per_minute"]
+    print(
+        f"{summary['windows']} windows, {summary['events']} events ({summary['gaps']} gaps) over "
+        f"{summary['stream_seconds']:.1f} s of stream; real-time factor {summary['realtime_factor']}; "
+        f"{summary['mean_particles']} particles kept per window; processing seconds per stream minute: idle "
+        f"{cost['idle']['seconds_per_minute']}, busy {cost['busy']['seconds_per_minute']}; "
+        f"database {summary['database']}"
+    )
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -772,6 +833,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _export_run,
     ),
     "search": ("text query to ranked files and seconds, over an index", _search_args, _search_run),
+    "watch": (
+        "watch a camera, stream or file: alerts and anomalies as events, clips, a database, webhooks",
+        _watch_args,
+        _watch_run,
+    ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",
         _serve_args,
