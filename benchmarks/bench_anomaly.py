@@ -16,10 +16,10 @@ Protocol:
    (and features of a random ``micro``, to see what pretraining adds); (b) the fine-tuned classifier's anomaly
    probability (1 - P(normal)); (c) the frame-difference baseline; (d) random scores. Per kind: that kind's abnormal
    windows against every normal window.
-5. Events: this benchmark's own hysteresis (not `tubelet watch`'s): an event starts at the first window over the
-   99th percentile of the calibration scores and ends after two windows below it. An event counts when it overlaps
-   a planted anomaly; recall is planted anomalies overlapped by an event; delay is the end of the first window over
-   the threshold (when it can be known) minus the anomaly's start.
+5. Events: formed by `tubelet watch`'s own `Hysteresis` (as for ``--anomaly``): an event starts at the first window
+   strictly over the 99th percentile of the calibration scores and ends after 2 s (two windows) below it. An event
+   counts when it overlaps a planted anomaly; recall is planted anomalies overlapped by an event; delay is the end of
+   the first window over the threshold (when it can be known) minus the anomaly's start.
 6. Cost: seconds of processing per stream second (decode, particles, score; one window per second) for ``micro`` and
    ``small`` on this CPU, over an idle stretch (an empty scene) and a busy one (normal traffic), with the particles
    kept after pruning.
@@ -58,6 +58,7 @@ from tubelet.io import decode, probe
 from tubelet.particles import pack
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.recipes.pretrain import PretrainConfig, pretrain
+from tubelet.stream.events import Hysteresis
 
 WINDOW, STRIDE = 2.0, 1.0
 PRE = dict(sample_fps=8.0, clip_seconds=WINDOW, size=128, max_long_side=224, prune_threshold=4.0)
@@ -111,20 +112,19 @@ def anomaly_probability(classifier, clips: list) -> np.ndarray:
     return np.concatenate(out)
 
 
-def hysteresis(spans, scores, limit: float, hold: int = 2) -> list[tuple[float, float, float]]:
-    """Events (start, end, first-alarm time): start above `limit`, end after `hold` windows below it."""
-    events, current, below = [], None, 0
+def hysteresis(spans, scores, limit: float, cooldown: float = 2.0) -> list[tuple[float, float, float]]:
+    """Events (start, end, first-alarm time) as ``tubelet watch --anomaly`` forms them: its own `Hysteresis` (strictly
+    above `limit` opens one, `cooldown` seconds below closes it), the alarm at the end of the window that opened it."""
+    events, gate, alarm = [], Hysteresis(limit, cooldown, strict=True), None
     for (start, end), score in zip(spans, scores):
-        if score > limit:
-            if current is None:
-                current = [start, end, end]
-            current[1], below = end, 0
-        elif current is not None:
-            below += 1
-            if below >= hold:
-                events.append(tuple(current))
-                current, below = None, 0
-    return events + ([tuple(current)] if current is not None else [])
+        change = gate.update(start, end, float(score))
+        if change == "start":
+            alarm = end
+        elif change == "end":
+            events.append((gate.start, gate.end, alarm))
+    if gate.close():
+        events.append((gate.start, gate.end, alarm))
+    return events
 
 
 def event_numbers(per_stream: list[tuple[list, np.ndarray, float, list]]) -> tuple[float, float, float, int]:
@@ -335,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
         "frame-difference baseline, and does scoring keep up with the camera? Protocol in "
         "`benchmarks/bench_anomaly.py`'s docstring.\n\n"
         f"{machine_markdown()}\n\n**Window-level ROC AUC and events** (scores z-scored per stream against its first "
-        f"{CALIBRATION_S:g} s; events from this benchmark's own hysteresis, threshold = 99th percentile of the "
-        f"calibration scores, two windows below to end):\n\n{accuracy}\n\n**Cost**: {cost}\n\n"
+        f"{CALIBRATION_S:g} s; events formed by `tubelet watch`'s hysteresis, threshold = 99th percentile of "
+        f"the calibration scores, 2 s below to end):\n\n{accuracy}\n\n**Cost**: {cost}\n\n"
         f"Total {time.perf_counter() - started:.0f} s{' (--quick)' if args.quick else ''}"
         f"{', pretraining and fine-tuning reused from an earlier run of the same settings' if reused else ''}."
     )
