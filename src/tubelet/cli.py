@@ -159,6 +159,12 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="write the surveillance sample instead: long fixed-camera streams (320x240, 15 fps) with planted "
         "anomalies of known seconds (anomalies.csv) and short clips labelled normal or an anomaly kind",
     )
+    p.add_argument(
+        "--video2video",
+        action="store_true",
+        help="write the video-to-video sample instead: 3 s camera pans and zooms over photographs with a moving object "
+        "at 24/30/60 fps and 320x240/256x256, clips with a hard cut, train and test on different photographs",
+    )
     p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
     p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -171,6 +177,13 @@ def _sample_data_run(args) -> None:
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
     writable_dir(args.out, "out")
+    if args.video2video:
+        from tubelet.data.sample_v2v import generate_v2v
+
+        if args.surveillance or args.multimodal:
+            raise TubeletError("--video2video, --surveillance and --multimodal write different datasets; choose one")
+        _print(generate_v2v(args.out, seed=args.seed, workers=args.workers), args.json)
+        return
     if args.surveillance:
         from tubelet.data.sample_surveillance import CALIBRATION_S, generate_surveillance
 
