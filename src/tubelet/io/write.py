@@ -55,25 +55,47 @@ def write_video(
     timestamps = np.asarray(timestamps, dtype=np.float64)
     if len(timestamps) != len(frames) or np.any(np.diff(timestamps) <= 0):
         raise ValueError("timestamps must be one per frame and strictly increasing")
-    ext = path.suffix.lower()
-    codec = codec or _VIDEO_CODECS.get(ext)
-    if codec is None:
-        raise ValueError(f"{path}: unknown video container extension {ext!r}; use one of {sorted(_VIDEO_CODECS)}")
-    height, width = frames.shape[1:3]
-    if ext == ".avi":
-        _check_avi(path, timestamps, width, height, audio)
+    if path.suffix.lower() == ".avi":
+        _check_avi(path, timestamps, frames.shape[2], frames.shape[1], audio)
     nominal = fps or (len(frames) - 1) / max(timestamps[-1] - timestamps[0], 1e-6)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(nominal).limit_denominator(1001)
-    # AVI is constant-rate by design (and MPEG-4 part 2 caps the clock at 65535), so it counts frames.
-    time_base = 1 / rate if ext == ".avi" else _TIME_BASE
-    with av.open(str(path), mode="w") as container:
+    with VideoWriter(path, width=frames.shape[2], height=frames.shape[1], fps=nominal, audio=audio is not None,
+                     audio_rate=audio_rate, crf=crf, gop=gop, preset=preset, codec=codec) as writer:  # fmt: skip
+        for frame_rgb, t in zip(frames, timestamps):
+            writer.write(frame_rgb, t)
+        if audio is not None:
+            writer.write_audio(np.asarray(audio, dtype=np.float32), timestamps[0])
+    return path
+
+
+class VideoWriter:
+    """An encoder that takes frames one at a time (bounded memory for long outputs); `write_video` writes through it.
+
+    Use as a context manager: ``writer.write(frame, seconds)`` per frame in time order, then optionally
+    ``writer.write_audio(samples, start)`` once; leaving the block flushes the encoders and closes the file.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, width: int, height: int, fps: float, audio: bool = False,
+        audio_rate: int = 16000, crf: int = 23, gop: int | None = None, preset: str = "veryfast",
+        codec: str | None = None,
+    ):  # fmt: skip
+        path = Path(path)
+        ext = path.suffix.lower()
+        codec = codec or _VIDEO_CODECS.get(ext)
+        if codec is None:
+            raise ValueError(f"{path}: unknown video container extension {ext!r}; use one of {sorted(_VIDEO_CODECS)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rate = Fraction(fps).limit_denominator(1001)
+        # AVI is constant-rate by design (and MPEG-4 part 2 caps the clock at 65535), so it counts frames.
+        self.time_base = 1 / rate if ext == ".avi" else _TIME_BASE
+        self.path, self.audio_rate = path, audio_rate
+        self.container = container = av.open(str(path), mode="w")
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
         # 4:2:0 needs even sizes; odd ones keep full chroma so no pixel is cropped.
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.codec_context.time_base = time_base
-        stream.time_base = time_base
+        stream.codec_context.time_base = self.time_base
+        stream.time_base = self.time_base
         options = {}
         if codec == "libx264":
             options = {"crf": str(crf), "preset": preset}
@@ -84,21 +106,42 @@ def write_video(
             stream.codec_context.gop_size = gop
             if codec == "libx264":
                 stream.options = {**options, "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
-        astream = None
-        if audio is not None:
+        self.stream, self.astream = stream, None
+        if audio:
             acodec = _AUDIO_CODECS.get(ext)
             if acodec is None:
+                container.close()
                 raise ValueError(f"{path}: no audio codec for {ext!r}")
-            astream = container.add_stream(acodec, rate=audio_rate, layout="mono")
-        for frame_rgb, t in zip(frames, timestamps):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
-            frame.pts = math.floor(t / time_base + 0.5)  # half up: round() would send 22.5 and 23.5 both to even
-            frame.time_base = time_base
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-        if astream is not None:
-            _encode_audio(container, astream, np.asarray(audio, dtype=np.float32), audio_rate, timestamps[0])
-    return path
+            self.astream = container.add_stream(acodec, rate=audio_rate, layout="mono")
+
+    def write(self, frame_rgb: np.ndarray, seconds: float) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame shown at `seconds`."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+        frame.pts = math.floor(seconds / self.time_base + 0.5)  # half up: round() sends 22.5 and 23.5 both to even
+        frame.time_base = self.time_base
+        self.container.mux(self.stream.encode(frame))
+
+    def write_audio(self, samples: np.ndarray, start: float) -> None:
+        """Encode (N,) float32 mono samples in [-1, 1] from `start` seconds (needs ``audio=True``)."""
+        if self.astream is None:
+            raise ValueError(f"{self.path}: opened without audio=True")
+        self._flush_video()
+        _encode_audio(self.container, self.astream, np.asarray(samples, dtype=np.float32), self.audio_rate, start)
+
+    def _flush_video(self) -> None:
+        if self.stream is not None:
+            self.container.mux(self.stream.encode(None))
+            self.stream = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self._flush_video()
+        finally:
+            self.container.close()
 
 
 def _check_avi(path: Path, timestamps: np.ndarray, width: int, height: int, audio) -> None:
