@@ -790,6 +790,60 @@ def _watch_run(args) -> None:
     )
 
 
+def _video_in_out(file: str, out: str) -> None:
+    """A readable input video and an output path whose folder can be written, checked before any work."""
+    from pathlib import Path
+
+    if not Path(file).is_file():
+        raise TubeletError(f"FILE {file}: no such file")
+    if Path(out).is_dir():
+        raise TubeletError(f"--out {out}: is a directory; name the output video, e.g. {Path(out) / 'out.mp4'}")
+    writable_dir(Path(out).parent, "--out")
+
+
+def _interpolate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("file", help="video file")
+    p.add_argument("--fps", type=positive_float, required=True, help="output frame rate: frame i at i / FPS seconds")
+    p.add_argument("--out", required=True, help="output video (.mp4, .mkv, ...)")
+    p.add_argument(
+        "--method", choices=("repeat", "blend", "flow"), default="flow",
+        help="classical baseline: nearest frame, cross-fade, or DIS optical-flow warping (default flow)",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", default=None, help="a learned interpolation model (not available yet: issue 18)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _interpolate_run(args) -> None:
+    from tubelet.recipes.interpolate import interpolate_video
+
+    _video_in_out(args.file, args.out)
+    summary = interpolate_video(args.file, fps=args.fps, out=args.out, method=args.method, checkpoint=args.checkpoint)
+    _print(summary, args.json)
+
+
+def _denoise_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("file", help="video file")
+    p.add_argument("--out", required=True, help="output video (.mp4, .mkv, ...); keeps the source's frame times")
+    p.add_argument(
+        "--method", choices=("median", "nlm"), default="nlm",
+        help="classical baseline: temporal median, or OpenCV's multi-frame non-local means (default nlm)",
+    )  # fmt: skip
+    p.add_argument("--window", type=positive_int, default=5, help="frames each output frame reads, odd (default 5)")
+    p.add_argument("--sigma", type=positive_float, default=25.0, help="noise level in 0-255 levels, for nlm (25)")
+    p.add_argument("--checkpoint", default=None, help="a learned denoising model (not available yet: issue 18)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _denoise_run(args) -> None:
+    from tubelet.recipes.denoise import denoise_video
+
+    _video_in_out(args.file, args.out)
+    summary = denoise_video(
+        args.file, out=args.out, method=args.method, window=args.window, sigma=args.sigma, checkpoint=args.checkpoint
+    )
+    _print(summary, args.json)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -850,6 +904,16 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "watch a camera, stream or file: alerts and anomalies as events, clips, a database, webhooks",
         _watch_args,
         _watch_run,
+    ),
+    "interpolate": (
+        "a video at a new frame rate with real timestamps, never blending across a scene cut (classical baselines)",
+        _interpolate_args,
+        _interpolate_run,
+    ),
+    "denoise": (
+        "a video denoised from the frames around each one, within its shot (classical baselines)",
+        _denoise_args,
+        _denoise_run,
     ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",

@@ -86,7 +86,8 @@ def denoise(frames: np.ndarray, index: int, method: str = "median", *, window: i
         frames: (T, H, W, 3) uint8 noisy frames.
         index: the frame to denoise.
         method: `DENOISERS`.
-        window: odd number of frames the estimate reads, centred on `index` (shifted inside at the ends).
+        window: odd number of frames the estimate reads, centred on `index` (median: shifted inside at the ends;
+            nlm: shrunk at the ends, as OpenCV needs the frame at the centre).
         sigma: the noise's standard deviation in 0-255 levels (nlm's filter strength follows it).
 
     Returns:
@@ -102,9 +103,14 @@ def denoise(frames: np.ndarray, index: int, method: str = "median", *, window: i
     if method == "nlm":
         # OpenCV's guide: h about 0.4-1 x sigma; 0.6 x sigma keeps texture at 25-50 and still removes the grain.
         h = max(1.0, 0.6 * sigma)
-        block = [np.ascontiguousarray(f) for f in frames[start : start + size]]
+        # OpenCV wants the frame at the window's centre: near the ends the window shrinks instead of shifting.
+        half = min(size // 2, index, len(frames) - 1 - index)
+        if half == 0:
+            frame = np.ascontiguousarray(frames[index])
+            return cv2.fastNlMeansDenoisingColored(frame, None, h, h, 7, 21)
+        block = [np.ascontiguousarray(f) for f in frames[index - half : index + half + 1]]
         return cv2.fastNlMeansDenoisingColoredMulti(
-            block, index - start, size, None, h=h, hColor=h, templateWindowSize=7, searchWindowSize=21
+            block, half, 2 * half + 1, None, h=h, hColor=h, templateWindowSize=7, searchWindowSize=21
         )
     raise ValueError(f"unknown denoising method {method!r}; use one of {', '.join(DENOISERS)}")
 
