@@ -41,17 +41,14 @@ def _mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return np.clip((1.0 - t) * a + t * b + 0.5, 0, 255).astype(np.uint8)  # + 0.5: round half up
 
 
-_DIS = None
-
-
 def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(H, W, 2) float32 DIS optical flow from `a` to `b`: pixel (x, y) of `a` moves to (x, y) + flow in `b`."""
-    global _DIS
-    if _DIS is None:
-        _DIS = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    # A fresh instance per pair: a reused one carries buffers between calls and its result then depends on the
+    # pairs before (a window boundary changed the output by a few levels).
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     grey_a = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
     grey_b = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
-    return _DIS.calc(grey_a, grey_b, None)
+    return dis.calc(grey_a, grey_b, None)
 
 
 def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
