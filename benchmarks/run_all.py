@@ -30,6 +30,7 @@ BENCHMARKS = (
     *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
     "bench_serve",  # tubelet serve under load on loopback: p50/p99 and clips/s, with and without micro-batching
     "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
+    "bench_video2video",  # interpolation and denoising baselines (repeat/blend/flow, median/NLM) the models must beat
     "bench_anomaly",  # a fixed camera: anomaly scores vs classifier vs frame difference (AUC, events), real time
 )
 

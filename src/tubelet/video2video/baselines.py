@@ -26,6 +26,7 @@ DENOISERS = ("median", "nlm")
 
 def interpolate(a: np.ndarray, b: np.ndarray, t: float, method: str = "blend") -> np.ndarray:
     """The frame at fraction `t` of the way from `a` to `b` (both (H, W, 3) uint8) by `method` (`INTERPOLATIONS`)."""
+    t = float(t)  # a NumPy float64 would turn float32 flow fields into float64
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must be in [0, 1], got {t}")
     if method == "repeat":
@@ -55,7 +56,8 @@ def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Backward warp: output (x, y) samples `image` at (x, y) + flow(x, y), bilinear, edges replicated."""
     h, w = flow.shape[:2]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    map_x, map_y = (xs + flow[..., 0]).astype(np.float32), (ys + flow[..., 1]).astype(np.float32)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def flow_interpolate(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
