@@ -41,23 +41,29 @@ def denoise_video(
     writer = None
     written = 0
     context = max(window // 2, 4)  # the denoiser's half window, and the cut statistics' 4 frames each way
-    with bar(total=len(source), desc="denoise", unit="frame") as progress:
-        for part in windows(path, source, frames=WINDOW_FRAMES, overlap=context):
-            frames, times = part.frames, part.timestamps  # (T, H, W, 3), (T,)
-            if writer is None:
-                writer = VideoWriter(out, width=frames.shape[2], height=frames.shape[1], fps=_rate(source),
-                                     audio=audio is not None, audio_rate=audio.sample_rate if audio else 16000,
-                                     crf=crf)  # fmt: skip
-            local_cuts = cuts(frames)
-            lo, hi = part.core
-            found += [part.first + int(c) for c in local_cuts if lo <= c < hi]
-            bounds = np.concatenate([[0], local_cuts, [len(frames)]])  # shots of this window
-            for i in range(lo, hi):
-                shot = int(np.searchsorted(bounds, i, side="right")) - 1
-                a, b = int(bounds[shot]), int(bounds[shot + 1])
-                writer.write(denoise(frames[a:b], i - a, method, window=window, sigma=sigma), times[i])
-                written += 1
-            progress.update(hi - lo)
+    try:
+        with bar(total=len(source), desc="denoise", unit="frame") as progress:
+            for part in windows(path, source, frames=WINDOW_FRAMES, overlap=context):
+                frames, times = part.frames, part.timestamps  # (T, H, W, 3), (T,)
+                if writer is None:
+                    writer = VideoWriter(out, width=frames.shape[2], height=frames.shape[1], fps=_rate(source),
+                                         audio=audio is not None, audio_rate=audio.sample_rate if audio else 16000,
+                                         crf=crf)  # fmt: skip
+                local_cuts = cuts(frames)
+                lo, hi = part.core
+                found += [part.first + int(c) for c in local_cuts if lo <= c < hi]
+                bounds = np.concatenate([[0], local_cuts, [len(frames)]])  # shots of this window
+                for i in range(lo, hi):
+                    shot = int(np.searchsorted(bounds, i, side="right")) - 1
+                    a, b = int(bounds[shot]), int(bounds[shot + 1])
+                    writer.write(denoise(frames[a:b], i - a, method, window=window, sigma=sigma), times[i])
+                    written += 1
+                progress.update(hi - lo)
+    except BaseException:  # a failed run leaves no half-written video behind
+        if writer is not None:
+            writer.container.close()
+            Path(out).unlink(missing_ok=True)
+        raise
     if writer is None:
         raise ConfigError(f"{path}: no frames to denoise")
     with writer:

@@ -47,23 +47,29 @@ def interpolate_video(
     found: list[int] = []
     written = 0
     writer = None
-    with bar(total=len(targets), desc="interpolate", unit="frame") as progress:
-        for window in windows(path, source, frames=WINDOW_FRAMES, overlap=CONTEXT_FRAMES):
-            frames, times = window.frames, window.timestamps  # (T, H, W, 3), (T,)
-            if writer is None:
-                writer = VideoWriter(out, width=frames.shape[2], height=frames.shape[1], fps=fps,
-                                     audio=audio is not None, audio_rate=audio.sample_rate if audio else 16000,
-                                     crf=crf)  # fmt: skip
-            local_cuts = cuts(frames)
-            lo, hi = window.core
-            found += [window.first + int(c) for c in local_cuts if lo <= c < hi or (lo == 0 and c == 0)]
-            # The output frames whose left source frame is one of this window's core frames.
-            end_time = times[hi] if hi < len(times) else np.inf
-            mine = targets[(targets >= times[lo] - 1e-6) & (targets < end_time - 1e-6)]
-            for target in mine:
-                writer.write(_frame_at(frames, times, local_cuts, target, method), target)
-                written += 1
-            progress.update(len(mine))
+    try:
+        with bar(total=len(targets), desc="interpolate", unit="frame") as progress:
+            for window in windows(path, source, frames=WINDOW_FRAMES, overlap=CONTEXT_FRAMES):
+                frames, times = window.frames, window.timestamps  # (T, H, W, 3), (T,)
+                if writer is None:
+                    writer = VideoWriter(out, width=frames.shape[2], height=frames.shape[1], fps=fps,
+                                         audio=audio is not None, audio_rate=audio.sample_rate if audio else 16000,
+                                         crf=crf)  # fmt: skip
+                local_cuts = cuts(frames)
+                lo, hi = window.core
+                found += [window.first + int(c) for c in local_cuts if lo <= c < hi or (lo == 0 and c == 0)]
+                # The output frames whose left source frame is one of this window's core frames.
+                end_time = times[hi] if hi < len(times) else np.inf
+                mine = targets[(targets >= times[lo] - 1e-6) & (targets < end_time - 1e-6)]
+                for target in mine:
+                    writer.write(_frame_at(frames, times, local_cuts, target, method), target)
+                    written += 1
+                progress.update(len(mine))
+    except BaseException:  # a failed run leaves no half-written video behind
+        if writer is not None:
+            writer.container.close()
+            Path(out).unlink(missing_ok=True)
+        raise
     if writer is None:
         raise ConfigError(f"{path}: no frames to interpolate")
     with writer:
