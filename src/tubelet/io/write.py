@@ -128,6 +128,11 @@ class VideoWriter:
         self._flush_video()
         _encode_audio(self.container, self.astream, np.asarray(samples, dtype=np.float32), self.audio_rate, start)
 
+    def discard(self) -> None:
+        """Close without finishing and delete the file: a failed run leaves no half-written video behind."""
+        self.container.close()
+        self.path.unlink(missing_ok=True)
+
     def _flush_video(self) -> None:
         if self.stream is not None:
             self.container.mux(self.stream.encode(None))

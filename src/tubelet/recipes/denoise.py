@@ -17,7 +17,7 @@ from tubelet.errors import ConfigError
 from tubelet.io.write import VideoWriter
 from tubelet.progress import bar
 from tubelet.video2video.baselines import DENOISERS, cuts, denoise
-from tubelet.video2video.windows import frame_times, source_audio, windows
+from tubelet.video2video.windows import finish, frame_times, source_audio, windows
 
 NO_MODEL = "the learned denoising model is not available yet (issue 18); use --method median|nlm"
 WINDOW_FRAMES = 64  # source frames a window is responsible for
@@ -59,16 +59,13 @@ def denoise_video(
                     writer.write(denoise(frames[a:b], i - a, method, window=window, sigma=sigma), times[i])
                     written += 1
                 progress.update(hi - lo)
-    except BaseException:  # a failed run leaves no half-written video behind
+    except BaseException:
         if writer is not None:
-            writer.container.close()
-            Path(out).unlink(missing_ok=True)
+            writer.discard()
         raise
     if writer is None:
         raise ConfigError(f"{path}: no frames to denoise")
-    with writer:
-        if audio is not None and len(audio.samples):
-            writer.write_audio(audio.samples, audio.start)
+    finish(writer, audio)
     seconds = time.perf_counter() - began
     return {
         "file": path, "out": str(Path(out)), "method": method, "window": window, "sigma": sigma,

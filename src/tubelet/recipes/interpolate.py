@@ -17,7 +17,7 @@ from tubelet.errors import ConfigError
 from tubelet.io.write import VideoWriter
 from tubelet.progress import bar
 from tubelet.video2video.baselines import INTERPOLATIONS, cuts, interpolate, same_shot
-from tubelet.video2video.windows import frame_times, source_audio, windows
+from tubelet.video2video.windows import finish, frame_times, source_audio, windows
 
 NO_MODEL = "the learned interpolation model is not available yet (issue 18); use --method repeat|blend|flow"
 WINDOW_FRAMES = 64  # source frames a window is responsible for (memory: about this many decoded frames, twice)
@@ -65,16 +65,13 @@ def interpolate_video(
                     writer.write(_frame_at(frames, times, local_cuts, target, method), target)
                     written += 1
                 progress.update(len(mine))
-    except BaseException:  # a failed run leaves no half-written video behind
+    except BaseException:
         if writer is not None:
-            writer.container.close()
-            Path(out).unlink(missing_ok=True)
+            writer.discard()
         raise
     if writer is None:
         raise ConfigError(f"{path}: no frames to interpolate")
-    with writer:
-        if audio is not None and len(audio.samples):
-            writer.write_audio(audio.samples, audio.start)
+    finish(writer, audio)
     seconds = time.perf_counter() - began
     return {
         "file": path, "out": str(Path(out)), "method": method, "frames_in": len(source), "frames_out": written,

@@ -18,6 +18,7 @@ from tubelet.io.audio import Audio, decode_audio
 from tubelet.io.container import frame_index, open_container, video_stream
 from tubelet.io.decode import decode
 from tubelet.io.probe import probe
+from tubelet.io.write import VideoWriter
 
 
 @dataclass
@@ -68,3 +69,10 @@ def source_audio(path: str | os.PathLike) -> Audio | None:
     if not info.has_audio:
         return None
     return decode_audio(path, sample_rate=info.audio_sample_rate or 16000)
+
+
+def finish(writer: VideoWriter, audio: Audio | None) -> None:
+    """Close `writer`'s video with the source's soundtrack copied after it (when the source had one)."""
+    with writer:
+        if audio is not None and len(audio.samples):
+            writer.write_audio(audio.samples, audio.start)
