@@ -6,7 +6,7 @@ A leaf module (tqdm only), so data generation, inference, explanations and train
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tqdm import tqdm
 
@@ -17,6 +17,18 @@ def quiet(flag: bool = True) -> None:
     """Hide every bar from now on (``--json``), or show them again."""
     global _quiet
     _quiet = flag
+
+
+def each(fn: Callable, jobs: list, *, workers: int, desc: str, unit: str, chunksize: int = 1) -> None:
+    """``fn(job)`` for every job, in a pool of `workers` processes (in this process when under 2), with a bar."""
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            list(bar(pool.map(fn, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit))
+        return
+    for job in bar(jobs, desc=desc, unit=unit):
+        fn(job)
 
 
 def bar(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tubelet.io.write import write_video
-from tubelet.progress import bar
+from tubelet.progress import each
 
 CLASSES = ("static", "slow_left", "slow_right", "fast_left", "fast_right")
 # Pixels per second of the rendered clip; slow and fast are a factor 2 apart at their nearest, so a resize of the
@@ -189,12 +188,7 @@ def generate_pans(
                     manifests.setdefault(name, []).append((str(path), label))
     for _, _, path in jobs:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(bar(pool.map(_write, jobs, chunksize=4), total=len(jobs), desc="pans", unit="clip"))
-    else:
-        for job in bar(jobs, desc="pans", unit="clip"):
-            _write(job)
+    each(_write, jobs, workers=workers, desc="pans", unit="clip", chunksize=4)
     for name, rows in manifests.items():
         with open(out / f"{name}.csv", "w", newline="") as f:
             writer = csv.writer(f)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from tubelet.data.sample_pan import TEST_PHOTOS, TRAIN_PHOTOS, photograph
 from tubelet.io.write import write_video
-from tubelet.progress import bar
+from tubelet.progress import each
 
 RATES = (24.0, 30.0, 60.0)
 SIZES = ((320, 240), (256, 256))  # (width, height)
@@ -171,12 +170,7 @@ def generate_v2v(
             index += 1
     for split in rows:
         (out / split).mkdir(parents=True, exist_ok=True)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(bar(pool.map(_write, jobs), total=len(jobs), desc="video2video", unit="clip"))
-    else:
-        for job in bar(jobs, desc="video2video", unit="clip"):
-            _write(job)
+    each(_write, jobs, workers=workers, desc="video2video", unit="clip")
     for split, table in rows.items():
         with open(out / f"{split}.csv", "w", newline="") as f:
             writer = csv.writer(f)
