@@ -809,7 +809,11 @@ def _interpolate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "--method", choices=("repeat", "blend", "flow"), default="flow",
         help="classical baseline: nearest frame, cross-fade, or DIS optical-flow warping (default flow)",
     )  # fmt: skip
-    p.add_argument("--checkpoint", default=None, help="a learned interpolation model (not available yet: issue 18)")
+    p.add_argument(
+        "--checkpoint", default=None,
+        help="an interpolation model (tubelet finetune --task interpolation): makes the frames instead of --method",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -817,7 +821,9 @@ def _interpolate_run(args) -> None:
     from tubelet.recipes.interpolate import interpolate_video
 
     _video_in_out(args.file, args.out)
-    summary = interpolate_video(args.file, fps=args.fps, out=args.out, method=args.method, checkpoint=args.checkpoint)
+    summary = interpolate_video(
+        args.file, fps=args.fps, out=args.out, method=args.method, checkpoint=args.checkpoint, device=args.device
+    )
     _print(summary, args.json)
 
 
@@ -830,7 +836,11 @@ def _denoise_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     )  # fmt: skip
     p.add_argument("--window", type=positive_int, default=5, help="frames each output frame reads, odd (default 5)")
     p.add_argument("--sigma", type=positive_float, default=25.0, help="noise level in 0-255 levels, for nlm (25)")
-    p.add_argument("--checkpoint", default=None, help="a learned denoising model (not available yet: issue 18)")
+    p.add_argument(
+        "--checkpoint", default=None,
+        help="a denoise model (tubelet finetune --task denoise): restores the frames instead of --method",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -839,8 +849,9 @@ def _denoise_run(args) -> None:
 
     _video_in_out(args.file, args.out)
     summary = denoise_video(
-        args.file, out=args.out, method=args.method, window=args.window, sigma=args.sigma, checkpoint=args.checkpoint
-    )
+        args.file, out=args.out, method=args.method, window=args.window, sigma=args.sigma, checkpoint=args.checkpoint,
+        device=args.device,
+    )  # fmt: skip
     _print(summary, args.json)
 
 
@@ -906,12 +917,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _watch_run,
     ),
     "interpolate": (
-        "a video at a new frame rate with real timestamps, never blending across a scene cut (classical baselines)",
+        "a video at a new frame rate with real timestamps, never blending across a scene cut (a model or baselines)",
         _interpolate_args,
         _interpolate_run,
     ),
     "denoise": (
-        "a video denoised from the frames around each one, within its shot (classical baselines)",
+        "a video denoised from the frames around each one, within its shot (a model or classical baselines)",
         _denoise_args,
         _denoise_run,
     ),
