@@ -16,6 +16,7 @@ from tubelet.tasks.restoration import (  # noqa: E402
     Restorer,
     add_noise,
     clip_frames,
+    compress,
     denoise_example,
     feather,
     fold_time,
@@ -130,3 +131,10 @@ def test_denoise_examples_hide_nothing_and_target_the_clean_frames():
     example = denoise_example(noisy, np.arange(3) / 24, PRE, origin=(8, 16), tile=32, clean=clean)
     assert len(example.context) == len(example.queries) == len(example.target) == 3 * 4 * 4
     assert not torch.equal(example.queries.values, example.target.values)
+
+
+def test_compression_adds_blocking_that_lowers_quality_with_the_quality_setting():
+    clean = np.stack([shifted(0)])
+    low, high = compress(clean, 20), compress(clean, 60)
+    assert low.shape == clean.shape and low.dtype == np.uint8
+    assert psnr(low, clean) < psnr(high, clean) < 60

@@ -99,9 +99,12 @@ class DenoiseFields(RestorationFields):
 
     sigma_max: float = opt(50.0, "Gaussian noise of sigma U(0, sigma_max) in 0-255 levels, drawn per clip")
     frames: int = opt(5, "consecutive noisy frames read (and restored) together")
+    compression: float = opt(0.0, "share of training clips also JPEG-compressed (quality 20-60) after the noise")
 
     def validate(self) -> None:
         RestorationFields.validate(self)
+        if not 0.0 <= self.compression <= 1.0:
+            raise ConfigError(f"compression: a share in [0, 1], got {self.compression}")
         if not 0 < self.sigma_max <= 255:
             raise ConfigError(f"sigma_max: must be in (0, 255], got {self.sigma_max}")
         if self.frames < 1:
@@ -193,6 +196,17 @@ def add_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
     """(T, H, W, 3) uint8 with Gaussian noise of `sigma` levels, rounded and clipped as a camera would store it."""
     noisy = frames.astype(np.float32) + rng.normal(0.0, sigma, frames.shape).astype(np.float32)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def compress(frames: np.ndarray, quality: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames through JPEG at `quality` (blocking and ringing, as a heavily coded stream shows)."""
+    import cv2
+
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        out[i] = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) if ok else frame
+    return out
 
 
 def clip_frames(particles: Particles, pre) -> tuple[np.ndarray, np.ndarray]:
@@ -442,8 +456,8 @@ class DenoiseTask(RestorationTask):
     """Denoising: a run of ``frames`` noisy frames in, every one of them clean out.
 
     A training example adds Gaussian noise of a sigma drawn from U(0, sigma_max) per clip to ``frames`` consecutive
-    frames (rounded and clipped to 8 bits); the noisy pixels are both what the encoder reads and each query's
-    estimate, and the target is the clean frames.
+    frames (rounded and clipped to 8 bits; a ``compression`` share is JPEG-coded too); the noisy pixels are both what
+    the encoder reads and each query's estimate, and the target is the clean frames.
     """
 
     name = "denoise"
@@ -455,6 +469,8 @@ class DenoiseTask(RestorationTask):
         a = int(rng.integers(0, len(frames) - count + 1))
         clean, when = frames[a : a + count], times[a : a + count] - times[a]
         noisy = add_noise(clean, float(rng.uniform(0.0, cfg.sigma_max)), rng)
+        if cfg.compression and rng.random() < cfg.compression:
+            noisy = compress(noisy, int(rng.integers(20, 61)))
         H, W = frames.shape[1:3]
         return [
             denoise_example(noisy, when, pre, origin=_random_origin(H, W, cfg.tile, rng), tile=cfg.tile, clean=clean)
