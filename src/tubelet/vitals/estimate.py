@@ -85,7 +85,7 @@ def read_window(trace: Trace, start: float, end: float, method: str = "pos", *,
         else:
             reasons.append(f"low pulse signal quality ({quality:.1f} dB < {min_quality:g} dB)")
     br = br_quality = None
-    span = trace.between(max(start, end - max(breathing.MIN_SECONDS, end - start)), end)
+    span = trace.between(end - max(breathing.MIN_SECONDS, end - start), end)
     if len(span) >= 4 and span.times[-1] - span.times[0] >= 2.0 / breathing.BAND_HZ[0] / 2:  # half a slow cycle
         breath, motion = breathing.breathing_rate(span.times, span.chest_y, span.face_y)
         detail.breath_times = span.times[0] + np.arange(len(motion)) / breathing.RATE_HZ
