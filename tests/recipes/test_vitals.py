@@ -14,6 +14,7 @@ from tubelet.cli import main  # noqa: E402
 from tubelet.data.sample_pan import photograph  # noqa: E402
 from tubelet.data.sample_vitals import make_subject, write_subject  # noqa: E402
 from tubelet.io import write_video  # noqa: E402
+from tubelet.recipes.vitals import vitals  # noqa: E402
 
 
 def _clip(path, *, bpm: float, pulse: float, seed: int = 1):
@@ -54,10 +55,13 @@ def test_no_pulse_gives_low_quality_not_a_number(tmp_path, pulse_clip, capsys):
     assert np.mean([r["quality"] for r in pulsing["windows"]]) > np.mean([r["quality"] for r in summary["windows"]]) + 2
 
 
-def test_out_writes_the_plot_the_regions_and_a_self_contained_report(pulse_clip, tmp_path, capsys):
+def test_out_writes_the_plot_the_regions_and_a_self_contained_report(pulse_clip, tmp_path):
     out = tmp_path / "report"
-    summary = run_json(capsys, ["vitals", str(pulse_clip), "--window-seconds", "8", "--out", str(out),
-                                "--alert-hr", "50:70", "--alert-seconds", "2"])  # fmt: skip
+    emitted = []  # what a live source prints as it happens: each reading, and each event's start and end
+    summary = vitals(str(pulse_clip), window_seconds=8.0, out=str(out), alert_hr="50:70", alert_seconds=2.0,
+                     emit=emitted.append)  # fmt: skip
+    assert [e for e in emitted if "kind" not in e] == summary["windows"]
+    assert [e["phase"] for e in emitted if "kind" in e] == ["start", "end"]
     page = (out / "report.html").read_text()
     assert "not a medical device" in page and "<script" not in page and 'src="http' not in page
     images = page.count('src="data:image/png;base64,')

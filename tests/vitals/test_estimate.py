@@ -80,6 +80,16 @@ def test_breathing_is_read_from_the_shoulders():
     assert quiet.breathing_quality < reading.breathing_quality - 3
 
 
+def test_a_live_tracer_keeps_only_recent_seconds():
+    _, frame = next(frames(_subject(1)))
+    tracer = Tracer(keep_seconds=1.0)
+    for i in range(60):
+        tracer.add(frame, i / 30)
+    trace = tracer.trace()
+    assert len(trace) == 31 and trace.times[0] == pytest.approx(29 / 30)
+    assert np.all(trace.skin_pixels > 100) and np.allclose(trace.chest_y, 0.0, atol=1e-3)  # a still frame: no motion
+
+
 def test_the_face_is_found_in_a_generated_frame():
     subject = _subject(1)
     _, frame = next(frames(subject))
