@@ -164,7 +164,9 @@ def vitals(
     began = time.perf_counter()
     live = kind in ("network", "device", "folder")
     keep = max(window_seconds, breathing.MIN_SECONDS) + stride_seconds + 5.0
-    tracer = Tracer(keep_seconds=keep if live else None)
+    # Only the seconds the next windows read are kept, file or camera: memory and the work per window stay flat over
+    # an hour-long video (the plot and report need the readings, not the trace).
+    tracer = Tracer(keep_seconds=keep)
     windows = Windows(window_seconds, stride_seconds)
     readings: list[Reading] = []
     events: list[dict] = []
