@@ -4,6 +4,7 @@ the report, and one-line errors for a video without skin and one shorter than a 
 import base64
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -94,3 +95,14 @@ def test_too_short_and_no_model_are_one_line_errors(pulse_clip, capsys):
     assert "--checkpoint runs/x: no learned vitals checkpoint" in capsys.readouterr().err
     assert main(["vitals", str(pulse_clip), "--alert-hr", "120:50"]) == 2
     assert "MIN:MAX" in capsys.readouterr().err
+
+
+def test_a_folder_is_read_live_until_stopped(pulse_clip, tmp_path):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    shutil.copy(pulse_clip, folder / "a.mp4")
+    seen = []  # a folder never ends by itself: stop once two readings have come out
+    summary = vitals(str(folder), window_seconds=8.0, stride_seconds=2.0, emit=seen.append, stop=lambda: len(seen) >= 2)
+    assert seen[:2] == summary["windows"][:2]
+    assert [(r["start"], r["end"]) for r in seen[:2]] == [(0.0, 8.0), (2.0, 10.0)]
+    assert all(abs(r["heart_rate_bpm"] - 72.0) <= 3.0 for r in summary["windows"] if r["heart_rate_bpm"] is not None)

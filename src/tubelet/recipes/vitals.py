@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from tubelet.errors import ConfigError
 from tubelet.outputs import writable_dir
 from tubelet.progress import bar
 from tubelet.stream.events import Hysteresis
-from tubelet.stream.source import Frames, Gap, Source, source_kind
+from tubelet.stream.source import Frames, Gap, Source, source_kind, stop_on_signals
 from tubelet.vitals import breathing
 from tubelet.vitals.estimate import Reading, Windows, read_window
 from tubelet.vitals.pulse import METHODS
@@ -127,11 +128,13 @@ def vitals(
     realtime: bool = False,
     reconnect_tries: int | None = None,
     emit: Callable[[dict], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Read heart and breathing rate per window from `source`; returns the summary with every window's reading.
 
     `emit`, when given, receives each reading and each alert event as a dict the moment it exists (a live source's
-    output); the summary holds them all as well.
+    output); the summary holds them all as well. Reading ends with the source, when `stop` returns True, or at
+    SIGINT/SIGTERM (a camera or a folder never ends by itself): the summary and the report are then still written.
     """
     if method == "model" or checkpoint is not None:
         what = f"--checkpoint {checkpoint}" if checkpoint is not None else "--method model"
@@ -174,33 +177,39 @@ def vitals(
     best = None  # (quality, detail) of the clearest pulse window, for the plot
     first = last = None
     frames_read = 0
-    reader = Source(source, realtime=realtime, reconnect_tries=reconnect_tries, chunk_seconds=1.0)
-    with bar(total=round(total, 1) if total else None, desc="vitals", unit="s", disable=live) as progress:
-        for item in reader:
-            if isinstance(item, Gap):  # a dropped stream: start over after it rather than read across the hole
-                log.warning("%s: no frames from %.2f to %.2f s (%s); windows restart", source, item.start, item.end,
-                            item.reason)  # fmt: skip
-                tracer, windows = Tracer(keep_seconds=tracer.keep_seconds), Windows(window_seconds, stride_seconds)
-                continue
-            assert isinstance(item, Frames)
-            for frame, t in zip(item.frames, item.timestamps):
-                tracer.add(frame, float(t))
-            frames_read += len(item.frames)
-            first = float(item.timestamps[0]) if first is None else first
-            progress.update(round(float(item.timestamps[-1]) - (last if last is not None else first), 3))
-            last = float(item.timestamps[-1])
-            trace = tracer.trace()
-            period = float(np.median(np.diff(trace.times))) if len(trace) > 1 else 0.0
-            for start, end in windows.due(float(trace.times[0]), last, period):
-                reading, detail = read_window(trace, start, end, method)
-                readings.append(reading)
-                spectra.append(_on_grids(detail))
-                if detail.heart is not None and (best is None or detail.heart.quality_db > best[0]):
-                    best = (detail.heart.quality_db, detail)
-                if emit is not None:
-                    emit(reading.to_json())
-                for alert in alerts:
-                    _announce(alert.update(reading), events, emit)
+    halt = threading.Event()
+    restore = stop_on_signals(halt, what="finishing the readings and the report") if stop is None else lambda: None
+    reader = Source(source, realtime=realtime, reconnect_tries=reconnect_tries, chunk_seconds=1.0,
+                    stop=stop or halt.is_set)  # fmt: skip
+    try:
+        with bar(total=round(total, 1) if total else None, desc="vitals", unit="s", disable=live) as progress:
+            for item in reader:
+                if isinstance(item, Gap):  # a dropped stream: start over after it rather than read across the hole
+                    log.warning("%s: no frames from %.2f to %.2f s (%s); windows restart", source, item.start, item.end,
+                                item.reason)  # fmt: skip
+                    tracer, windows = Tracer(keep_seconds=tracer.keep_seconds), Windows(window_seconds, stride_seconds)
+                    continue
+                assert isinstance(item, Frames)
+                for frame, t in zip(item.frames, item.timestamps):
+                    tracer.add(frame, float(t))
+                frames_read += len(item.frames)
+                first = float(item.timestamps[0]) if first is None else first
+                progress.update(round(float(item.timestamps[-1]) - (last if last is not None else first), 3))
+                last = float(item.timestamps[-1])
+                trace = tracer.trace()
+                period = float(np.median(np.diff(trace.times))) if len(trace) > 1 else 0.0
+                for start, end in windows.due(float(trace.times[0]), last, period):
+                    reading, detail = read_window(trace, start, end, method)
+                    readings.append(reading)
+                    spectra.append(_on_grids(detail))
+                    if detail.heart is not None and (best is None or detail.heart.quality_db > best[0]):
+                        best = (detail.heart.quality_db, detail)
+                    if emit is not None:
+                        emit(reading.to_json())
+                    for alert in alerts:
+                        _announce(alert.update(reading), events, emit)
+    finally:
+        restore()
     for alert in alerts:
         _announce(alert.close(last), events, emit)
     if frames_read == 0:
