@@ -18,12 +18,12 @@ from tubelet.io import write_video  # noqa: E402
 from tubelet.recipes.vitals import vitals  # noqa: E402
 
 
-def _clip(path, *, bpm: float, pulse: float, seed: int = 1):
+def _clip(path, *, bpm: float, pulse: float, seed: int = 1, times=None):
     """12 s at 30 fps, 320x240, still, crf 10: a constant heart rate of `bpm` (no variability) and 15 breaths/min."""
     subject = make_subject(0, seed=seed, motion="still", compression="low", fps=30.0, size=(320, 240), duration=12.0)
     subject = dataclasses.replace(subject, heart=[(0, bpm), (12, bpm)], rsa=0.0, hrv=0.0, pulse_levels=pulse,
                                   breath=[(0, 15.0), (12, 15.0)], breath_px=1.5)  # fmt: skip
-    return write_subject(path, subject)
+    return write_subject(path, subject, times)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,19 @@ def test_a_known_pulse_is_read_within_3_bpm_with_pos(pulse_clip, capsys):
     assert len(confident) >= 2 and all(abs(v - 72.0) <= 3.0 for v in confident)
     assert set(rows[0]) >= {"start", "end", "heart_rate_bpm", "breathing_rate_bpm", "quality"}
     assert summary["frames"] == 360 and summary["method"] == "pos"
+
+
+def test_a_variable_frame_rate_is_read_in_seconds(tmp_path, capsys):
+    # 40 fps for 6 s, then 20 fps, with jitter: on the container's average 30 fps, counting frames would read the
+    # first half's 72 bpm as 96 and the second's as 48; the decoder's timestamps read 72 throughout.
+    jitter = np.random.default_rng(0).uniform(-0.004, 0.004, size=360)
+    times = np.concatenate([np.arange(0, 6, 1 / 40), np.arange(6, 12, 1 / 20)]) + jitter
+    times[0] = 0.0
+    path = _clip(tmp_path / "vfr.mp4", bpm=72.0, pulse=0.6, times=times)
+    summary = run_json(capsys, ["vitals", str(path), "--window-seconds", "8", "--stride-seconds", "2"])
+    assert summary["frames"] == len(times)
+    confident = [r["heart_rate_bpm"] for r in summary["windows"] if r["heart_rate_bpm"] is not None]
+    assert len(confident) >= 2 and all(abs(v - 72.0) <= 3.0 for v in confident)
 
 
 def test_no_pulse_gives_low_quality_not_a_number(tmp_path, pulse_clip, capsys):

@@ -202,11 +202,12 @@ def lighting(subject: Subject, times: np.ndarray, dx: np.ndarray) -> np.ndarray:
     return 1.0 + drift + flicker + 0.003 * dx
 
 
-def frames(subject: Subject):
-    """Yield (seconds, (H, W, 3) uint8 frame) for frame i at i / fps seconds, one at a time (bounded memory)."""
+def frames(subject: Subject, times: np.ndarray | None = None):
+    """Yield (seconds, (H, W, 3) uint8 frame) for frame i at i / fps seconds (or at each of `times`, increasing
+    seconds: a variable frame rate), one at a time (bounded memory)."""
     image, extra, skin_green = _layers(subject.mirror)
-    count = int(round(subject.duration * subject.fps))
-    times = np.arange(count) / subject.fps
+    if times is None:
+        times = np.arange(int(round(subject.duration * subject.fps))) / subject.fps
     heart_phase, breath_phase = phases(subject, times)
     motion = head_motion(subject, times)
     gain = lighting(subject, times, motion["dx"])
@@ -238,10 +239,10 @@ def frames(subject: Subject):
         yield float(t), np.clip(view + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_subject(path: str | Path, subject: Subject) -> Path:
-    """Render and encode `subject` to `path` (libx264 at its crf), one frame at a time."""
+def write_subject(path: str | Path, subject: Subject, times: np.ndarray | None = None) -> Path:
+    """Render and encode `subject` to `path` (libx264 at its crf), one frame at a time (at `times`, see `frames`)."""
     with VideoWriter(path, width=subject.width, height=subject.height, fps=subject.fps, crf=subject.crf) as writer:
-        for t, frame in frames(subject):
+        for t, frame in frames(subject, times):
             writer.write(frame, t)
     return Path(path)
 
