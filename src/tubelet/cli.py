@@ -165,6 +165,13 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="write the video-to-video sample instead: 3 s camera pans and zooms over photographs with a moving object "
         "at 24/30/60 fps and 320x240/256x256, clips with a hard cut, train and test on different photographs",
     )
+    p.add_argument(
+        "--vitals",
+        action="store_true",
+        help="write the vital-signs sample instead: 20 s videos of a face and shoulders from a real photograph with a "
+        "pulse (45-150 bpm) in the skin's colour and breathing (8-30/min) in the shoulders, head motion, lighting "
+        "drift, noise and H.264 at 3 levels; truth per second (truth.csv), train and test splits",
+    )
     p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
     p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -177,6 +184,15 @@ def _sample_data_run(args) -> None:
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
     writable_dir(args.out, "out")
+    if args.vitals:
+        from tubelet.data.sample_vitals import generate_vitals
+
+        if args.video2video or args.surveillance or args.multimodal:
+            raise TubeletError(
+                "--vitals, --video2video, --surveillance and --multimodal write different datasets; choose one"
+            )
+        _print(generate_vitals(args.out, seed=args.seed, workers=args.workers), args.json)
+        return
     if args.video2video:
         from tubelet.data.sample_v2v import generate_v2v
 
@@ -855,6 +871,84 @@ def _denoise_run(args) -> None:
     _print(summary, args.json)
 
 
+def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument(
+        "source", metavar="FILE_OR_SOURCE",
+        help="a video file, a folder (its videos, then each new one), rtsp:// or http(s):// stream, or /dev/videoN",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", choices=("pos", "chrom", "green", "model"), default="pos",
+        help="pulse from skin colour: POS (Wang 2017), CHROM (de Haan 2013) or GREEN; model: a learned vitals "
+        "checkpoint (not available yet) (default pos)",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", default=None, help="a learned vitals model, for --method model (not available yet)")
+    p.add_argument("--window-seconds", type=positive_float, default=10.0, help="seconds per reading (default 10)")
+    p.add_argument("--stride-seconds", type=positive_float, default=1.0, help="seconds between readings (default 1)")
+    p.add_argument("--out", default=None, help="folder for signals.png, regions.png, vitals.json and report.html")
+    p.add_argument(
+        "--alert-hr", default=None, metavar="MIN:MAX",
+        help="raise an event when the heart rate stays outside MIN:MAX beats per minute for --alert-seconds",
+    )  # fmt: skip
+    p.add_argument(
+        "--alert-br", default=None, metavar="MIN:MAX",
+        help="raise an event when the breathing rate stays outside MIN:MAX per minute for --alert-seconds",
+    )  # fmt: skip
+    p.add_argument(
+        "--alert-seconds", type=non_negative_float, default=10.0,
+        help="how long a rate must stay out of range before an event (default 10)",
+    )  # fmt: skip
+    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
+    p.add_argument(
+        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
+        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object (a live source: one line per reading)")
+
+
+def _vitals_run(args) -> None:
+    from tubelet.recipes.vitals import vitals
+    from tubelet.stream.source import source_kind
+
+    live = source_kind(args.source) in ("network", "device", "folder")
+
+    def emit(item: dict) -> None:
+        if args.json:
+            print(json.dumps(item), flush=True)
+        elif "kind" in item:
+            when = f"{item['start']} s" if item["phase"] == "start" else f"{item['start']}-{item['end']} s"
+            print(f"event {item['label']} {item['phase']} {when} (value {item['value']})", flush=True)
+        else:
+            print(_reading_line(item), flush=True)
+
+    summary = vitals(
+        args.source, method=args.method, checkpoint=args.checkpoint, window_seconds=args.window_seconds,
+        stride_seconds=args.stride_seconds, out=args.out, alert_hr=args.alert_hr, alert_br=args.alert_br,
+        alert_seconds=args.alert_seconds, realtime=args.realtime, reconnect_tries=args.reconnect_tries,
+        emit=emit if live else None,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if not (live and k == "windows")}))
+        return
+    if not live:
+        for row in summary["windows"]:
+            print(_reading_line(row))
+        for event in summary["events"]:
+            print(f"event {event['label']} {event['start']}-{event['end']} s (value {event['value']})")
+    print(
+        f"{len(summary['windows'])} windows over {summary['stream_seconds']:.1f} s: median heart rate "
+        f"{summary['heart_rate_bpm']} bpm, breathing {summary['breathing_rate_bpm']}/min "
+        f"({summary['confident_windows']} confident windows; {summary['realtime_factor']}x real time). "
+        f"{summary['note']}" + (f" Report: {summary['outputs']['report']}" if "outputs" in summary else "")
+    )
+
+
+def _reading_line(row: dict) -> str:
+    hr = "-" if row["heart_rate_bpm"] is None else f"{row['heart_rate_bpm']:.1f}"
+    br = "-" if row["breathing_rate_bpm"] is None else f"{row['breathing_rate_bpm']:.1f}"
+    text = f"{row['start']:8.2f}-{row['end']:.2f} s  heart {hr:>5} bpm  breathing {br:>4}/min  quality {row['quality']}"
+    return text + (f"  ({row['reason']})" if row["reason"] else "")
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -925,6 +1019,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "a video denoised from the frames around each one, within its shot (a model or classical baselines)",
         _denoise_args,
         _denoise_run,
+    ),
+    "vitals": (
+        "heart and breathing rate over seconds from a face on video or a camera, with signal quality and alerts "
+        "(classical rPPG; not a medical device)",
+        _vitals_args,
+        _vitals_run,
     ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",
