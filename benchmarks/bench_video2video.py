@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "33.4 dB on Set8 at sigma 20.\n\n"
         + machine_markdown() + f"\n- wall time: {time.perf_counter() - began:.0f} s"
     )  # fmt: skip
-    path = write_section("bench_video2video", body, title="Video to video: interpolation and denoising, models and baselines")
+    path = write_section("bench_video2video", body, title="Video to video: models and baselines")
     print(f"wrote {path}")
 
 
