@@ -206,10 +206,15 @@ def main(argv: list[str] | None = None) -> None:
     sizes = sorted({f"{c.shape[2]}x{c.shape[1]}" for c, _ in clips})
     how = []
     for task, model in models.items():
+        from tubelet.checkpoint import load_training_args
+
         facts = trained.get(task)
+        args_of = load_training_args(getattr(args, task)) if getattr(args, task) else {}
         origin = (f"trained here: `micro` encoder, {facts['steps']} steps on the train split's 15 clips "
                   f"(photographs never in the test split), {facts['train_s']} s" if facts else
-                  f"checkpoint {getattr(args, task)}")  # fmt: skip
+                  f"checkpoint trained with `tubelet finetune --task {task} --model {args_of.get('model')} "
+                  f"--max-steps {args_of.get('max_steps')}` on the `sample-data --video2video` train split (15 "
+                  "clips; photographs never in the test split)")  # fmt: skip
         how.append(
             f"- {task} model ({origin}): tiles of {model.tile} px, tubelets {model.pre.tubelet}"
             + (f", estimate = {model.estimate}" if task == "interpolation" else f", runs of {model.frames}")
