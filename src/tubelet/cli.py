@@ -745,6 +745,15 @@ def _export_run(args) -> None:
     )
 
 
+def _live_source_args(p: argparse.ArgumentParser) -> None:
+    """The flags of a command that reads a live source (watch, vitals)."""
+    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
+    p.add_argument(
+        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
+        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
+    )  # fmt: skip
+
+
 def _watch_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "source", metavar="SOURCE",
@@ -774,11 +783,7 @@ def _watch_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument("--pre-roll", type=non_negative_float, default=2.0, help="seconds of clip before an event (2)")
     p.add_argument("--post-roll", type=non_negative_float, default=2.0, help="seconds of clip after an event (2)")
     p.add_argument("--webhook", default=None, metavar="URL", help="POST each event as JSON when it starts and ends")
-    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
-    p.add_argument(
-        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
-        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
-    )  # fmt: skip
+    _live_source_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--json", action="store_true", help="events and the summary as JSON lines")
 
@@ -897,11 +902,7 @@ def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "--alert-seconds", type=non_negative_float, default=10.0,
         help="how long a rate must stay out of range before an event (default 10)",
     )  # fmt: skip
-    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
-    p.add_argument(
-        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
-        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
-    )  # fmt: skip
+    _live_source_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (a live source: one line per reading)")
 
 
