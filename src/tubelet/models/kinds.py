@@ -8,6 +8,7 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 | `encoder`   | `tubelet-encoder`   | `Encoder`        | encoder, preprocessing (a pretraining run's: + decoder)  |
 | `fusion`    | `tubelet-fusion`    | `FusionModel`    | fusion, preprocessing, audio                             |
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
+| `captioner` | `tubelet-captioner` | `CaptionModel`   | encoder or fusion (none: text only), text_decoder, preprocessing |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
 | `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining checkpoint's decoder (+ decoder.safetensors) |
 | `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
@@ -52,6 +53,7 @@ from tubelet.models.hub import hub_snapshot, is_hub_id
 from tubelet.models.onnx_model import GRAPH_FILE, OnnxModel
 from tubelet.models.registry import model_config, model_names
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
+from tubelet.models.text_decoder import CaptionModel, TextDecoderConfig
 
 log = logging.getLogger("tubelet.models")
 
@@ -251,6 +253,44 @@ class RetrievalKind(ModelKind):
         return self._config(encoder=loaded.model.video_config, retrieval=loaded.model.config, preprocessing=pre)
 
 
+class CaptionerKind(ModelKind):
+    """A clip encoder and a causal text decoder (``tubelet finetune --task caption`` or ``dialogue``)."""
+
+    name, model_type, model_class = "captioner", "tubelet-captioner", CaptionModel
+    hint = "train one with tubelet finetune --task caption or --task dialogue"
+
+    def build(self, config: dict, *, where: str, **runtime) -> CaptionModel:
+        decoder_runtime = {k: v for k, v in runtime.items() if k in ("dropout", "drop_path", "attention")}
+        decoder = _block(config, "text_decoder", TextDecoderConfig, where=where, **decoder_runtime)
+        encoder = None
+        if "fusion" in config:
+            encoder = FusionModel(_block(config, "fusion", FusionConfig, where=where, **runtime))
+        elif "encoder" in config:
+            encoder = Encoder(_block(config, "encoder", EncoderConfig, where=where, **runtime))
+        try:
+            return CaptionModel(encoder, decoder)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: text_decoder.{exc}") from None
+
+    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
+        loaded = super().load(directory, config, **runtime)
+        if not (directory / TOKENIZER_FILE).is_file():
+            raise ConfigError(f"{directory}: a captioner checkpoint needs its {TOKENIZER_FILE} beside config.json")
+        loaded.tokenizer = load_tokenizer(directory)
+        if "audio" in config:
+            loaded.audio = _block(config, "audio", AudioPreprocessing, where=f"{directory}/config.json")
+        return loaded
+
+    def config(self, loaded: Loaded) -> dict:
+        model = loaded.model
+        blocks = {"text_decoder": model.config, "preprocessing": _required(loaded, "preprocessing")}
+        if isinstance(model.encoder, FusionModel):
+            blocks.update(fusion=model.encoder.config, audio=_required(loaded, "audio"))
+        elif model.encoder is not None:
+            blocks["encoder"] = model.encoder.config
+        return self._config(**blocks)
+
+
 class DecoderKind(ModelKind):
     """A pretraining run's MAE decoder, kept beside its encoder: ``decoder`` in config.json, decoder.safetensors."""
 
@@ -355,7 +395,7 @@ def _task(directory: Path, config: dict) -> str | None:
 
 # --- the registry ---------------------------------------------------------------------------------------------
 
-ENCODER, FUSION, RETRIEVAL = EncoderKind(), FusionKind(), RetrievalKind()
+ENCODER, FUSION, RETRIEVAL, CAPTIONER = EncoderKind(), FusionKind(), RetrievalKind(), CaptionerKind()
 DECODER, VIDEOMAE, ONNX = DecoderKind(), VideoMAEKind(), OnnxKind()
 _KINDS: dict[str, ModelKind] = {}
 
@@ -366,7 +406,7 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (ENCODER, FUSION, RETRIEVAL, DECODER, VIDEOMAE, ONNX):  # the first whose class fits names a bare model
+for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, DECODER, VIDEOMAE, ONNX):  # the first whose class fits names a bare model
     register_kind(_kind)
 
 
