@@ -8,7 +8,7 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 | `encoder`   | `tubelet-encoder`   | `Encoder`        | encoder, preprocessing (a pretraining run's: + decoder)  |
 | `fusion`    | `tubelet-fusion`    | `FusionModel`    | fusion, preprocessing, audio                             |
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
-| `captioner` | `tubelet-captioner` | `CaptionModel`   | encoder or fusion (none: text only), text_decoder, preprocessing |
+| `captioner` | `tubelet-captioner` | `CaptionModel`   | encoder or fusion (or none), text_decoder, preprocessing |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
 | `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining checkpoint's decoder (+ decoder.safetensors) |
 | `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
@@ -406,7 +406,8 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, DECODER, VIDEOMAE, ONNX):  # the first whose class fits names a bare model
+# The first kind whose class fits names a bare model.
+for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, DECODER, VIDEOMAE, ONNX):
     register_kind(_kind)
 
 

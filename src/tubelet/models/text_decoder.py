@@ -54,6 +54,7 @@ class TextDecoderConfig:
     bos_id: int = 0  # the token that starts a caption or an answer
     eos_id: int = 0  # the token that ends one
     sep_id: int = 0  # separates the questions and answers of a dialogue's history
+    max_history: int = 8  # dialogue: previous (question, answer) pairs in an answer's prompt (0: history-blind)
     dropout: float = 0.0  # dropout inside blocks
     drop_path: float = 0.0  # stochastic depth, reached linearly by the last block
     attention: str = "auto"  # attention backend (see tubelet.nn.attention)
@@ -71,7 +72,7 @@ class TextDecoderConfig:
         if self.vocab_size < 1:
             raise ValueError("vocab_size: the decoder needs the tokenizer's vocabulary size")
         check_range(self, "dim", "depth", "heads", "max_turns", low=1)
-        check_range(self, "memory_dim", "bos_id", "eos_id", "sep_id", "dropout", "drop_path", low=0)
+        check_range(self, "memory_dim", "bos_id", "eos_id", "sep_id", "max_history", "dropout", "drop_path", low=0)
         check_range(self, "mlp_ratio", low=0, strict=True)
         if self.dim % self.heads:
             raise ValueError(f"dim: expected a value divisible by heads ({self.heads}), got {self.dim}")
@@ -87,7 +88,7 @@ class TextDecoderConfig:
 
 @dataclass
 class Memory:
-    """The encoder features a batch of sequences attends to: sequence b reads ``features[cu_seqlens[b]:cu_seqlens[b+1]]``.
+    """The encoder features a batch of sequences attends to: sequence b reads ``features[cu[b]:cu[b+1]]``.
 
     Attributes:
         features: (M, D_enc) particle features of the clips, clip after clip.

@@ -45,6 +45,7 @@ from tubelet.tasks.base import Arm, Built, Prepared, Reads, StepLoss, Task, regi
 from tubelet.tasks.classification import parse_modalities
 from tubelet.tasks.files import write_report_files
 from tubelet.tasks.generate import (
+    GREEDY,
     Decoding,
     Sequence,
     caption_prompt,
@@ -120,9 +121,10 @@ def unwrapped(module) -> CaptionModel:
     return module.base_model.model if hasattr(module, "merge_and_unload") else module
 
 
-def build_captioner(cfg, tokenizer, arm: Arm) -> Built:
+def build_captioner(cfg, tokenizer, arm: Arm, *, max_history: int = 0) -> Built:
     """A `CaptionModel` for `arm`: its encoder fresh of a registered size, from an encoder checkpoint, or a captioner
-    checkpoint continued; none for a text-only arm (``arm.modalities`` empty).
+    checkpoint continued; none for a text-only arm (``arm.modalities`` empty). `max_history`: the previous turns
+    a dialogue model's prompts hold (0 for captions and a history-blind model).
 
     Raises:
         ConfigError: a captioner checkpoint that reads other modalities or another vocabulary.
@@ -139,7 +141,11 @@ def build_captioner(cfg, tokenizer, arm: Arm) -> Built:
             raise ConfigError(f"--model {cfg.model}: reads {loaded.model.modalities}, this arm {arm.modalities}")
         if loaded.model.config.vocab_size != vocab or special_ids(loaded.tokenizer) != ids:
             raise ConfigError(f"--tokenizer: its vocabulary differs from that of --model {cfg.model}")
-        return Built(loaded.model, loaded.preprocessing, keep=DECODER_KEEP, tower="encoder")
+        model = loaded.model
+        model.config = model.decoder.config = model.config.replace(max_history=max_history)
+        if model.encoder is None:
+            return TextOnlyBuilt(model, loaded.preprocessing, keep=("",), tower="decoder", tubelet_of=_tubelet(cfg))
+        return Built(model, loaded.preprocessing, keep=DECODER_KEEP, tower="encoder")
     encoder, base, report = None, None, None
     if arm.modalities == ("video",):
         if cfg.model in model_names() and not Path(cfg.model).is_dir():
@@ -157,12 +163,12 @@ def build_captioner(cfg, tokenizer, arm: Arm) -> Built:
     heads = encoder.config.heads if encoder is not None else max(1, width // 32)
     decoder = TextDecoderConfig(
         vocab_size=vocab, dim=width, depth=cfg.decoder_depth, heads=heads, memory_dim=0 if encoder is None else width,
-        dropout=cfg.dropout, attention=cfg.attention, **ids,
+        max_history=max_history, dropout=cfg.dropout, attention=cfg.attention, **ids,
     )  # fmt: skip
     model = CaptionModel(encoder, decoder)
     built = Built(model, base, keep=DECODER_KEEP, tower="encoder" if encoder is not None else "", load_report=report)
-    if encoder is None:  # a text-only arm still needs the run's tubelet for its (unused) preprocessing
-        built = TextOnlyBuilt(model, base, keep=DECODER_KEEP, tower="", tubelet_of=_tubelet(cfg))
+    if encoder is None:  # a text-only arm: the decoder is all there is; its preprocessing records the run's tubelet
+        built = TextOnlyBuilt(model, base, keep=("",), tower="decoder", tubelet_of=_tubelet(cfg))
     return built
 
 
@@ -254,7 +260,7 @@ def bleu4(hypotheses: list[str], references: list[str]) -> float:
 @torch.no_grad()
 def caption_windows(
     model: CaptionModel, data: VideoDataset, windows: list[tuple[int, float, float]], pre, tokenizer, *,
-    audio=None, decoding: Decoding = Decoding(), targets: list[list[int]] | None = None, budget: int = 8192,
+    audio=None, decoding: Decoding = GREEDY, targets: list[list[int]] | None = None, budget: int = 8192,
     device, precision: str = "auto", workers: int = 0, pooled: bool = False,
 ) -> dict:  # fmt: skip
     """Captions of explicit windows ``(video index, start s, end s)``, and the teacher-forced loss of `targets`.
@@ -270,8 +276,8 @@ def caption_windows(
     model.eval()
     bos = model.config.bos_id
     lengths = [len(t) + 1 if targets else 1 for t in (targets or [[]] * len(windows))]
-    lengths_by_video = [0] * len(data.samples)
-    dataset = DecoderClipDataset(data, pre, audio, modalities=model.modalities, lengths=lengths_by_video, windows=windows)
+    none = [0] * len(data.samples)  # the text is budgeted per window below
+    dataset = DecoderClipDataset(data, pre, audio, modalities=model.modalities, lengths=none, windows=windows)
     estimates = [e + lengths[i] for i, e in enumerate(dataset.estimates())]
     batches = budget_batches(estimates, budget, shuffle=False)
     captions: list[str | None] = [None] * len(windows)
@@ -305,7 +311,7 @@ def caption_windows(
 
 
 def evaluate_captions(
-    model: CaptionModel, captions: Captions, pre, tokenizer, *, audio=None, decoding: Decoding = Decoding(),
+    model: CaptionModel, captions: Captions, pre, tokenizer, *, audio=None, decoding: Decoding = GREEDY,
     budget: int = 8192, device, precision: str = "auto", workers: int = 0,
 ) -> dict:  # fmt: skip
     """Loss, perplexity, BLEU-4 and attribute match of `model` on the centred window of each event of `captions`.
@@ -515,7 +521,7 @@ def file_data(path: str | Path) -> VideoDataset:
 
 def caption_segments(
     checkpoint: str | Path | object, file: str | Path, segments: list[tuple[float, float]], *,
-    decoding: Decoding = Decoding(), device: str = "auto", budget: int = 8192,
+    decoding: Decoding = GREEDY, device: str = "auto", budget: int = 8192,
 ) -> list[str]:  # fmt: skip
     """One caption per segment ``(start s, end s)`` of `file`, by a captioner checkpoint (a path or a loaded one).
 

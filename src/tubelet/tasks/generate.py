@@ -147,6 +147,9 @@ class Decoding:
             raise ValueError("decoding: beam and max_tokens must be 1 or more, top_k 0 or more, temperature > 0")
 
 
+GREEDY = Decoding()  # the default decoding
+
+
 @dataclass
 class Generated:
     ids: list[int]  # the tokens, [EOS] not included
@@ -156,7 +159,7 @@ class Generated:
 
 @torch.no_grad()
 def generate(
-    model, memory: Memory | None, prompts: list[tuple[list[int], list[int]]], decoding: Decoding = Decoding()
+    model, memory: Memory | None, prompts: list[tuple[list[int], list[int]]], decoding: Decoding = GREEDY
 ) -> list[Generated]:
     """Text for each prompt (ids, turns), prompt b reading clip b of `memory`.
 
