@@ -1,0 +1,115 @@
+"""``finetune --task caption|dialogue``, ``tubelet caption`` and ``tubelet chat`` end to end on real encoded files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tubelet.cli import main
+from tubelet.models import load
+from tubelet.recipes.chat import Conversation
+from tubelet.tasks.caption import caption_segments
+from tubelet.tasks.generate import Decoding, dialogue_prompt, generate, special_ids
+
+FAST = [
+    "--model", "test", "--size", "32", "--max-long-side", "48", "--sample-fps", "4", "--clip-seconds", "1",
+    "--batch-particles", "400", "--workers", "0", "--epochs", "1", "--min-steps-per-epoch", "3",
+]  # fmt: skip
+
+
+def _story_data(av_data, root):
+    """The AV sample's clips as the stories format: an event per clip (0.2-1.8 s) and a 2-turn dialogue per clip."""
+    root.mkdir()
+    for split in ("train", "val", "test"):
+        rows = list(csv.DictReader(open(av_data / f"{split}.csv")))[: 4 if split == "train" else 2]
+        with open(root / f"captions_{split}.jsonl", "w") as f:
+            for r in rows:
+                event = {"path": str(av_data / r["path"]), "start": 0.2, "end": 1.8, "caption": r["caption"]}
+                event.update(object=r["shape"], colour=r["colour"], direction=r["motion"], sound=r["sound"])
+                f.write(json.dumps(event) + "\n")
+        with open(root / f"dialogues_{split}.jsonl", "w") as f:
+            for k, r in enumerate(rows):
+                first = ["what shape is it?", r["shape"]]
+                turns = [
+                    {"history": [], "question": first[0], "answer": first[1], "needs_history": False},
+                    {"history": [first], "question": "and its colour?", "answer": r["colour"], "needs_history": True},
+                ]
+                for t, turn in enumerate(turns):
+                    cands = sorted({"red", "green", "blue", "yellow", "disc", "square", turn["answer"]})
+                    row = {"path": str(av_data / r["path"]), "dialogue": f"d{k}", "turn": t, "candidates": cands}
+                    f.write(json.dumps({**row, **turn}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def stories(av_data, tmp_path_factory):
+    return _story_data(av_data, tmp_path_factory.mktemp("stories") / "data")
+
+
+@pytest.fixture(scope="module")
+def caption_run(stories, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caption") / "run"
+    assert main(["finetune", "--task", "caption", "--data", str(stories), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_caption_run_reports_and_the_caption_command_matches_the_library(caption_run, stories, capsys):
+    report = json.loads((caption_run / "report/report.json").read_text())
+    assert report["num_captions"] == 2 and set(report["per_attribute"]) == {"object", "colour", "direction", "sound"}
+    assert report["perplexity"] == pytest.approx(2.718281828 ** report["loss"], rel=1e-6)
+    assert load(caption_run / "best").kind == "captioner"
+    clip = json.loads(open(stories / "captions_test.jsonl").readline())["path"]
+    capsys.readouterr()
+    assert main(["caption", "--checkpoint", str(caption_run / "best"), clip, "--window-seconds", "1", "--json",
+                 "--workers", "0", "--max-tokens", "6"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    starts = [(w["start"], w["end"]) for w in result["windows"]]
+    assert starts[0] == (0.0, 1.0) and starts[-1][1] == pytest.approx(result["duration_s"], abs=1e-3)
+    again = caption_segments(caption_run / "best", clip, starts, decoding=Decoding(max_tokens=6))
+    assert [w["caption"] for w in result["windows"]] == again
+    assert all(len(c.split()) <= 6 for c in again)
+
+
+def test_chat_scripted_turns_carry_the_history(stories, tmp_path, capsys):
+    out = tmp_path / "dialogue"
+    assert main(["finetune", "--task", "dialogue", "--data", str(stories), "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "report/report.json").read_text())
+    assert report["by_needs_history"]["needs_history"]["turns"] == 2 and 0 <= report["mrr"] <= 1
+    clip = json.loads(open(stories / "dialogues_test.jsonl").readline())["path"]
+    cands = tmp_path / "cands.txt"
+    cands.write_text("red\ngreen\n\nblue\n")
+    capsys.readouterr()
+    code = main(["chat", "--checkpoint", str(out / "best"), clip, "--say", "what shape is it?", "--say",
+                 "and its colour?", "--candidates", str(cands), "--max-tokens", "4"])  # fmt: skip
+    assert code == 0
+    turns = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [t["question"] for t in turns] == ["what shape is it?", "and its colour?"]
+    assert all({"answer", "score", "ranking"} <= set(t) for t in turns)
+    assert sorted(r["answer"] for r in turns[1]["ranking"]) == ["blue", "green", "red"]
+    # The second turn is what the model says after the first question and ITS answer.
+    chat = Conversation(str(out / "best"), clip, decoding=Decoding(max_tokens=4))
+    ids = special_ids(chat.tokenizer)
+    history = [("what shape is it?", turns[0]["answer"])]
+    prompt = dialogue_prompt(chat.tokenizer, history, "and its colour?", ids, max_history=8)
+    second = generate(chat.model, chat.memory, [prompt], Decoding(max_tokens=4))[0]
+    assert chat.tokenizer.decode(second.ids, skip_special_tokens=True).strip() == turns[1]["answer"]
+
+
+def test_one_line_errors(caption_run, stories, av_data, tmp_path, capsys):
+    clip = str(av_data / next(csv.DictReader(open(av_data / "test.csv")))["path"])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "train.csv").write_text(f"path,label\n{clip},a\n")
+    cases = [
+        (["finetune", "--task", "caption", "--data", str(bare), "--out", str(tmp_path / "r"), *FAST], "no 'caption'"),
+        (["chat", "--checkpoint", str(caption_run / "best"), clip, "--say", "  "], "question: empty"),
+        (["caption", "--checkpoint", str(stories), clip], "not a caption/dialogue model"),
+        (["chat", "--checkpoint", str(caption_run / "best"), str(tmp_path / "missing.mp4"), "--say", "hi"], "missing"),
+    ]
+    for argv, words in cases:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err
