@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from tubelet.cli import main
 from tubelet.models import load
@@ -113,3 +114,45 @@ def test_one_line_errors(caption_run, stories, av_data, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
+
+
+def _tiny_lm(directory, texts: list[str]):
+    """A random 2-layer Llama (hidden 32) and a word-level tokenizer of `texts`, saved in `directory`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    words = sorted({w for t in texts for w in t.lower().split()})
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def test_lm_bridge_trains_a_projector_and_lora_and_saves_no_lm_weights(stories, tmp_path, capsys):
+    from safetensors import safe_open
+
+    captions = [json.loads(line)["caption"] for line in open(stories / "captions_train.jsonl")]
+    lm = _tiny_lm(tmp_path / "lm", captions)
+    out = tmp_path / "bridge"
+    argv = ["finetune", "--task", "caption", "--data", str(stories), "--out", str(out), "--lm", str(lm), "--lora"]
+    assert main([*argv, *FAST]) == 0
+    loaded = load(out / "best")
+    assert loaded.kind == "lm-captioner" and loaded.model.config.lm == str(lm) and loaded.model.config.lora
+    with safe_open(str(out / "best/model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("projector.") for k in keys) and any("lora_" in k for k in keys)
+    assert all(k.startswith(("encoder.", "projector.")) or "lora_" in k for k in keys)  # no LM weight is copied
+    report = json.loads((out / "report/report.json").read_text())
+    assert report["num_captions"] == 2 and report["loss"] > 0
+    clip = json.loads(open(stories / "captions_test.jsonl").readline())["path"]
+    first = caption_segments(loaded, clip, [(0.0, 1.0), (1.0, 2.0)], decoding=Decoding(max_tokens=5))
+    assert first == caption_segments(out / "best", clip, [(0.0, 1.0), (1.0, 2.0)], decoding=Decoding(max_tokens=5))
+    assert all(set(c.split()) <= set(" ".join(captions).lower().split()) for c in first)  # the LM's own words

@@ -9,6 +9,7 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 | `fusion`    | `tubelet-fusion`    | `FusionModel`    | fusion, preprocessing, audio                             |
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
 | `captioner` | `tubelet-captioner` | `CaptionModel`   | encoder or fusion (or none), text_decoder, preprocessing |
+| `lm-captioner` | `tubelet-lm-captioner` | `LMCaptionModel` | encoder, lm_bridge (the LM's path), preprocessing |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
 | `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining checkpoint's decoder (+ decoder.safetensors) |
 | `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
@@ -50,6 +51,7 @@ from tubelet.models.decoder import DecoderConfig, MaskedDecoder
 from tubelet.models.encoder import Encoder, EncoderConfig, interleaved_to_half
 from tubelet.models.fusion import FusionConfig, FusionModel
 from tubelet.models.hub import hub_snapshot, is_hub_id
+from tubelet.models.lm_bridge import LMBridgeConfig, LMCaptionModel, load_lm
 from tubelet.models.onnx_model import GRAPH_FILE, OnnxModel
 from tubelet.models.registry import model_config, model_names
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
@@ -291,6 +293,30 @@ class CaptionerKind(ModelKind):
         return self._config(**blocks)
 
 
+class LMCaptionerKind(ModelKind):
+    """A clip encoder and a projector into a Hugging Face causal LM (``finetune --task caption --lm DIR``); the LM's
+    weights stay where config.json's ``lm_bridge.lm`` points, read again on load."""
+
+    name, model_type, model_class = "lm-captioner", "tubelet-lm-captioner", LMCaptionModel
+    hint = "train one with tubelet finetune --task caption --lm DIR"
+
+    def build(self, config: dict, *, where: str, **runtime) -> LMCaptionModel:
+        bridge = _block(config, "lm_bridge", LMBridgeConfig, where=where)
+        encoder = Encoder(_block(config, "encoder", EncoderConfig, where=where, **runtime))
+        return LMCaptionModel(encoder, bridge, load_lm(bridge.lm))
+
+    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
+        loaded = super().load(directory, config, **runtime)
+        if not (directory / TOKENIZER_FILE).is_file():
+            raise ConfigError(f"{directory}: an LM captioner checkpoint needs its {TOKENIZER_FILE} beside config.json")
+        loaded.tokenizer = load_tokenizer(directory)
+        return loaded
+
+    def config(self, loaded: Loaded) -> dict:
+        pre = _required(loaded, "preprocessing")
+        return self._config(encoder=loaded.model.encoder.config, lm_bridge=loaded.model.config, preprocessing=pre)
+
+
 class DecoderKind(ModelKind):
     """A pretraining run's MAE decoder, kept beside its encoder: ``decoder`` in config.json, decoder.safetensors."""
 
@@ -396,6 +422,7 @@ def _task(directory: Path, config: dict) -> str | None:
 # --- the registry ---------------------------------------------------------------------------------------------
 
 ENCODER, FUSION, RETRIEVAL, CAPTIONER = EncoderKind(), FusionKind(), RetrievalKind(), CaptionerKind()
+LM_CAPTIONER = LMCaptionerKind()
 DECODER, VIDEOMAE, ONNX = DecoderKind(), VideoMAEKind(), OnnxKind()
 _KINDS: dict[str, ModelKind] = {}
 
@@ -407,7 +434,7 @@ def register_kind(kind: ModelKind) -> ModelKind:
 
 
 # The first kind whose class fits names a bare model.
-for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, DECODER, VIDEOMAE, ONNX):
+for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, LM_CAPTIONER, DECODER, VIDEOMAE, ONNX):
     register_kind(_kind)
 
 

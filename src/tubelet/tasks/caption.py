@@ -36,7 +36,7 @@ from tubelet.data.dataset import budget_batches
 from tubelet.data.events import ATTRIBUTES, Captions, caption_manifest, load_captions
 from tubelet.data.loader import iterate_batches
 from tubelet.data.manifest import Sample, VideoDataset, try_probe
-from tubelet.data.text import run_tokenizer
+from tubelet.data.text import load_tokenizer, run_tokenizer
 from tubelet.errors import ConfigError, DataError
 from tubelet.models.text_decoder import DECODER_KEEP, CaptionModel, TextDecoderConfig
 from tubelet.nn.device import autocast, resolve_device
@@ -170,6 +170,28 @@ def build_captioner(cfg, tokenizer, arm: Arm, *, max_history: int = 0) -> Built:
     if encoder is None:  # a text-only arm: the decoder is all there is; its preprocessing records the run's tubelet
         built = TextOnlyBuilt(model, base, keep=("",), tower="decoder", tubelet_of=_tubelet(cfg))
     return built
+
+
+def build_lm_captioner(cfg) -> Built:
+    """An encoder (a registered size, or an encoder checkpoint) bridged to the LM of ``--lm`` (`LMCaptionModel`)."""
+    from tubelet.models import load, model_names
+    from tubelet.models.lm_bridge import BRIDGE_KEEP, LMCaptionModel, bridge_config, load_lm
+
+    runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
+    base = None
+    if cfg.model in model_names() and not Path(cfg.model).is_dir():
+        fresh = dict(runtime, num_classes=0, pooling="mean", time_mode=cfg.time_mode, embed_init=cfg.embed_init)
+        if cfg.tubelet is not None:
+            fresh["tubelet"] = tuple(cfg.tubelet)
+        encoder = load(cfg.model, **fresh).model
+    else:
+        loaded = load(cfg.model, kind="encoder", **runtime)
+        encoder, base = loaded.model, loaded.preprocessing
+        encoder.reset_head(0)
+    lm = load_lm(cfg.lm)
+    config = bridge_config(cfg.lm, lm, prefix_tokens=cfg.prefix_tokens, lora=cfg.lora, lora_rank=cfg.lora_rank,
+                           lora_alpha=cfg.lora_alpha)  # fmt: skip
+    return Built(LMCaptionModel(encoder, config, lm), base, keep=BRIDGE_KEEP, tower="encoder")
 
 
 @dataclass
@@ -355,6 +377,12 @@ def evaluate_captions(
 class CaptionFields(DecoderFields):
     """The fields of ``finetune --task caption``."""
 
+    lm: str | None = opt(
+        None, "a Hugging Face causal LM (local dir, or hub id) that writes the captions from a projected clip prefix"
+    )
+    lora: bool = opt(False, "with --lm: train LoRA adapters on the LM (peft); otherwise the LM is frozen whole")
+    prefix_tokens: int = opt(4, "with --lm: pooled clip vectors the LM reads before the text")
+
 
 @register
 class CaptionTask(Task):
@@ -367,7 +395,12 @@ class CaptionTask(Task):
 
     def prepare(self, cfg, out: Path) -> Prepared:
         train = load_captions(caption_manifest(cfg.data, cfg.train_split, required=True))
-        tokenizer = decoder_tokenizer(cfg, train.captions, out)
+        if cfg.lm:  # the LM's own tokenizer: its vocabulary is the LM's
+            if cfg.modalities != "video":
+                raise ConfigError("--lm: the LM bridge reads video only; drop --modalities")
+            tokenizer = load_tokenizer(cfg.tokenizer or cfg.lm)
+        else:
+            tokenizer = decoder_tokenizer(cfg, train.captions, out)
         val = None
         if cfg.val_split not in (None, "none") and not Path(cfg.data).is_file():
             manifest = caption_manifest(cfg.data, cfg.val_split)
@@ -385,6 +418,8 @@ class CaptionTask(Task):
         return [Arm("+".join(modalities), Path(cfg.out), modalities)]
 
     def build(self, cfg, prepared: Prepared, arm: Arm) -> Built:
+        if cfg.lm:
+            return build_lm_captioner(cfg)
         return build_captioner(cfg, prepared.tokenizer, arm)
 
     def dataset(self, data: Captions, pre, reads: Reads, *, augment=None, seed=0, windows=None):
@@ -426,7 +461,7 @@ class CaptionTask(Task):
         if manifest is None:
             log.warning("%s: no test captions; no test report", cfg.data)
             return result
-        loaded = load(out / "best", kind="captioner")
+        loaded = load(out / "best")
         metrics = evaluate_captions(
             loaded.model, load_captions(manifest), loaded.preprocessing, loaded.tokenizer, audio=loaded.audio,
             decoding=decoding_of(cfg), budget=cfg.batch_particles, device=resolve_device(cfg.device),
@@ -499,12 +534,12 @@ def load_captioner(checkpoint: str | Path, **runtime):
     from tubelet.models import checkpoint_kind, load
 
     kind = checkpoint_kind(checkpoint) if Path(checkpoint).is_dir() else None
-    if kind != "captioner":
+    if kind not in ("captioner", "lm-captioner"):
         what = f"a {kind} checkpoint" if kind else "not a checkpoint directory"
         raise ConfigError(
             f"--checkpoint {checkpoint}: {what}, not a caption/dialogue model (tubelet finetune --task caption)"
         )
-    return load(checkpoint, kind="captioner", **runtime)
+    return load(checkpoint, kind=kind, **runtime)
 
 
 def file_data(path: str | Path) -> VideoDataset:
