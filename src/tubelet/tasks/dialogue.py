@@ -299,6 +299,25 @@ class DialogueTask(Task):
     def check_predict(self, loaded) -> None:
         raise ConfigError(f"{loaded.source}: a dialogue model answers in text: tubelet chat --checkpoint C FILE")
 
+    # --- tubelet evaluate -------------------------------------------------------------------------------------
+    def evaluation_data(self, source: str, split: str | None, loaded) -> Dialogues:
+        manifest = Path(source) if split is None else dialogue_manifest(source, split, required=True)
+        return load_dialogues(manifest)
+
+    def evaluate(self, model, data, pre, *, labels=None, reads=None, views=1, budget=8192, device, precision="auto",
+                 workers=0) -> dict:  # fmt: skip
+        return evaluate_dialogue(
+            model, data, pre, reads.tokenizer, audio=reads.audio, budget=budget, device=device, precision=precision,
+            workers=workers,
+        )  # fmt: skip
+
+    def evaluation_report(self, scores: dict, models: dict, data, *, details: dict, out: Path) -> dict:
+        metrics = scores["model"]
+        details.update(turns=metrics["num_turns"], skipped=len(metrics["skipped"]) + len(data.data.skipped))
+        report = {**metrics, **{k: details[k] for k in ("checkpoint", "data", "split")}, "details": details}
+        files = write_report_files(report, out, self.report_markdown(report))
+        return {**report, "files": {k: str(v) for k, v in files.items()}}
+
     def report_markdown(self, report: dict, *, title: str = "") -> str:
         arms = report.get("arms") or {report.get("arm", "model"): arm_summary(report)}
         lines = [
