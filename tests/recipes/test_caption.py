@@ -96,6 +96,15 @@ def test_chat_scripted_turns_carry_the_history(stories, tmp_path, capsys):
     prompt = dialogue_prompt(chat.tokenizer, history, "and its colour?", ids, max_history=8)
     second = generate(chat.model, chat.memory, [prompt], Decoding(max_tokens=4))[0]
     assert chat.tokenizer.decode(second.ids, skip_special_tokens=True).strip() == turns[1]["answer"]
+    # An empty question is refused in one line; a dialogue checkpoint does not caption.
+    for argv, words in (
+        (["chat", "--checkpoint", str(out / "best"), clip, "--say", "  "], "question: empty"),
+        (["caption", "--checkpoint", str(out / "best"), clip], "a dialogue model"),
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err, err
 
 
 def test_one_line_errors(caption_run, stories, av_data, tmp_path, capsys):
@@ -105,9 +114,9 @@ def test_one_line_errors(caption_run, stories, av_data, tmp_path, capsys):
     (bare / "train.csv").write_text(f"path,label\n{clip},a\n")
     cases = [
         (["finetune", "--task", "caption", "--data", str(bare), "--out", str(tmp_path / "r"), *FAST], "no 'caption'"),
-        (["chat", "--checkpoint", str(caption_run / "best"), clip, "--say", "  "], "question: empty"),
+        (["chat", "--checkpoint", str(caption_run / "best"), clip, "--say", "hi"], "a caption model"),
         (["caption", "--checkpoint", str(stories), clip], "not a caption/dialogue model"),
-        (["chat", "--checkpoint", str(caption_run / "best"), str(tmp_path / "missing.mp4"), "--say", "hi"], "missing"),
+        (["caption", "--checkpoint", str(caption_run / "best"), str(tmp_path / "missing.mp4")], "missing"),
     ]
     for argv, words in cases:
         capsys.readouterr()

@@ -104,7 +104,7 @@ def test_teacher_forced_loss_falls_and_greedy_then_stops_at_the_end_token(tokeni
         assert [len(o.ids) for o in cut] == [2] * 4 and not any(o.finished for o in cut)
     # Label smoothing spreads mass over the vocabulary: the same model scores a higher loss with it.
     smoothed, _ = sequence_loss(model, memory, sequences, label_smoothing=0.2)
-    assert float(smoothed) > losses[-1] + 0.1
+    assert smoothed.item() > losses[-1] + 0.1
 
 
 def test_beam_of_width_one_is_greedy_and_a_wider_beam_is_no_less_likely(tokenizer):

@@ -39,6 +39,8 @@ def caption_video(
         ConfigError: not a captioner checkpoint, bad window lengths. DataError: the file cannot be read.
     """
     loaded = load_captioner(checkpoint)
+    if loaded.task == "dialogue":
+        raise ConfigError(f"--checkpoint {checkpoint}: a dialogue model answers questions: tubelet chat")
     if not loaded.model.modalities:
         raise ConfigError(f"--checkpoint {checkpoint}: a text-only model (question-only arm) reads no video")
     pre = loaded.preprocessing

@@ -58,6 +58,8 @@ class Conversation:
 
     def __init__(self, checkpoint: str, file: str, *, decoding: Decoding | None = None, device: str = "auto"):
         self.loaded = load_captioner(checkpoint)
+        if self.loaded.task == "caption":
+            raise ConfigError(f"--checkpoint {checkpoint}: a caption model, not a dialogue one: tubelet caption")
         self.model = self.loaded.model
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
