@@ -165,3 +165,17 @@ def test_lm_bridge_trains_a_projector_and_lora_and_saves_no_lm_weights(stories, 
     first = caption_segments(loaded, clip, [(0.0, 1.0), (1.0, 2.0)], decoding=Decoding(max_tokens=5))
     assert first == caption_segments(out / "best", clip, [(0.0, 1.0), (1.0, 2.0)], decoding=Decoding(max_tokens=5))
     assert all(set(c.split()) <= set(" ".join(captions).lower().split()) for c in first)  # the LM's own words
+
+
+def test_caption_manifests_of_events_and_of_whole_clips(av_data, stories):
+    from tubelet.data.events import caption_manifest, load_captions
+
+    whole = load_captions(caption_manifest(av_data, "train"))  # the --multimodal sample's train.csv
+    rows = list(csv.DictReader(open(av_data / "train.csv")))
+    assert whole.captions == [r["caption"] for r in rows]
+    first = rows[0]
+    want = {"object": first["shape"], "colour": first["colour"], "direction": first["motion"], "sound": first["sound"]}
+    assert whole.attributes[0] == want
+    assert all(s.start is None and s.end is None for s in whole.data.samples)
+    events = load_captions(caption_manifest(stories, "train"))  # the stories format: seconds per event
+    assert [(s.start, s.end) for s in events.data.samples] == [(0.2, 1.8)] * 4
