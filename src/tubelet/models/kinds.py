@@ -262,8 +262,13 @@ class CaptionerKind(ModelKind):
     hint = "train one with tubelet finetune --task caption or --task dialogue"
 
     def build(self, config: dict, *, where: str, **runtime) -> CaptionModel:
-        decoder_runtime = {k: v for k, v in runtime.items() if k in ("dropout", "drop_path", "attention")}
-        decoder = _block(config, "text_decoder", TextDecoderConfig, where=where, **decoder_runtime)
+        decoder = _block(
+            config,
+            "text_decoder",
+            TextDecoderConfig,
+            where=where,
+            **_only(runtime, "dropout", "drop_path", "attention"),
+        )
         encoder = None
         if "fusion" in config:
             encoder = FusionModel(_block(config, "fusion", FusionConfig, where=where, **runtime))
@@ -284,12 +289,14 @@ class CaptionerKind(ModelKind):
         return loaded
 
     def config(self, loaded: Loaded) -> dict:
-        model = loaded.model
-        blocks = {"text_decoder": model.config, "preprocessing": _required(loaded, "preprocessing")}
+        model, blocks = loaded.model, {}
         if isinstance(model.encoder, FusionModel):
-            blocks.update(fusion=model.encoder.config, audio=_required(loaded, "audio"))
+            blocks["fusion"] = model.encoder.config
         elif model.encoder is not None:
             blocks["encoder"] = model.encoder.config
+        blocks.update(text_decoder=model.config, preprocessing=_required(loaded, "preprocessing"))
+        if isinstance(model.encoder, FusionModel):
+            blocks["audio"] = _required(loaded, "audio")
         return self._config(**blocks)
 
 
@@ -301,7 +308,7 @@ class LMCaptionerKind(ModelKind):
     hint = "train one with tubelet finetune --task caption --lm DIR"
 
     def build(self, config: dict, *, where: str, **runtime) -> LMCaptionModel:
-        bridge = _block(config, "lm_bridge", LMBridgeConfig, where=where)
+        bridge = _block(config, "lm_bridge", LMBridgeConfig, where=where, **_only(runtime, "attention"))
         encoder = Encoder(_block(config, "encoder", EncoderConfig, where=where, **runtime))
         return LMCaptionModel(encoder, bridge, load_lm(bridge.lm))
 
@@ -398,6 +405,10 @@ class OnnxKind(ModelKind):
 
     def config(self, loaded: Loaded) -> dict:
         raise ValueError("an export directory is written by tubelet export, not saved as a checkpoint")
+
+
+def _only(runtime: dict, *names: str) -> dict:
+    return {k: v for k, v in runtime.items() if k in names}
 
 
 def _required(loaded: Loaded, name: str):

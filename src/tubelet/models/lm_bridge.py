@@ -47,6 +47,7 @@ class LMBridgeConfig:
     eos_id: int = 0  # ends one (the LM's eos token)
     sep_id: int = 0  # separates a dialogue's turns (the eos token: the bridge captions only)
     max_history: int = 0  # no dialogue history
+    attention: str = "auto"  # the encoder's attention backend (the LM keeps its own)
 
     def to_dict(self) -> dict:
         return asdict(self)

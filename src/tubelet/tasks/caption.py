@@ -190,7 +190,7 @@ def build_lm_captioner(cfg) -> Built:
         encoder.reset_head(0)
     lm = load_lm(cfg.lm)
     config = bridge_config(cfg.lm, lm, prefix_tokens=cfg.prefix_tokens, lora=cfg.lora, lora_rank=cfg.lora_rank,
-                           lora_alpha=cfg.lora_alpha)  # fmt: skip
+                           lora_alpha=cfg.lora_alpha, attention=cfg.attention)  # fmt: skip
     return Built(LMCaptionModel(encoder, config, lm), base, keep=BRIDGE_KEEP, tower="encoder")
 
 
