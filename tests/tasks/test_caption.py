@@ -158,11 +158,24 @@ def test_a_saved_captioner_reloads_with_identical_outputs(tokenizer, tmp_path):
 
 
 def test_attribute_match_bleu_and_ranking_numbers():
-    attrs = [{"colour": "red", "object": "ball"}, {"colour": "blue", "object": "cube"}]
-    scores = attribute_scores(["a red ball", "a red and blue cube"], attrs)
-    # colour: 1 of 2 (the second names two colours), object: 2 of 2
-    assert scores["per_attribute"]["colour"]["match"] == 0.5 and scores["per_attribute"]["object"]["match"] == 1.0
-    assert scores["attribute_match"] == pytest.approx(3 / 4)
+    refs = [
+        "a red ball rolls right",
+        "a blue cube and a red ball collide",
+        "a red cube enters from the right and slides left",
+    ]
+    attrs = [{"colour": "red", "object": "ball", "direction": "right"}, {"colour": "blue", "object": "cube"},
+             {"colour": "red", "object": "cube", "direction": "left"}]  # fmt: skip
+    assert attribute_scores(refs, refs, attrs)["attribute_match"] == 1.0  # a reference against itself
+    hyps = [
+        "a red balls rolls right",
+        "a red ball and a blue cube collide",
+        "a red cube enters from the left and slides right",
+    ]
+    scores = attribute_scores(hyps, refs, attrs)
+    # colour: 2 of 3 (the second names both colours in the wrong order), object 2 of 3, direction 1 of 2 (swapped)
+    per = scores["per_attribute"]
+    assert (per["colour"]["match"], per["object"]["match"], per["direction"]["match"]) == (2 / 3, 2 / 3, 1 / 2)
+    assert scores["attribute_match"] == pytest.approx(5 / 8)
     assert bleu4(CAPTIONS, CAPTIONS) == pytest.approx(100.0)
     assert bleu4(["the the the the"], ["a red ball moves left"]) == 0.0
     metrics = ranking_metrics([np.array([0.1, 0.9, 0.3]), np.array([0.5, 0.2, 0.1])], [1, 2])

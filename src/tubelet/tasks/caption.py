@@ -13,8 +13,8 @@ features. The tokenizer is a WordPiece trained on the train captions unless ``--
 
 Metrics (validation picks ``best/`` by ``loss``): teacher-forced ``loss`` and ``perplexity``, ``bleu4`` (sacrebleu's
 corpus BLEU-4 of the decoded captions, 0-100) and ``attribute_match``: the share of (event, attribute) pairs whose
-generated caption names the attribute's true value (object, colour, direction, sound, where the data gives them) and
-no other value of that attribute seen in the data.
+generated caption names the attribute's values (object, colour, direction, sound, where the data gives them) as the
+reference does, the true one among them (`attribute_scores`).
 
     RUN/best, RUN/last              captioner checkpoints (config.json, model.safetensors, tokenizer.json)
     RUN/report/report.json, .md     test loss, perplexity, BLEU-4, attribute match, example captions
@@ -242,13 +242,22 @@ def decoding_of(cfg) -> Decoding:
 # --- attribute match and BLEU ---------------------------------------------------------------------------------
 
 
-def names_value(text: str, value: str) -> bool:
-    """Whether `text` names `value` as whole words, a plural or verb ``-s`` allowed (case-insensitive)."""
-    return re.search(rf"(?<![a-z0-9]){re.escape(value.lower())}(?:e?s)?(?![a-z0-9])", text.lower()) is not None
+def mentions(text: str, values: list[str]) -> list[str]:
+    """The `values` that `text` names, in the order it names them (whole words, a plural or verb ``-s`` allowed)."""
+    found = []
+    for value in values:
+        for match in re.finditer(rf"(?<![a-z0-9]){re.escape(value)}(?:e?s)?(?![a-z0-9])", text.lower()):
+            found.append((match.start(), value))
+    return [value for _, value in sorted(found)]
 
 
-def attribute_scores(hypotheses: list[str], attributes: list[dict[str, str]]) -> dict:
-    """Per attribute, the share of examples whose hypothesis names the true value and no other value seen.
+def attribute_scores(hypotheses: list[str], references: list[str], attributes: list[dict[str, str]]) -> dict:
+    """Per attribute (object, colour, direction, sound), the share of examples whose hypothesis names that
+    attribute's values exactly as the reference does: the same values in the same order, the true one among them.
+
+    Order matters because one caption may name several values of an attribute ("a blue cube and a red triangle
+    collide", "enters from the right and slides left"): naming them in another order says something else. The
+    values are those of the attribute seen in `attributes`. A reference scores 1 against itself.
 
     Returns:
         ``attribute_match`` (over every (example, attribute) pair the data gives), ``per_attribute`` ({name:
@@ -258,11 +267,11 @@ def attribute_scores(hypotheses: list[str], attributes: list[dict[str, str]]) ->
     per, hits, total = {}, 0, 0
     for name in ATTRIBUTES:
         right = []
-        for text, truth in zip(hypotheses, attributes):
+        for hyp, ref, truth in zip(hypotheses, references, attributes):
             if name not in truth:
                 continue
-            named = [v for v in values[name] if names_value(text, v)]
-            right.append(named == [truth[name]])
+            said = mentions(hyp, values[name])
+            right.append(truth[name] in said and said == mentions(ref, values[name]))
         if right:
             per[name] = {"match": float(np.mean(right)), "count": len(right)}
             hits, total = hits + sum(right), total + len(right)
@@ -359,7 +368,7 @@ def evaluate_captions(
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
         "bleu4": bleu4(hyps, refs),
-        **attribute_scores(hyps, [captions.attributes[i] for i in done]),
+        **attribute_scores(hyps, refs, [captions.attributes[i] for i in done]),
         "exact_match": float(np.mean([h.lower() == r.lower() for h, r in zip(hyps, refs)])),
         "num_captions": len(done),
         "examples": [{"reference": r, "generated": h} for h, r in zip(hyps[:8], refs[:8])],
