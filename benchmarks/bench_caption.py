@@ -76,6 +76,23 @@ def nearest_neighbour(best: Path, data: Path) -> dict:
     return {"bleu4": bleu4(hyps, test.captions), **attribute_scores(hyps, test.captions, test.attributes)}
 
 
+def random_caption(data: Path) -> dict:
+    """BLEU-4 and attribute match expected of a uniformly random training caption per test event (exact: each test
+    event scored against every training caption, averaged)."""
+    train = load_captions(caption_manifest(data, "train", required=True))
+    test = load_captions(caption_manifest(data, "test", required=True))
+    per = {name: [] for name in ATTRS}
+    for caption in train.captions:
+        scores = attribute_scores([caption] * len(test.captions), test.captions, test.attributes)
+        for name, row in scores["per_attribute"].items():
+            per[name].append(row)
+    rows = {n: {"match": float(np.mean([r["match"] for r in v])), "count": v[0]["count"]} for n, v in per.items() if v}
+    total = sum(r["count"] for r in rows.values())
+    match = sum(r["match"] * r["count"] for r in rows.values()) / total
+    bleu = float(np.mean([bleu4([c] * len(test.captions), test.captions) for c in train.captions]))
+    return {"bleu4": bleu, "attribute_match": match, "per_attribute": rows}
+
+
 def run_minutes(out: Path) -> float:
     """Training wall time of a run (every arm), from its metrics.jsonl timestamps (first step to last line)."""
     times = []
@@ -137,7 +154,12 @@ def main() -> None:
         return [name, f"{m['bleu4']:.2f}", f"{m['attribute_match']:.3f}",
                 *(f"{per[a]['match']:.3f}" if a in per else "-" for a in ATTRS)]  # fmt: skip
 
-    caption_rows = [cap_row("caption model (greedy)", model), cap_row("nearest train caption", baseline)]
+    chance = random_caption(data)
+    caption_rows = [
+        cap_row("caption model (greedy)", model),
+        cap_row("nearest train caption", baseline),
+        cap_row("a random train caption (expected)", chance),
+    ]
     dialogue_rows = []
     for arm, m in dialogue["arms"].items():
         for part, row in (("all", {**m, "turns": m["num_turns"]}), *m["by_needs_history"].items()):
@@ -154,8 +176,8 @@ def main() -> None:
             f"**Captioning** ({args.epochs} epochs, training {caption_minutes:.1f} min; baseline {nn_minutes:.1f} min) "
             f"Settings `{json.dumps(caption_settings)}`. Test events, centred window; BLEU-4 is sacrebleu's corpus "
             "score (0-100); attribute match counts an attribute right when the caption names its values as the "
-            "reference does (same values, same order; a collision names two colours, an entry two directions). "
-            "Chance for a random train caption is about 1/3 per object, 1/4 per colour.",
+            "reference does (same values, same order; a collision names two colours, an entry two directions). The "
+            "last row is what a uniformly random training caption scores, averaged exactly over the training captions.",
             table(["captions", "BLEU-4", "attribute match", *ATTRS], caption_rows),
             f"**Dialogue** ({args.dialogue_epochs} epochs, three arms, training {dialogue_minutes:.1f} min). Settings "
             f"`{json.dumps(dialogue_settings)}`. Candidates ranked by mean log-prob per token; answer match is the "
