@@ -11,6 +11,7 @@ import torch
 from tubelet.cli import main
 from tubelet.models import load
 from tubelet.recipes.chat import Conversation
+from tubelet.tasks.base import task_of
 from tubelet.tasks.caption import caption_segments
 from tubelet.tasks.generate import Decoding, dialogue_prompt, generate, special_ids
 
@@ -70,6 +71,9 @@ def test_caption_run_reports_and_the_caption_command_matches_the_library(caption
     assert starts[0] == (0.0, 1.0) and starts[-1][1] == pytest.approx(result["duration_s"], abs=1e-3)
     again = caption_segments(caption_run / "best", clip, starts, decoding=Decoding(max_tokens=6))
     assert [w["caption"] for w in result["windows"]] == again
+    # What tubelet summarize calls on the checkpoint's task: the same captions.
+    loaded = load(caption_run / "best")
+    assert task_of(loaded).caption_windows(loaded, clip, starts) == caption_segments(loaded, clip, starts)
     assert all(len(c.split()) <= 6 for c in again)
 
 

@@ -484,6 +484,11 @@ class CaptionTask(Task):
     def check_predict(self, loaded) -> None:
         raise ConfigError(f"{loaded.source}: a captioner writes text: tubelet caption --checkpoint C FILE")
 
+    def caption_windows(self, loaded, path: str, windows: list[tuple[float, float]], *, device: str = "auto"):
+        """One caption per ``(start s, end s)`` window of `path` (what ``tubelet summarize`` asks a caption
+        checkpoint for): `caption_segments`."""
+        return caption_segments(loaded, path, windows, device=device)
+
     # --- tubelet evaluate -------------------------------------------------------------------------------------
     def evaluation_data(self, source: str, split: str | None, loaded) -> Captions:
         manifest = Path(source) if split is None else caption_manifest(source, split, required=True)
