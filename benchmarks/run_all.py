@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_ddp",  # torchrun: 1 vs 2 processes with the same global batch
     "bench_explain",  # explanations: pointing game, deletion, randomization check
     *("bench_fusion", "bench_retrieval", "bench_vqa"),  # video with audio and text
+    "bench_caption",  # video to text: captions vs the nearest train caption; dialogue vs history-blind, question-only
     "bench_serve",  # tubelet serve under load on loopback: p50/p99 and clips/s, with and without micro-batching
     "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
     "bench_video2video",  # interpolation and denoising baselines (repeat/blend/flow, median/NLM) the models must beat

@@ -950,6 +950,79 @@ def _reading_line(row: dict) -> str:
     return text + (f"  ({row['reason']})" if row["reason"] else "")
 
 
+def _decoding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--decode", choices=("greedy", "beam", "sample"), default="greedy", help="decoding (default greedy)")
+    p.add_argument("--beam", type=positive_int, default=4, help="beam width (--decode beam; default 4)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam: rank by log-prob / length ** this")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (--decode sample)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample among the k likeliest tokens (0: all)")
+    p.add_argument("--max-tokens", type=positive_int, default=32, help="most tokens per caption or answer (32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --decode sample")
+
+
+def _decoding(args):
+    from tubelet.tasks.generate import Decoding
+
+    return Decoding(
+        args.decode, beam=args.beam, length_penalty=args.length_penalty, temperature=args.temperature,
+        top_k=args.top_k, max_tokens=args.max_tokens, seed=args.seed,
+    )  # fmt: skip
+
+
+def _caption_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("--checkpoint", required=True, help="caption checkpoint (tubelet finetune --task caption)")
+    p.add_argument("file", help="video file")
+    p.add_argument("--window-seconds", type=positive_float, default=None, help="window length (default: training's)")
+    p.add_argument(
+        "--stride-seconds", type=positive_float, default=None, help="step between windows (default: the window length)"
+    )
+    _decoding_flags(p)
+    _inference_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object (default: a line per window)")
+
+
+def _caption_run(args) -> None:
+    from tubelet.recipes.caption import caption_video
+
+    result = caption_video(
+        args.checkpoint, args.file, window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
+        decoding=_decoding(args), batch_particles=args.batch_particles, workers=args.workers, device=args.device,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+        return
+    for row in result["windows"]:
+        print(f"{row['start']:8.2f}-{row['end']:8.2f}  {row['caption']}")
+
+
+def _chat_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("--checkpoint", required=True, help="dialogue checkpoint (tubelet finetune --task dialogue)")
+    p.add_argument("file", help="video file to talk about")
+    p.add_argument(
+        "--say", action="append", default=None, metavar="TEXT",
+        help="a question; repeat it to script the turns (one JSON object per turn); none: read questions from stdin",
+    )  # fmt: skip
+    p.add_argument("--candidates", default=None, metavar="FILE", help="answers to rank each turn, one per line")
+    _decoding_flags(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="interactive turns as JSON objects too")
+
+
+def _chat_run(args) -> None:
+    from tubelet.recipes.chat import chat, read_candidates, terminal_questions
+
+    candidates = read_candidates(args.candidates)
+    scripted = args.say is not None
+    questions = args.say if scripted else terminal_questions()
+    for row in chat(args.checkpoint, args.file, questions, candidates=candidates, decoding=_decoding(args),
+                    device=args.device):  # fmt: skip
+        if scripted or args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            ranked = f"  (best candidate: {row['ranking'][0]['answer']})" if "ranking" in row else ""
+            print(f"video> {row['answer']}{ranked}", flush=True)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -1026,6 +1099,16 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "(classical rPPG; not a medical device)",
         _vitals_args,
         _vitals_run,
+    ),
+    "caption": (
+        "one caption per window of a video, with its seconds, from a caption checkpoint",
+        _caption_args,
+        _caption_run,
+    ),
+    "chat": (
+        "talk about a video with a dialogue checkpoint: interactive, or scripted turns with --say (JSON per turn)",
+        _chat_args,
+        _chat_run,
     ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",

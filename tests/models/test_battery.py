@@ -42,7 +42,7 @@ TUBELET = (2, 8, 8)
 PRE = Preprocessing(tubelet=TUBELET, size=16, max_long_side=32)
 LABELS = ["a", "b", "c"]
 CAPTIONS = ["a red disc moves left", "a blue square stays still", "something beeps twice"]
-KINDS = ("encoder", "fusion", "retrieval", "decoder", "videomae")
+KINDS = ("encoder", "fusion", "retrieval", "captioner", "lm-captioner", "decoder", "videomae")
 
 
 def clip(seed: int, frames: int = 4, height: int = 16, width: int = 16) -> Particles:
@@ -203,6 +203,84 @@ def retrieval_case(tmp_path_factory) -> Case:
     )
 
 
+def captioner_case(tmp_path_factory) -> Case:
+    """A fusion encoder (video and audio) and a causal text decoder reading its particles."""
+    from tubelet.models.text_decoder import CaptionModel, TextDecoderConfig
+    from tubelet.tasks.generate import special_ids, text_ids, with_decoder_tokens
+
+    torch.manual_seed(0)
+    tokenizer = with_decoder_tokens(train_tokenizer(CAPTIONS))
+    fusion = FusionConfig(
+        modalities=("video", "audio"), dim=32, depth=1, heads=2, tubelet=TUBELET, audio_patch=(4, 4), audio_bands=2
+    )
+    decoder = TextDecoderConfig(
+        vocab_size=tokenizer.get_vocab_size(), dim=32, depth=1, heads=2, memory_dim=32, **special_ids(tokenizer)
+    )
+    batch = pack_modalities(
+        [{"video": clip(0), "audio": sound(6, 0)}, {"video": clip(1, width=24), "audio": sound(10, 1)}]
+    )
+    ids = [text_ids(tokenizer, c) for c in CAPTIONS[:2]]
+    text = pack([tokenize_text(i, time=0.0) for i in ids])
+    turns = torch.tensor([0] * len(ids[0]) + [1] * len(ids[1]))
+    return Case(
+        loaded=Loaded(
+            CaptionModel(FusionModel(fusion), decoder),
+            PRE,
+            audio=AudioPreprocessing(patch=(4, 4), n_mels=8),
+            tokenizer=tokenizer,
+        ),  # fmt: skip
+        features_in=(batch,),
+        pool_in=batch,
+        rows=20 + 16,
+        clips=2,
+        dim=32,
+        head=32,
+        outputs=lambda m: (m.pool(m.forward_features(batch), batch), m(batch, text, turns)),
+        loss=lambda m: weighted_sum(m(batch, text, turns)),
+        kind_back="captioner",
+        config_keys=("model_type", "tubelet_version", "fusion", "text_decoder", "preprocessing", "audio"),
+    )
+
+
+def lm_captioner_case(tmp_path_factory) -> Case:
+    """An encoder bridged to a tiny random Llama saved here (no LoRA: a fresh adapter's A has no gradient)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tubelet.models.lm_bridge import LMCaptionModel, bridge_config, load_lm
+    from tubelet.tasks.generate import text_ids
+
+    words = sorted({w for c in CAPTIONS for w in c.split()})
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tokenizer = Tokenizer(WordLevel(vocab, "<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    lm_dir = tmp_path_factory.mktemp("lm")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(words) + 3, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(lm_dir)
+    lm = load_lm(str(lm_dir))
+    model = LMCaptionModel(
+        Encoder(model_config("test", tubelet=TUBELET, num_classes=0)), bridge_config(str(lm_dir), lm), lm
+    )
+    video = video_batch()
+    text = pack([tokenize_text(text_ids(tokenizer, c), time=0.0) for c in CAPTIONS[:2]])
+    return Case(
+        loaded=Loaded(model, PRE, tokenizer=tokenizer),
+        features_in=(video,),
+        pool_in=video,
+        rows=20,
+        clips=2,
+        dim=32,
+        head=32,
+        outputs=lambda m: (m.pool(m.forward_features(video), video), m.decoder(text, m.memory(video))),
+        loss=lambda m: weighted_sum(m.decoder(text, m.memory(video))),
+        kind_back="lm-captioner",
+        config_keys=("model_type", "tubelet_version", "encoder", "lm_bridge", "preprocessing"),
+    )
+
+
 def decoder_case(tmp_path_factory) -> Case:
     torch.manual_seed(0)
     encoder = Encoder(model_config("test", tubelet=TUBELET))
@@ -245,6 +323,8 @@ BUILDERS = {
     "encoder": encoder_case,
     "fusion": fusion_case,
     "retrieval": retrieval_case,
+    "captioner": captioner_case,
+    "lm-captioner": lm_captioner_case,
     "decoder": decoder_case,
     "videomae": videomae_case,
 }

@@ -8,6 +8,8 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 | `encoder`   | `tubelet-encoder`   | `Encoder`        | encoder, preprocessing (pretraining, restoration: + decoder) |
 | `fusion`    | `tubelet-fusion`    | `FusionModel`    | fusion, preprocessing, audio                             |
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
+| `captioner` | `tubelet-captioner` | `CaptionModel`   | encoder or fusion (or none), text_decoder, preprocessing |
+| `lm-captioner` | `tubelet-lm-captioner` | `LMCaptionModel` | encoder, lm_bridge (the LM's path), preprocessing |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
 | `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining or restoration run's decoder (+ .safetensors) |
 | `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
@@ -49,9 +51,11 @@ from tubelet.models.decoder import DecoderConfig, MaskedDecoder
 from tubelet.models.encoder import Encoder, EncoderConfig, interleaved_to_half
 from tubelet.models.fusion import FusionConfig, FusionModel
 from tubelet.models.hub import hub_snapshot, is_hub_id
+from tubelet.models.lm_bridge import LMBridgeConfig, LMCaptionModel, load_lm
 from tubelet.models.onnx_model import GRAPH_FILE, OnnxModel
 from tubelet.models.registry import model_config, model_names
 from tubelet.models.retrieval import RetrievalConfig, RetrievalModel
+from tubelet.models.text_decoder import CaptionModel, TextDecoderConfig
 
 log = logging.getLogger("tubelet.models")
 
@@ -251,6 +255,75 @@ class RetrievalKind(ModelKind):
         return self._config(encoder=loaded.model.video_config, retrieval=loaded.model.config, preprocessing=pre)
 
 
+class CaptionerKind(ModelKind):
+    """A clip encoder and a causal text decoder (``tubelet finetune --task caption`` or ``dialogue``)."""
+
+    name, model_type, model_class = "captioner", "tubelet-captioner", CaptionModel
+    hint = "train one with tubelet finetune --task caption or --task dialogue"
+
+    def build(self, config: dict, *, where: str, **runtime) -> CaptionModel:
+        decoder = _block(
+            config,
+            "text_decoder",
+            TextDecoderConfig,
+            where=where,
+            **_only(runtime, "dropout", "drop_path", "attention"),
+        )
+        encoder = None
+        if "fusion" in config:
+            encoder = FusionModel(_block(config, "fusion", FusionConfig, where=where, **runtime))
+        elif "encoder" in config:
+            encoder = Encoder(_block(config, "encoder", EncoderConfig, where=where, **runtime))
+        try:
+            return CaptionModel(encoder, decoder)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: text_decoder.{exc}") from None
+
+    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
+        loaded = super().load(directory, config, **runtime)
+        if not (directory / TOKENIZER_FILE).is_file():
+            raise ConfigError(f"{directory}: a captioner checkpoint needs its {TOKENIZER_FILE} beside config.json")
+        loaded.tokenizer = load_tokenizer(directory)
+        if "audio" in config:
+            loaded.audio = _block(config, "audio", AudioPreprocessing, where=f"{directory}/config.json")
+        return loaded
+
+    def config(self, loaded: Loaded) -> dict:
+        model, blocks = loaded.model, {}
+        if isinstance(model.encoder, FusionModel):
+            blocks["fusion"] = model.encoder.config
+        elif model.encoder is not None:
+            blocks["encoder"] = model.encoder.config
+        blocks.update(text_decoder=model.config, preprocessing=_required(loaded, "preprocessing"))
+        if isinstance(model.encoder, FusionModel):
+            blocks["audio"] = _required(loaded, "audio")
+        return self._config(**blocks)
+
+
+class LMCaptionerKind(ModelKind):
+    """A clip encoder and a projector into a Hugging Face causal LM (``finetune --task caption --lm DIR``); the LM's
+    weights stay where config.json's ``lm_bridge.lm`` points, read again on load."""
+
+    name, model_type, model_class = "lm-captioner", "tubelet-lm-captioner", LMCaptionModel
+    hint = "train one with tubelet finetune --task caption --lm DIR"
+
+    def build(self, config: dict, *, where: str, **runtime) -> LMCaptionModel:
+        bridge = _block(config, "lm_bridge", LMBridgeConfig, where=where, **_only(runtime, "attention"))
+        encoder = Encoder(_block(config, "encoder", EncoderConfig, where=where, **runtime))
+        return LMCaptionModel(encoder, bridge, load_lm(bridge.lm))
+
+    def load(self, directory: Path, config: dict, **runtime) -> Loaded:
+        loaded = super().load(directory, config, **runtime)
+        if not (directory / TOKENIZER_FILE).is_file():
+            raise ConfigError(f"{directory}: an LM captioner checkpoint needs its {TOKENIZER_FILE} beside config.json")
+        loaded.tokenizer = load_tokenizer(directory)
+        return loaded
+
+    def config(self, loaded: Loaded) -> dict:
+        pre = _required(loaded, "preprocessing")
+        return self._config(encoder=loaded.model.encoder.config, lm_bridge=loaded.model.config, preprocessing=pre)
+
+
 class DecoderKind(ModelKind):
     """A pretraining run's MAE decoder (or a restorer's pixel decoder), kept beside its encoder: ``decoder`` in
     config.json, decoder.safetensors."""
@@ -335,6 +408,10 @@ class OnnxKind(ModelKind):
         raise ValueError("an export directory is written by tubelet export, not saved as a checkpoint")
 
 
+def _only(runtime: dict, *names: str) -> dict:
+    return {k: v for k, v in runtime.items() if k in names}
+
+
 def _required(loaded: Loaded, name: str):
     value = getattr(loaded, name)
     if value is None:
@@ -356,7 +433,8 @@ def _task(directory: Path, config: dict) -> str | None:
 
 # --- the registry ---------------------------------------------------------------------------------------------
 
-ENCODER, FUSION, RETRIEVAL = EncoderKind(), FusionKind(), RetrievalKind()
+ENCODER, FUSION, RETRIEVAL, CAPTIONER = EncoderKind(), FusionKind(), RetrievalKind(), CaptionerKind()
+LM_CAPTIONER = LMCaptionerKind()
 DECODER, VIDEOMAE, ONNX = DecoderKind(), VideoMAEKind(), OnnxKind()
 _KINDS: dict[str, ModelKind] = {}
 
@@ -367,7 +445,8 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
-for _kind in (ENCODER, FUSION, RETRIEVAL, DECODER, VIDEOMAE, ONNX):  # the first whose class fits names a bare model
+# The first kind whose class fits names a bare model.
+for _kind in (ENCODER, FUSION, RETRIEVAL, CAPTIONER, LM_CAPTIONER, DECODER, VIDEOMAE, ONNX):
     register_kind(_kind)
 
 

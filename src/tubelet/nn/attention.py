@@ -62,15 +62,21 @@ def packed_attention(
     *,
     backend: str = "auto",
     dropout: float = 0.0,
+    causal: bool = False,
+    kv_cu_seqlens: torch.Tensor | None = None,
+    kv_max_seqlen: int | None = None,
 ) -> torch.Tensor:
     """Softmax attention within each clip of a packed batch.
 
     Args:
-        q, k, v: (N, heads, head_dim).
-        cu_seqlens: (B+1,) int32 clip boundaries.
+        q, k, v: (N, heads, head_dim); with `kv_cu_seqlens`, k and v are (M, heads, head_dim).
+        cu_seqlens: (B+1,) int32 clip boundaries (of the queries).
         max_seqlen: particles in the longest clip.
         backend: one of `BACKENDS`.
         dropout: attention dropout probability (training only).
+        causal: a query attends only to keys at or before its own place in its sequence (a text decoder).
+        kv_cu_seqlens, kv_max_seqlen: (B+1,) boundaries of the keys and values when they are another packed
+            sequence than the queries (cross-attention: the tokens of caption b attend to the particles of clip b).
 
     Returns:
         (N, heads, head_dim).
@@ -78,19 +84,49 @@ def packed_attention(
     backend = resolve_backend(backend, q.device)
     if dropout > 0 and backend in ("varlen", "flex"):
         backend = "sdpa"  # these kernels take no dropout argument
+    if kv_cu_seqlens is None:
+        kv_cu_seqlens, kv_max_seqlen = cu_seqlens, max_seqlen
+    elif causal:
+        raise ValueError("causal attention is self-attention: give no kv_cu_seqlens")
     if backend == "varlen":
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        return _varlen_attn()(q, k, v, cu, cu, max_seqlen, max_seqlen)
+        cu_k = kv_cu_seqlens.to(device=q.device, dtype=torch.int32)
+        window = (-1, 0) if causal else (-1, -1)
+        return _varlen_attn()(q, k, v, cu, cu_k, max_seqlen, kv_max_seqlen, window_size=window)
     if backend == "flash":
         from flash_attn import flash_attn_varlen_func
 
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        return flash_attn_varlen_func(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout)
+        cu_k = kv_cu_seqlens.to(device=q.device, dtype=torch.int32)
+        return flash_attn_varlen_func(
+            q, k, v, cu, cu_k, max_seqlen, kv_max_seqlen, dropout_p=dropout, causal=causal
+        )  # fmt: skip
     if backend == "flex":
-        return _flex(q, k, v, cu_seqlens)
+        return _flex(q, k, v, cu_seqlens, kv_cu_seqlens, causal)
     if backend == "dense":
-        return _dense(q, k, v, cu_seqlens, dropout)
+        return _dense(q, k, v, cu_seqlens, dropout, kv_cu_seqlens, causal)
+    if kv_cu_seqlens is not cu_seqlens or causal:
+        return _per_pair(q, k, v, cu_seqlens, kv_cu_seqlens, dropout, causal)
     return _per_clip(q, k, v, cu_seqlens, dropout)
+
+
+def _per_pair(q, k, v, cu_q, cu_k, dropout, causal):
+    """SDPA on each (query sequence, key sequence) pair in turn: cross-attention, or causal self-attention."""
+    bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
+    lengths = {(bq - aq, bk - ak) for aq, bq, ak, bk in zip(bounds_q[:-1], bounds_q[1:], bounds_k[:-1], bounds_k[1:])}
+    if len(lengths) == 1:  # every pair of one shape (beams of one length): one batched call
+        n, m = lengths.pop()
+        qb = q.unflatten(0, (-1, n)).transpose(1, 2)  # (B, h, n, d)
+        kb, vb = (x.unflatten(0, (-1, m)).transpose(1, 2) for x in (k, v))  # (B, h, m, d)
+        out = F.scaled_dot_product_attention(qb, kb, vb, dropout_p=dropout, is_causal=causal and n > 1)
+        return out.transpose(1, 2).flatten(0, 1)  # (N, h, d)
+    outs = []
+    for aq, bq, ak, bk in zip(bounds_q[:-1], bounds_q[1:], bounds_k[:-1], bounds_k[1:]):
+        qi = q[aq:bq].transpose(0, 1).unsqueeze(0)  # (1, h, n, d)
+        ki, vi = (x[ak:bk].transpose(0, 1).unsqueeze(0) for x in (k, v))  # (1, h, m, d)
+        out = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout, is_causal=causal and bq - aq > 1)
+        outs.append(out[0].transpose(0, 1))
+    return torch.cat(outs)
 
 
 def _per_clip(q, k, v, cu_seqlens, dropout):
@@ -125,23 +161,29 @@ def clip_ids_traceable(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     return (positions[:, None] >= cu_seqlens[None, 1:]).sum(dim=1)  # (N,) boundaries passed
 
 
-def _dense(q, k, v, cu_seqlens, dropout):
+def _dense(q, k, v, cu_seqlens, dropout, kv_cu_seqlens=None, causal=False):
     ids = clip_ids_traceable(cu_seqlens.to(q.device), q.shape[0])  # the dense mask is O(N^2) anyway
-    mask = ids[:, None] == ids[None, :]  # (N, N) block diagonal
+    kv_ids = ids if kv_cu_seqlens is None else clip_ids_traceable(kv_cu_seqlens.to(q.device), k.shape[0])
+    mask = ids[:, None] == kv_ids[None, :]  # (N, M) block diagonal
+    if causal:
+        place = torch.arange(q.shape[0], device=q.device)
+        mask = mask & (place[:, None] >= place[None, :])  # (N, N): earlier keys of the same sequence
     qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, d)
     return F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, dropout_p=dropout)[0].transpose(0, 1)
 
 
-def _flex(q, k, v, cu_seqlens):
+def _flex(q, k, v, cu_seqlens, kv_cu_seqlens=None, causal=False):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    total = q.shape[0]
+    total, keys = q.shape[0], k.shape[0]
     ids = clip_ids(cu_seqlens.to(q.device), total)
+    kv_ids = ids if kv_cu_seqlens is None else clip_ids(kv_cu_seqlens.to(q.device), keys)
 
     def same_clip(b, h, qi, ki):
-        return ids[qi] == ids[ki]
+        same = ids[qi] == kv_ids[ki]
+        return same & (qi >= ki) if causal else same
 
-    block_mask = create_block_mask(same_clip, None, None, total, total, device=q.device)
+    block_mask = create_block_mask(same_clip, None, None, total, keys, device=q.device)
     qd, kd, vd = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, h, N, d)
     return _compiled_flex()(qd, kd, vd, block_mask=block_mask)[0].transpose(0, 1)
 
