@@ -165,6 +165,19 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="write the video-to-video sample instead: 3 s camera pans and zooms over photographs with a moving object "
         "at 24/30/60 fps and 320x240/256x256, clips with a hard cut, train and test on different photographs",
     )
+    p.add_argument(
+        "--stories",
+        type=int,
+        nargs="?",
+        const=38,
+        default=None,
+        metavar="N",
+        help="write the stories sample instead: N (default 38: 24 train, 6 val, 8 test) videos of 30-50 s with timed "
+        "events, shots and sounds, and captions, per-second importance from several annotators, and dialogues",
+    )
+    p.add_argument(
+        "--story-seconds", type=float, default=40.0, help="--stories: mean seconds per story (0.75-1.25x; default 40)"
+    )
     p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
     p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -177,6 +190,23 @@ def _sample_data_run(args) -> None:
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
     writable_dir(args.out, "out")
+    if args.stories is not None:
+        from tubelet.data.sample_stories import generate_stories
+
+        if args.video2video or args.surveillance or args.multimodal:
+            raise TubeletError(
+                "--stories writes a dataset of its own; drop --video2video, --surveillance, --multimodal"
+            )
+        if args.stories < 3 or args.story_seconds < 8:
+            raise TubeletError(
+                f"--stories must be at least 3 (one per split) and --story-seconds at least 8, got {args.stories} and "
+                f"{args.story_seconds:g}"
+            )
+        summary = generate_stories(
+            args.out, seed=args.seed, stories=args.stories, story_seconds=args.story_seconds, workers=args.workers
+        )
+        _print(summary, args.json)
+        return
     if args.video2video:
         from tubelet.data.sample_v2v import generate_v2v
 
