@@ -332,7 +332,8 @@ def render_audio(story: Story, rate: int = AUDIO_RATE) -> np.ndarray:
 def _write(args: tuple[Story, str]) -> None:
     story, path = args
     frames = render_story(story)
-    write_video(path, frames, fps=FPS, audio=render_audio(story), audio_rate=AUDIO_RATE, crf=23, preset="veryfast")
+    # A keyframe every second: windows anywhere in a long story decode without reading the seconds before them.
+    write_video(path, frames, fps=FPS, audio=render_audio(story), audio_rate=AUDIO_RATE, crf=23, gop=FPS)
 
 
 # --- text: captions and dialogues -------------------------------------------------------------------------------

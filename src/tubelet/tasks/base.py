@@ -425,6 +425,7 @@ def task_names() -> list[str]:
 def _load_builtin() -> None:
     """Import the built-in task modules (each registers itself) the first time the registry is read."""
     import tubelet.tasks.classification  # noqa: F401
+    import tubelet.tasks.importance  # noqa: F401
     import tubelet.tasks.reconstruction  # noqa: F401
     import tubelet.tasks.retrieval  # noqa: F401
     import tubelet.tasks.vqa  # noqa: F401
