@@ -874,6 +874,35 @@ def _denoise_run(args) -> None:
     _print(summary, args.json)
 
 
+def _summarize_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("file", help="video file")
+    p.add_argument(
+        "--checkpoint", required=True,
+        help="an importance checkpoint (learned importance) or any video encoder (unsupervised: novelty + motion)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder: summary.mp4, summary.json, summary.md, importance.png")
+    p.add_argument("--ratio", type=float, default=0.15, help="the summary's share of the length, in (0, 1] (0.15)")
+    p.add_argument("--captioner", default=None, help="a caption checkpoint for the segments' captions (summary.md)")
+    p.add_argument("--max-segment", type=positive_float, default=2.0, help="longest segment in seconds (default 2)")
+    p.add_argument("--batch-particles", type=positive_int, default=8192, help="particle budget per forward (8192)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _summarize_run(args) -> None:
+    from pathlib import Path
+
+    from tubelet.recipes.summarize import summarize
+
+    if not Path(args.file).is_file():
+        raise TubeletError(f"FILE {args.file}: no such file")
+    summary = summarize(
+        args.file, checkpoint=args.checkpoint, out=args.out, ratio=args.ratio, captioner=args.captioner,
+        max_segment=args.max_segment, batch_particles=args.batch_particles, device=args.device,
+    )  # fmt: skip
+    _print(summary, args.json)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "probe": ("container facts of a video: duration, fps, size, frames, codec, audio", _probe_args, _probe_run),
     "tokenize": (
@@ -944,6 +973,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "a video denoised from the frames around each one, within its shot (classical baselines)",
         _denoise_args,
         _denoise_run,
+    ),
+    "summarize": (
+        "a video's most important segments within a share of its length: summary.mp4, .json, .md, importance plot",
+        _summarize_args,
+        _summarize_run,
     ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",

@@ -65,7 +65,7 @@ def _shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def motion_energy(
-    frames: np.ndarray, timestamps: np.ndarray, seconds: int, *, cut_indices: Sequence[int] = ()
+    frames: np.ndarray, timestamps: np.ndarray, seconds: int, *, cut_indices: Sequence[int] = (), fill: bool = True
 ) -> np.ndarray:
     """(seconds,) what moves in every second once the camera's shift is compensated.
 
@@ -78,6 +78,7 @@ def motion_energy(
         frames: (T, H, W, 3) uint8, small (a short side of 64-96 px is plenty).
         timestamps: (T,) seconds.
         cut_indices: frame indices i where a cut falls between frames i-1 and i (`video2video.baselines.cuts`).
+        fill: give a second without pairs its nearest second's value; otherwise NaN (frames read in chunks).
     """
     grey = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]).astype(np.float32)
     cut = set(int(i) for i in cut_indices)
@@ -100,6 +101,8 @@ def motion_energy(
         total[k] += energy
         count[k] += 1
     out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if not fill:
+        return out
     for k in range(seconds):  # a second without pairs (a cut at its only frame): its neighbour's value
         if np.isnan(out[k]):
             known = np.flatnonzero(~np.isnan(out))

@@ -145,12 +145,13 @@ def second_pool(features: torch.Tensor, packed, seconds: int) -> torch.Tensor:
 
 
 def per_second(
-    model, data: Seconds, pre, *, forward: Callable, width: int, budget: int, device, precision: str = "auto",
-    workers: int = 0,
+    model, videos: VideoDataset, windows: list[tuple[int, float, float]], lengths: list[int], pre, *,
+    forward: Callable, width: int, budget: int, device, precision: str = "auto", workers: int = 0,
 ) -> list[np.ndarray]:  # fmt: skip
-    """Run `forward` (packed -> (B, width * C)) over `data`'s windows; per video (N, C), the mean over the windows
-    that cover each second (NaN rows: never decoded)."""
-    dataset = ClipDataset(data.videos, pre, windows=data.windows)
+    """Run `forward` (packed -> (B, width * C)) over `windows` (video, start s, end s) of `videos`, each starting at a
+    whole second; per video (lengths[v], C), the mean over the windows that cover each second (NaN rows: never
+    decoded)."""
+    dataset = ClipDataset(videos, pre, windows=windows)
     outputs, failed = run_model(
         model, dataset, forward=forward, budget=budget, device=device, precision=precision, workers=workers,
         desc="importance",
@@ -158,12 +159,12 @@ def per_second(
     for path, reason in dict(failed).items():
         log.warning("skipping %s: %s", path, reason)
     channels = outputs.shape[1] // width if outputs is not None else 1
-    sums = [np.zeros((a.shape[1], channels)) for a in data.annotators]
-    counts = [np.zeros(a.shape[1]) for a in data.annotators]
-    for j, (v, start, _) in enumerate(data.windows):
+    sums = [np.zeros((n, channels)) for n in lengths]
+    counts = [np.zeros(n) for n in lengths]
+    for j, (v, start, _) in enumerate(windows):
         if outputs is None or np.isnan(outputs[j]).any():
             continue
-        k, n = int(round(start)), len(counts[v])
+        k, n = int(round(start)), lengths[v]
         values = outputs[j].reshape(width, channels)[: n - k]  # (width, C)
         sums[v][k : k + len(values)] += values
         counts[v][k : k + len(values)] += 1
@@ -250,9 +251,10 @@ class ImportanceTask(Task):
         workers: int = 0,
     ) -> dict:  # fmt: skip
         width = model.num_classes
+        lengths = [a.shape[1] for a in data.annotators]
         scores = per_second(
-            model, data, pre, forward=self.forward, width=width, budget=budget, device=device, precision=precision,
-            workers=workers,
+            model, data.videos, data.windows, lengths, pre, forward=self.forward, width=width, budget=budget,
+            device=device, precision=precision, workers=workers,
         )  # fmt: skip
         return {**score_seconds([s[:, 0] for s in scores], data.annotators), "skipped": [p for p, _ in data.skipped]}
 
