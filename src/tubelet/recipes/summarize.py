@@ -70,29 +70,15 @@ def summarize(
             f"or importance checkpoint)"
         )
     writable_dir(out, "--out")
-    learned = loaded.task == "importance"
     duration = float(info.duration_s)
     seconds = max(1, math.ceil(duration - 0.05))  # a last second shorter than a twentieth is dropped
 
-    cut_times, motion = _cuts_and_motion(file, duration, seconds, fps=min(MOTION_FPS, info.fps or MOTION_FPS))
+    cut_times, motion = cuts_and_motion(file, duration, seconds, fps=min(MOTION_FPS, info.fps or MOTION_FPS))
     shots = shot_bounds(cut_times, duration)
-    device_ = resolve_device(device)
-    model = loaded.model.to(device_)
-    pre = loaded.preprocessing or Preprocessing()
-    if learned:
-        width = model.num_classes
-        scores = _per_second(model, file, info, seconds, pre, width, task_of(loaded).forward, batch_particles, workers,
-                             device_)  # fmt: skip
-        importance = _filled(scores[:, 0])
-    else:
-        width = max(1, round(pre.clip_seconds))
-
-        def features(m, packed):  # (B, K * D): the encoder's features pooled per second of each window
-            return second_pool(m.forward_features(packed), packed, width).flatten(1)
-
-        pooled = _per_second(model, file, info, seconds, pre, width, features, batch_particles, workers, device_)
-        starts = sorted({int(math.floor(a)) for a, _ in shots})
-        importance = combine(_filled(novelty(_filled_rows(pooled), shot_starts=starts)), motion)
+    importance, _ = video_importance(
+        loaded, file, info, seconds=seconds, shots=shots, motion=motion, batch_particles=batch_particles,
+        workers=workers, device=resolve_device(device),
+    )  # fmt: skip
     segments = select(importance, shots, ratio=ratio, duration=duration, max_seconds=max_segment)
     captions = captions_for(captioner, file, segments, device=device) if captioner else None
     if captions is None and not captioner:
@@ -103,7 +89,7 @@ def summarize(
     report = {
         "file": str(file),
         "checkpoint": str(checkpoint),
-        "importance_kind": "learned" if learned else "unsupervised",
+        "importance_kind": "learned" if loaded.task == "importance" else "unsupervised",
         "ratio": ratio,
         "duration": round(duration, 3),
         "summary_seconds": round(sum(s.length for s in segments), 3),
@@ -136,6 +122,38 @@ def summarize(
         "captions": "yes" if captions is not None else "no caption model",
         "files": files,
     }
+
+
+def video_importance(
+    loaded, file: str, info, *, seconds: int, shots: list[tuple[float, float]], motion: np.ndarray,
+    batch_particles: int = 8192, workers: int = 0, device=None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """(seconds,) importance of every second of `file`, and its parts: the scores of an ``importance`` checkpoint
+    (``{"learned": ...}``), or the `novelty` of the encoder's features pooled per second combined with `motion`
+    (``{"novelty": ..., "motion": ...}``).
+
+    Args:
+        loaded: a loaded checkpoint whose model is an `Encoder`.
+        shots: (start, end) seconds of every shot (novelty starts afresh in each).
+        motion: (seconds,) motion energy (`cuts_and_motion`).
+    """
+    model = loaded.model.to(device or "cpu")
+    pre = loaded.preprocessing or Preprocessing()
+    if loaded.task == "importance":
+        width = model.num_classes
+        scores = _per_second(model, file, info, seconds, pre, width, task_of(loaded).forward, batch_particles, workers,
+                             device)  # fmt: skip
+        learned = _filled(scores[:, 0])
+        return learned, {"learned": learned}
+    width = max(1, round(pre.clip_seconds))
+
+    def features(m, packed):  # (B, K * D): the encoder's features pooled per second of each window
+        return second_pool(m.forward_features(packed), packed, width).flatten(1)
+
+    pooled = _per_second(model, file, info, seconds, pre, width, features, batch_particles, workers, device)
+    starts = sorted({int(math.floor(a)) for a, _ in shots})
+    new = _filled(novelty(_filled_rows(pooled), shot_starts=starts))
+    return combine(new, motion), {"novelty": new, "motion": motion}
 
 
 def captions_for(checkpoint: str | None, file: str, segments: list[Segment], *, device: str = "auto"):
@@ -187,7 +205,7 @@ def _sentence(text: str) -> str:
     return (text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
-def _cuts_and_motion(file: str, duration: float, seconds: int, *, fps: float) -> tuple[list[float], np.ndarray]:
+def cuts_and_motion(file: str, duration: float, seconds: int, *, fps: float) -> tuple[list[float], np.ndarray]:
     """Cut times (seconds) and motion energy per second, from small frames read chunk by chunk."""
     cut_times: list[float] = []
     motion = np.full(seconds, np.nan)

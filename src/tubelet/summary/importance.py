@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 MOMENTUM = 0.8  # weight of the running mean's past at every second (about 5 s of memory)
-TOP_SHARE = 0.02  # motion energy: the mean of this share of the largest compensated differences of a frame pair
+TOP_SHARE = 0.005  # motion energy: the mean of this share of the largest (blurred) differences of a frame pair
+BLUR = 5  # box filter over the signed difference: texture's interpolation residue cancels, an object's edge stays
 
 
 def normalise(values: np.ndarray) -> np.ndarray:
@@ -70,9 +71,10 @@ def motion_energy(
     """(seconds,) what moves in every second once the camera's shift is compensated.
 
     For each pair of consecutive frames (not across a cut), the later frame is compared with the earlier one moved by
-    their global shift (phase correlation); the pair's energy is the mean of the largest `TOP_SHARE` of absolute
-    grey differences inside the overlap (small objects count; sensor noise barely does). A second's energy is the mean
-    over the pairs whose later frame falls in it (the second before when it has none).
+    their global shift (phase correlation). The signed grey difference is box-filtered (`BLUR` px: what sub-pixel
+    resampling of fine texture leaves is zero-mean and cancels; an object's coherent change stays), and the pair's
+    energy is the mean of its largest `TOP_SHARE` absolute values inside the overlap (a small object counts, noise
+    barely does). A second's energy is the mean over the pairs whose later frame falls in it.
 
     Args:
         frames: (T, H, W, 3) uint8, small (a short side of 64-96 px is plenty).
@@ -91,8 +93,9 @@ def motion_energy(
         a, b = grey[i - 1], grey[i]
         dx, dy = _shift(a * window, b * window)
         moved = cv2.warpAffine(a, np.float32([[1, 0, dx], [0, 1, dy]]), (W, H), borderMode=cv2.BORDER_REPLICATE)
-        mx, my = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
-        diff = np.abs(b - moved)[my : H - my, mx : W - mx].ravel()  # (H'W',)
+        mx, my = int(np.ceil(abs(dx))) + 1 + BLUR // 2, int(np.ceil(abs(dy))) + 1 + BLUR // 2
+        change = cv2.blur(b - moved, (BLUR, BLUR))  # (H, W) signed, smoothed
+        diff = np.abs(change)[my : H - my, mx : W - mx].ravel()  # (H'W',) inside the overlap
         if diff.size == 0:
             continue
         top = max(1, int(TOP_SHARE * diff.size))
