@@ -59,6 +59,8 @@ def test_features_are_pooled_per_second_of_their_window():
     features = torch.tensor([[1.0], [3.0], [10.0], [4.0], [6.0]])
     pooled = second_pool(features, packed, 2)  # (2 clips, 2 seconds, 1)
     assert pooled[:, :, 0].tolist() == [[2.0, 10.0], [5.0, 5.0]]  # clip 2 has nothing in second 1: its clip mean
+    strongest = second_pool(features, packed, 2, how="max")
+    assert strongest[:, :, 0].tolist() == [[3.0, 10.0], [6.0, 5.0]]
     assert tiles(10, 4, 4) == [0, 4, 6] and tiles(3, 4, 4) == [0] and tiles(8, 4, 2) == [0, 2, 4]
 
 

@@ -137,7 +137,8 @@ def video_importance(
         shots: (start, end) seconds of every shot (novelty starts afresh in each).
         motion: (seconds,) motion energy (`cuts_and_motion`).
     """
-    model = loaded.model.to(device or "cpu")
+    device = device if device is not None else resolve_device("cpu")
+    model = loaded.model.to(device)
     pre = loaded.preprocessing or Preprocessing()
     if loaded.task == "importance":
         width = model.num_classes

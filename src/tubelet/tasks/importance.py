@@ -4,8 +4,9 @@ Data: ``DATA/importance_{split}.jsonl`` (what ``tubelet sample-data OUT --storie
 ``{"path": ..., "seconds": N, "annotators": [[N scores in [0, 1]], ...]}``. The target of a second is the mean over
 its annotators.
 
-Model: the encoder reads a window of ``clip_seconds`` (a whole number, K; 4 by default) and its particles are pooled
-per second of the window by their time ``t`` (`second_pool`); the head has K rows, row k scoring the pooled features
+Model: the encoder reads a window of ``clip_seconds`` (a whole number, K; 4 by default) and its particles are
+max-pooled per second of the window by their time ``t`` (`second_pool`: a small moving object is not averaged away
+by the background around it); the head has K rows, row k scoring the pooled features
 of second k (so a checkpoint knows its window: ``num_classes`` = K). Training windows start at whole seconds every
 ``window_stride`` seconds; evaluation tiles each video with windows of K seconds (the last one ending at the video's
 end) and averages the scores of seconds covered twice. Loss: mean squared error against the mean annotator, plus a
@@ -129,18 +130,27 @@ def load_importance(manifest: Path, *, width: int, stride: int) -> Seconds:
     return Seconds(videos, annotators, windows, manifest, skipped)
 
 
-def second_pool(features: torch.Tensor, packed, seconds: int) -> torch.Tensor:
-    """(N, D) particle features -> (B, K, D) their mean per clip and whole second of the window (by ``packed.t``).
+def second_pool(features: torch.Tensor, packed, seconds: int, *, how: str = "mean") -> torch.Tensor:
+    """(N, D) particle features -> (B, K, D) pooled per clip and whole second of the window (by ``packed.t``).
 
-    A second with no particle (all of it pruned, say) gets its clip's mean.
+    ``how``: ``mean`` (what a second looks like, on the whole) or ``max`` (per channel, the strongest particle: a small
+    object moving in one corner of the frame is not averaged away by the still background). A second with no
+    particle (all of it pruned, say) gets its clip's mean.
     """
     B, D = packed.num_clips, features.shape[1]
     bins = packed.t.floor().long().clamp(0, seconds - 1)  # (N,)
     index = packed.seq * seconds + bins  # (N,) cell of (clip, second)
-    sums = features.new_zeros(B * seconds, D).index_add_(0, index, features)  # (B*K, D)
     counts = features.new_zeros(B * seconds).index_add_(0, index, torch.ones_like(bins, dtype=features.dtype))
+    if how == "max":
+        pooled = features.new_full((B * seconds, D), float("-inf"))
+        pooled = pooled.scatter_reduce(0, index[:, None].expand(-1, D), features, reduce="amax")  # (B*K, D)
+    elif how == "mean":
+        sums = features.new_zeros(B * seconds, D).index_add_(0, index, features)  # (B*K, D)
+        pooled = sums / counts.clamp(min=1)[:, None]
+    else:
+        raise ValueError(f"how: expected mean or max, got {how!r}")
     clip_mean = mean_pool(features, packed.seq, B).repeat_interleave(seconds, dim=0)  # (B*K, D)
-    pooled = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], clip_mean)
+    pooled = torch.where(counts[:, None] > 0, pooled, clip_mean)
     return pooled.view(B, seconds, D)
 
 
@@ -222,7 +232,7 @@ class ImportanceTask(Task):
     def forward(self, model, packed) -> torch.Tensor:
         """(B, K): row k of the head on the features of second k of each window."""
         width = model.num_classes
-        pooled = second_pool(model.forward_features(packed), packed, width)  # (B, K, D)
+        pooled = second_pool(model.forward_features(packed), packed, width, how="max")  # (B, K, D)
         if model.config.final_norm == "pooled":
             pooled = model.norm(pooled)
         scores = model.forward_head(pooled)  # (B, K, K): every row on every second
