@@ -165,3 +165,10 @@ def test_the_command_writes_stories_and_refuses_too_few(tmp_path, tubelet_cli):
     assert len(list((tmp_path / "s" / "videos").glob("story_*.mp4"))) == 3
     bad = tubelet_cli("sample-data", tmp_path / "t", "--stories", "2", check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--stories" in bad.stderr
+
+
+def test_every_story_however_short_has_events_inside_its_shots():
+    for index in range(60):
+        story = make_story(index, "train", seed=1, seconds=8)
+        assert story.events and sum(s.end - s.start for s in story.shots) == 8
+        assert all(any(s.start <= e.start and e.end <= s.end for s in story.shots) for e in story.events)

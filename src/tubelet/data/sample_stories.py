@@ -151,8 +151,8 @@ def _event(kind: str, start: float, end: float, rng: np.random.Generator) -> Eve
         rightward = bool(rng.integers(2))
         d = 1.0 if rightward else -1.0
         impact = round(start + 0.8, 3)
-        keys = [(start, x, -m), (impact, x, floor), (impact + 0.3, x + 6 * d, floor - 16), (impact + 0.6, x + 12 * d,
-                floor), (end, W + m if rightward else -m, floor)]  # fmt: skip
+        bounce = [(impact, x, floor), (impact + 0.3, x + 6 * d, floor - 16), (impact + 0.6, x + 12 * d, floor)]
+        keys = [(start, x, -m), *bounce, (end, W + m if rightward else -m, floor)]
         thing = _thing(rng, keys)
         direction = "right" if rightward else "left"
         caption = f"a {thing.colour} {thing.object} drops from the top, lands with a thud and rolls {direction}"
@@ -196,6 +196,10 @@ def make_story(index: int, split: str, *, seed: int, seconds: int) -> Story:
             events.append(_event(kind, start, end, rng))
             t = end + float(rng.uniform(1.0, 4.0))
         t0 += length
+    if not events:  # short shots left no room: one crossing in the longest, so every story has something to say
+        shot = max(shots, key=lambda s: s.end - s.start)
+        start = shot.start + 0.3
+        events.append(_event("cross", start, round(start + min(shot.end - shot.start - 0.6, 5.0), 1), rng))
     return Story(f"videos/story_{index:03d}.mp4", split, seconds, seed, shots, events)
 
 
@@ -352,17 +356,19 @@ def _direction_answer(e: Event) -> str:
 def _dialogue_turns(story: Story, number: int) -> list[tuple[str, str, bool, str]]:
     """(question, answer, needs_history, answer type) of dialogue `number` (0 walks forward, 1 backward)."""
     events = story.events if number == 0 else story.events[::-1]
-    first, nxt = ("what happens first?", "and after that?") if number == 0 else ("what happens last?",
-                                                                                  "and before that?")  # fmt: skip
-    none = "nothing else happens" if number == 0 else "nothing happens before that"
+    if number == 0:
+        first, nxt, none = "what happens first?", "and after that?", "nothing else happens"
+    else:
+        first, nxt, none = "what happens last?", "and before that?", "nothing happens before that"
     turns = [(first, events[0].caption, False, "caption")]
     follow = events[1] if len(events) > 1 else None
     turns.append((nxt, follow.caption if follow else none, True, "caption"))
     said = follow or events[0]
     turns.append(("what colour was it?", said.colour, True, "colour"))
-    turns.append(("which way did it go?" if number == 0 else "what sound did it make?",
-                  _direction_answer(said) if number == 0 else (said.sound or "no sound"), True,
-                  "direction" if number == 0 else "sound"))  # fmt: skip
+    if number == 0:
+        turns.append(("which way did it go?", _direction_answer(said), True, "direction"))
+    else:
+        turns.append(("what sound did it make?", said.sound or "no sound", True, "sound"))
     if number == 0:
         loud = next((e for e in story.events if e.sound), None)
         answer = f"a {loud.colour} {loud.object}" if loud else "nothing made a sound"
