@@ -160,3 +160,44 @@ def chromium(tmp_path_factory):
         return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
 
     return run
+
+
+# --- tiny restorers (tubelet finetune --task interpolation | denoise), for tests/tasks and tests/recipes --------------
+
+# A test-sized restorer: the `test` encoder and a one-block pixel decoder, 32-px tiles of 64x48 frames.
+TINY_RESTORER = dict(
+    model="test", decoder_dim=64, decoder_depth=1, decoder_heads=2, tile=32, tiles_per_clip=6, workers=0,
+    clip_seconds=0.4, lr=2e-3, warmup_epochs=0.2,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def v2v_data(tmp_path_factory):
+    """Camera pans over photographs, 1 s at 24 fps, 64x48: 2 train clips (and a cut clip)."""
+    from tubelet.data.sample_v2v import generate_v2v
+
+    out = tmp_path_factory.mktemp("restoration") / "data"
+    generate_v2v(out, seed=4, duration=1.0, per_setting={"train": 2}, rates=(24.0,), sizes=((64, 48),), workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def interpolation_run(v2v_data, tmp_path_factory):
+    """``best/`` of 30 steps of interpolation training on `v2v_data`. Read-only."""
+    from tubelet.recipes.finetune import FinetuneConfig, finetune
+
+    out = tmp_path_factory.mktemp("interp") / "run"
+    finetune(FinetuneConfig(task="interpolation", data=str(v2v_data), out=str(out), epochs=30, max_steps=30,
+                            **TINY_RESTORER))  # fmt: skip
+    return out / "best"
+
+
+@pytest.fixture(scope="session")
+def denoise_run(v2v_data, tmp_path_factory):
+    """``best/`` of 60 steps of denoise training (3-frame runs) on `v2v_data`. Read-only."""
+    from tubelet.recipes.finetune import FinetuneConfig, finetune
+
+    out = tmp_path_factory.mktemp("denoise") / "run"
+    finetune(FinetuneConfig(task="denoise", data=str(v2v_data), out=str(out), epochs=60, max_steps=60,
+                            sigma_max=40.0, frames=3, **TINY_RESTORER))  # fmt: skip
+    return out / "best"

@@ -178,6 +178,13 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "--story-seconds", type=float, default=40.0, help="--stories: mean seconds per story (0.75-1.25x; default 40)"
     )
+    p.add_argument(
+        "--vitals",
+        action="store_true",
+        help="write the vital-signs sample instead: 20 s videos of a face and shoulders from a real photograph with a "
+        "pulse (45-150 bpm) in the skin's colour and breathing (8-30/min) in the shoulders, head motion, lighting "
+        "drift, noise and H.264 at 3 levels; truth per second (truth.csv), train and test splits",
+    )
     p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
     p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -193,9 +200,9 @@ def _sample_data_run(args) -> None:
     if args.stories is not None:
         from tubelet.data.sample_stories import generate_stories
 
-        if args.video2video or args.surveillance or args.multimodal:
+        if args.video2video or args.surveillance or args.multimodal or args.vitals:
             raise TubeletError(
-                "--stories writes a dataset of its own; drop --video2video, --surveillance, --multimodal"
+                "--stories writes a dataset of its own; drop --video2video, --surveillance, --multimodal, --vitals"
             )
         if args.stories < 3 or args.story_seconds < 8:
             raise TubeletError(
@@ -206,6 +213,15 @@ def _sample_data_run(args) -> None:
             args.out, seed=args.seed, stories=args.stories, story_seconds=args.story_seconds, workers=args.workers
         )
         _print(summary, args.json)
+        return
+    if args.vitals:
+        from tubelet.data.sample_vitals import generate_vitals
+
+        if args.video2video or args.surveillance or args.multimodal:
+            raise TubeletError(
+                "--vitals, --video2video, --surveillance and --multimodal write different datasets; choose one"
+            )
+        _print(generate_vitals(args.out, seed=args.seed, workers=args.workers), args.json)
         return
     if args.video2video:
         from tubelet.data.sample_v2v import generate_v2v
@@ -839,7 +855,11 @@ def _interpolate_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "--method", choices=("repeat", "blend", "flow"), default="flow",
         help="classical baseline: nearest frame, cross-fade, or DIS optical-flow warping (default flow)",
     )  # fmt: skip
-    p.add_argument("--checkpoint", default=None, help="a learned interpolation model (not available yet: issue 18)")
+    p.add_argument(
+        "--checkpoint", default=None,
+        help="an interpolation model (tubelet finetune --task interpolation): makes the frames instead of --method",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -847,7 +867,9 @@ def _interpolate_run(args) -> None:
     from tubelet.recipes.interpolate import interpolate_video
 
     _video_in_out(args.file, args.out)
-    summary = interpolate_video(args.file, fps=args.fps, out=args.out, method=args.method, checkpoint=args.checkpoint)
+    summary = interpolate_video(
+        args.file, fps=args.fps, out=args.out, method=args.method, checkpoint=args.checkpoint, device=args.device
+    )
     _print(summary, args.json)
 
 
@@ -860,7 +882,11 @@ def _denoise_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     )  # fmt: skip
     p.add_argument("--window", type=positive_int, default=5, help="frames each output frame reads, odd (default 5)")
     p.add_argument("--sigma", type=positive_float, default=25.0, help="noise level in 0-255 levels, for nlm (25)")
-    p.add_argument("--checkpoint", default=None, help="a learned denoising model (not available yet: issue 18)")
+    p.add_argument(
+        "--checkpoint", default=None,
+        help="a denoise model (tubelet finetune --task denoise): restores the frames instead of --method",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -869,8 +895,9 @@ def _denoise_run(args) -> None:
 
     _video_in_out(args.file, args.out)
     summary = denoise_video(
-        args.file, out=args.out, method=args.method, window=args.window, sigma=args.sigma, checkpoint=args.checkpoint
-    )
+        args.file, out=args.out, method=args.method, window=args.window, sigma=args.sigma, checkpoint=args.checkpoint,
+        device=args.device,
+    )  # fmt: skip
     _print(summary, args.json)
 
 
@@ -901,6 +928,84 @@ def _summarize_run(args) -> None:
         max_segment=args.max_segment, batch_particles=args.batch_particles, device=args.device,
     )  # fmt: skip
     _print(summary, args.json)
+
+
+def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument(
+        "source", metavar="FILE_OR_SOURCE",
+        help="a video file, a folder (its videos, then each new one), rtsp:// or http(s):// stream, or /dev/videoN",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", choices=("pos", "chrom", "green", "model"), default="pos",
+        help="pulse from skin colour: POS (Wang 2017), CHROM (de Haan 2013) or GREEN; model: a learned vitals "
+        "checkpoint (not available yet) (default pos)",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", default=None, help="a learned vitals model, for --method model (not available yet)")
+    p.add_argument("--window-seconds", type=positive_float, default=10.0, help="seconds per reading (default 10)")
+    p.add_argument("--stride-seconds", type=positive_float, default=1.0, help="seconds between readings (default 1)")
+    p.add_argument("--out", default=None, help="folder for signals.png, regions.png, vitals.json and report.html")
+    p.add_argument(
+        "--alert-hr", default=None, metavar="MIN:MAX",
+        help="raise an event when the heart rate stays outside MIN:MAX beats per minute for --alert-seconds",
+    )  # fmt: skip
+    p.add_argument(
+        "--alert-br", default=None, metavar="MIN:MAX",
+        help="raise an event when the breathing rate stays outside MIN:MAX per minute for --alert-seconds",
+    )  # fmt: skip
+    p.add_argument(
+        "--alert-seconds", type=non_negative_float, default=10.0,
+        help="how long a rate must stay out of range before an event (default 10)",
+    )  # fmt: skip
+    p.add_argument("--realtime", action="store_true", help="read a file at its own speed, as a camera delivers it")
+    p.add_argument(
+        "--reconnect-tries", type=non_negative_int, default=None, metavar="N",
+        help="a dropped stream counts as ended after N failed reopenings in a row (default: keep trying)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object (a live source: one line per reading)")
+
+
+def _vitals_run(args) -> None:
+    from tubelet.recipes.vitals import vitals
+    from tubelet.stream.source import source_kind
+
+    live = source_kind(args.source) in ("network", "device", "folder")
+
+    def emit(item: dict) -> None:
+        if args.json:
+            print(json.dumps(item), flush=True)
+        elif "kind" in item:
+            when = f"{item['start']} s" if item["phase"] == "start" else f"{item['start']}-{item['end']} s"
+            print(f"event {item['label']} {item['phase']} {when} (value {item['value']})", flush=True)
+        else:
+            print(_reading_line(item), flush=True)
+
+    summary = vitals(
+        args.source, method=args.method, checkpoint=args.checkpoint, window_seconds=args.window_seconds,
+        stride_seconds=args.stride_seconds, out=args.out, alert_hr=args.alert_hr, alert_br=args.alert_br,
+        alert_seconds=args.alert_seconds, realtime=args.realtime, reconnect_tries=args.reconnect_tries,
+        emit=emit if live else None,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if not (live and k == "windows")}))
+        return
+    if not live:
+        for row in summary["windows"]:
+            print(_reading_line(row))
+        for event in summary["events"]:
+            print(f"event {event['label']} {event['start']}-{event['end']} s (value {event['value']})")
+    print(
+        f"{len(summary['windows'])} windows over {summary['stream_seconds']:.1f} s: median heart rate "
+        f"{summary['heart_rate_bpm']} bpm, breathing {summary['breathing_rate_bpm']}/min "
+        f"({summary['confident_windows']} confident windows; {summary['realtime_factor']}x real time). "
+        f"{summary['note']}" + (f" Report: {summary['outputs']['report']}" if "outputs" in summary else "")
+    )
+
+
+def _reading_line(row: dict) -> str:
+    hr = "-" if row["heart_rate_bpm"] is None else f"{row['heart_rate_bpm']:.1f}"
+    br = "-" if row["breathing_rate_bpm"] is None else f"{row['breathing_rate_bpm']:.1f}"
+    text = f"{row['start']:8.2f}-{row['end']:.2f} s  heart {hr:>5} bpm  breathing {br:>4}/min  quality {row['quality']}"
+    return text + (f"  ({row['reason']})" if row["reason"] else "")
 
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
@@ -965,12 +1070,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _watch_run,
     ),
     "interpolate": (
-        "a video at a new frame rate with real timestamps, never blending across a scene cut (classical baselines)",
+        "a video at a new frame rate with real timestamps, never blending across a scene cut (a model or baselines)",
         _interpolate_args,
         _interpolate_run,
     ),
     "denoise": (
-        "a video denoised from the frames around each one, within its shot (classical baselines)",
+        "a video denoised from the frames around each one, within its shot (a model or classical baselines)",
         _denoise_args,
         _denoise_run,
     ),
@@ -978,6 +1083,12 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "a video's most important segments within a share of its length: summary.mp4, .json, .md, importance plot",
         _summarize_args,
         _summarize_run,
+    ),
+    "vitals": (
+        "heart and breathing rate over seconds from a face on video or a camera, with signal quality and alerts "
+        "(classical rPPG; not a medical device)",
+        _vitals_args,
+        _vitals_run,
     ),
     "serve": (
         "HTTP API and web page over a checkpoint: predict, explain, search; API key, limits, micro-batching, reload",

@@ -215,3 +215,24 @@ def test_cli_pretrain_with_random_masks_then_probe_linear(tiny_data, tmp_path):
 
     bad = tubelet("pretrain", "--data", tiny_data, "--out", tmp_path / "bad", "--mask", "block")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "mask" in bad.stderr
+
+
+def test_a_restorer_starts_from_the_pretrained_encoder_and_decoder(pretrained, v2v_data, tmp_path):
+    """Pretrained 2x16x16 tubelets fold to one frame; the MAE decoder's blocks start the pixel decoder (same shape)."""
+    from tubelet.models import load, load_decoder
+
+    _, pre_run = pretrained
+    out = tmp_path / "restorer"
+    finetune(FinetuneConfig(
+        task="denoise", data=str(v2v_data), out=str(out), model=str(pre_run / "best"), decoder_dim=32,
+        decoder_depth=1, decoder_heads=2, tile=32, tiles_per_clip=2, frames=2, workers=0, max_steps=1, epochs=1,
+    ))  # fmt: skip
+    restorer, encoder = load(out / "best"), load(pre_run / "best")
+    assert restorer.task == "denoise" and restorer.preprocessing.tubelet == (1, 16, 16)
+    assert restorer.model.config.tubelet == (1, 16, 16) and encoder.model.config.tubelet[0] == 2
+    old, new = load_decoder(pre_run / "best"), load_decoder(out / "best")
+    assert new.config.estimate and not old.config.estimate
+    moved = [(name, p) for name, p in old.state_dict().items() if name.startswith("blocks.")]
+    # One step of training moved the blocks a little from where the pretraining decoder left them.
+    for name, before in moved:
+        assert torch.allclose(new.state_dict()[name], before, atol=2e-3), name  # a fresh init differs by ~0.02

@@ -7,6 +7,15 @@ the hidden particles is given as queries and the decoder attends over the visibl
 
 The decoder returns raw predictions; targets, pixel normalization and the loss live in `tasks.reconstruction`.
 
+The same decoder restores video (`tubelet.tasks.restoration`: frame interpolation, denoising) when its queries carry
+a pixel ESTIMATE (``estimate=True``): a frame blended or flow-warped to the missing time, or the noisy pixels
+themselves. A query's token is then the mask token plus an embedding of its estimate, and the correction added to
+the estimate is the head's output plus a linear filter of the estimate itself (a learned patch filter: the part of a
+correction that needs no context, such as smoothing grain, is learned at once). Both start at zero, so an untrained
+restorer returns its estimate. The correction is scaled by 1/sqrt(patch_dim) (a readout scaled like muP's): its
+layers start at zero, and without it one Adam step moves every value of a patch at once by about lr x patch_dim,
+levels of error that a flow-warped estimate does not have to begin with.
+
 Interface as every model kind's (`tubelet.models.kinds`), except that a decoder reads encoder features beside the
 particles: `forward_features(features, visible, queries) -> (Nq, dim)` (the queries' decoder features),
 `pool(decoded, queries) -> (B, dim)` (their per-clip mean), `forward_head(decoded) -> (Nq, patch_dim)` (pixels).
@@ -41,6 +50,7 @@ class DecoderConfig:
     time_mode: str = "seconds"  # rotary time from seconds or from tubelet index (as the encoder's)
     attention: str = "auto"  # attention backend (see tubelet.nn.attention)
     norm_eps: float = 1e-6  # LayerNorm epsilon
+    estimate: bool = False  # queries carry a pixel estimate and the head predicts its correction (restoration)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,8 +96,15 @@ class MaskedDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.head = nn.Linear(config.dim, config.patch_dim)
+        # A restorer embeds each query's estimate; a correction head of zeros starts it at "return the estimate".
+        self.estimate_embed = nn.Linear(config.patch_dim, config.dim) if config.estimate else None
+        self.estimate_filter = nn.Linear(config.patch_dim, config.patch_dim) if config.estimate else None
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if config.estimate:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.estimate_filter.weight)
+        self.correction_gain = config.patch_dim**-0.5
 
     def forward_features(
         self, features: torch.Tensor, visible: PackedParticles, queries: PackedParticles
@@ -97,7 +114,8 @@ class MaskedDecoder(nn.Module):
         Args:
             features: (Nv, encoder_dim) encoder features of the `visible` particles, in their packed order.
             visible: the particles the encoder saw (positions are read; values are not).
-            queries: the particles to reconstruct, packed in the same clip order (positions only).
+            queries: the particles to reconstruct, packed in the same clip order (positions; with ``estimate``
+                their values (Nq, patch_dim) are the estimates, normalized as the encoder's input).
 
         Returns:
             (Nq, dim), one row per query in `queries` order.
@@ -108,7 +126,10 @@ class MaskedDecoder(nn.Module):
             raise ValueError(f"queries have {queries.num_clips} clips, visible particles {visible.num_clips}")
         num_clips = visible.num_clips
         embedded = self.embed(features)  # (Nv, dim)
-        tokens = torch.cat([embedded, self.mask_token.expand(len(queries), -1).to(embedded.dtype)])  # (Nv+Nq, dim)
+        asked = self.mask_token.expand(len(queries), -1).to(embedded.dtype)  # (Nq, dim)
+        if self.estimate_embed is not None:
+            asked = asked + self.estimate_embed(queries.values.to(embedded.dtype))
+        tokens = torch.cat([embedded, asked])  # (Nv+Nq, dim)
         fields = {name: torch.cat([getattr(visible, name), getattr(queries, name)]) for name in _POSITIONS}
         # Regroup clip by clip (visible first, then queries, within each clip): attention runs per clip.
         order = torch.argsort(fields["seq"], stable=True)  # (Nv+Nq,)
@@ -156,9 +177,13 @@ class MaskedDecoder(nn.Module):
 
         Returns:
             (Nq, patch_dim) predictions, one row per query in `queries` order, laid out as the particles'
-            values ``(t p q c)``.
+            values ``(t p q c)``; with ``estimate``, the queries' values plus the predicted correction.
         """
-        return self.forward_head(self.forward_features(features, visible, queries))
+        pred = self.forward_head(self.forward_features(features, visible, queries))
+        if self.estimate_embed is not None:
+            estimate = queries.values.to(pred.dtype)
+            return estimate + self.correction_gain * (self.estimate_filter(estimate) + pred)
+        return pred
 
 
 _POSITIONS = ("seq", "t", "ti", "y", "x", "span")

@@ -5,11 +5,11 @@ A checkpoint is a directory (`tubelet.checkpoint`): ``config.json``, ``model.saf
 
 | kind        | model_type          | model            | config.json                                              |
 |-------------|---------------------|------------------|----------------------------------------------------------|
-| `encoder`   | `tubelet-encoder`   | `Encoder`        | encoder, preprocessing (a pretraining run's: + decoder)  |
+| `encoder`   | `tubelet-encoder`   | `Encoder`        | encoder, preprocessing (pretraining, restoration: + decoder) |
 | `fusion`    | `tubelet-fusion`    | `FusionModel`    | fusion, preprocessing, audio                             |
 | `retrieval` | `tubelet-retrieval` | `RetrievalModel` | encoder (the video tower), retrieval, preprocessing      |
 | `videomae`  | `videomae`          | `Encoder`        | a Hugging Face VideoMAEConfig (`tubelet.models.videomae`) |
-| `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining checkpoint's decoder (+ decoder.safetensors) |
+| `decoder`   | (its encoder's)     | `MaskedDecoder`  | a pretraining or restoration run's decoder (+ .safetensors) |
 | `onnx`      | `tubelet-onnx`      | `OnnxModel`      | an export: model.onnx; encoder, preprocessing, labels, task |
 
 A kind builds its model from config.json (fresh weights, `ModelKind.build`) and writes a model's config.json
@@ -252,7 +252,8 @@ class RetrievalKind(ModelKind):
 
 
 class DecoderKind(ModelKind):
-    """A pretraining run's MAE decoder, kept beside its encoder: ``decoder`` in config.json, decoder.safetensors."""
+    """A pretraining run's MAE decoder (or a restorer's pixel decoder), kept beside its encoder: ``decoder`` in
+    config.json, decoder.safetensors."""
 
     name, model_type, model_class = "decoder", None, MaskedDecoder
     runtime = ("attention",)

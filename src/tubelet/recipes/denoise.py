@@ -1,9 +1,10 @@
-"""Video denoising: `tubelet denoise FILE --out OUT.mp4 --method median|nlm [--window 5] [--sigma 25]`.
+"""Video denoising: `tubelet denoise FILE --out OUT.mp4 [--checkpoint C | --method median|nlm --window 5 --sigma 25]`.
 
-setup (the source's frame times) -> loop over overlapping windows of source frames (scene cuts found in each window;
-every frame denoised from the frames around it within its own shot) -> the audio copied through -> a summary. The
-output keeps the source's timestamps. Only the classical baselines run today: the learned model of issue 18 is not
-built yet.
+setup (the source's frame times; the model when a checkpoint is given) -> loop over overlapping windows of source
+frames (scene cuts found in each window; every frame denoised from the frames around it within its own shot) -> the
+audio copied through -> a summary. The output keeps the source's timestamps. With ``--checkpoint`` a denoise model
+(`tubelet.tasks.restoration.Restorer`) restores each shot's frames by overlapping runs, blended where they overlap;
+without one a classical baseline does.
 """
 
 from __future__ import annotations
@@ -15,22 +16,28 @@ import numpy as np
 
 from tubelet.errors import ConfigError
 from tubelet.io.write import VideoWriter
+from tubelet.nn.device import resolve_device
 from tubelet.progress import bar
 from tubelet.video2video.baselines import DENOISERS, cuts, denoise
 from tubelet.video2video.windows import finish, frame_times, source_audio, windows
 
-NO_MODEL = "the learned denoising model is not available yet (issue 18); use --method median|nlm"
+MODEL = "model"  # the method name a checkpoint's denoising is reported under
 WINDOW_FRAMES = 64  # source frames a window is responsible for
 
 
 def denoise_video(
     path: str, *, out: str, method: str = "median", window: int = 5, sigma: float = 25.0,
-    checkpoint: str | None = None, crf: int = 18,
+    checkpoint: str | None = None, crf: int = 18, device: str = "auto",
 ) -> dict:  # fmt: skip
-    """Write `path` denoised at `out`; returns the summary (frames, seconds, cuts, speed)."""
+    """Write `path` denoised at `out`; returns the summary (frames, seconds, cuts, speed).
+
+    With `checkpoint` (a denoise model) the model restores the frames; `method`, `window` and `sigma` are not used."""
+    model = None
     if checkpoint is not None:
-        raise ConfigError(f"--checkpoint {checkpoint}: {NO_MODEL}")
-    if method not in DENOISERS:
+        from tubelet.tasks.restoration import Restorer
+
+        model, method = Restorer(checkpoint, task="denoise", device=resolve_device(device)), MODEL
+    elif method not in DENOISERS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(DENOISERS)}")
     if window < 1 or window % 2 == 0:
         raise ConfigError(f"--window must be an odd number of frames, got {window}")
@@ -40,7 +47,8 @@ def denoise_video(
     found: list[int] = []
     writer = None
     written = 0
-    context = max(window // 2, 4)  # the denoiser's half window, and the cut statistics' 4 frames each way
+    # The denoiser's half window (the model's run of frames), and the cut statistics' 4 frames each way.
+    context = max((model.frames if model is not None else window) // 2, 4)
     try:
         with bar(total=len(source), desc="denoise", unit="frame") as progress:
             for part in windows(path, source, frames=WINDOW_FRAMES, overlap=context):
@@ -53,10 +61,17 @@ def denoise_video(
                 lo, hi = part.core
                 found += [part.first + int(c) for c in local_cuts if lo <= c < hi]
                 bounds = np.concatenate([[0], local_cuts, [len(frames)]])  # shots of this window
+                shots = {}  # the model's output for each shot of the window, made once
                 for i in range(lo, hi):
                     shot = int(np.searchsorted(bounds, i, side="right")) - 1
                     a, b = int(bounds[shot]), int(bounds[shot + 1])
-                    writer.write(denoise(frames[a:b], i - a, method, window=window, sigma=sigma), times[i])
+                    if model is not None:
+                        if shot not in shots:
+                            shots = {shot: model.denoise_sequence(frames[a:b], times[a:b])}
+                        frame = shots[shot][i - a]
+                    else:
+                        frame = denoise(frames[a:b], i - a, method, window=window, sigma=sigma)
+                    writer.write(frame, times[i])
                     written += 1
                 progress.update(hi - lo)
     except BaseException:
@@ -68,7 +83,8 @@ def denoise_video(
     finish(writer, audio)
     seconds = time.perf_counter() - began
     return {
-        "file": path, "out": str(Path(out)), "method": method, "window": window, "sigma": sigma,
+        "file": path, "out": str(Path(out)), "method": method,
+        **({"frames": model.frames} if model is not None else {"window": window, "sigma": sigma}),
         "frames_in": len(source), "frames_out": written, "fps": round(_rate(source), 3), "seconds": round(seconds, 3),
         "frames_per_second": round(written / max(seconds, 1e-9), 1),
         "cuts": [round(float(source[c]), 3) for c in sorted(set(found))], "audio": audio is not None,

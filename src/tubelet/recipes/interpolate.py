@@ -1,9 +1,10 @@
-"""Frame interpolation: `tubelet interpolate FILE --fps F --out OUT.mp4 --method blend|flow|repeat`.
+"""Frame interpolation: `tubelet interpolate FILE --fps F --out OUT.mp4 [--checkpoint C | --method blend|flow|repeat]`.
 
-setup (the source's frame times, the output's times i / F) -> loop over overlapping windows of source frames (scene
-cuts found in each window; every output frame built from the two source frames around its time, never across a
-cut) -> the audio copied through -> a summary. Only the classical baselines run today: the learned model of
-issue 18 is not built yet.
+setup (the source's frame times, the output's times i / F; the model when a checkpoint is given) -> loop over
+overlapping windows of source frames (scene cuts found in each window; every output frame built from the two source
+frames around its time, never across a cut: the nearer frame there) -> the audio copied through -> a summary. With
+``--checkpoint`` an interpolation model (`tubelet.tasks.restoration.Restorer`) builds every frame between a pair at
+once, at their real times; without one a classical baseline does.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import numpy as np
 
 from tubelet.errors import ConfigError
 from tubelet.io.write import VideoWriter
+from tubelet.nn.device import resolve_device
 from tubelet.progress import bar
 from tubelet.video2video.baselines import INTERPOLATIONS, cuts, interpolate, same_shot
 from tubelet.video2video.windows import finish, frame_times, source_audio, windows
 
-NO_MODEL = "the learned interpolation model is not available yet (issue 18); use --method repeat|blend|flow"
+MODEL = "model"  # the method name a checkpoint's interpolation is reported under
 WINDOW_FRAMES = 64  # source frames a window is responsible for (memory: about this many decoded frames, twice)
 CONTEXT_FRAMES = 8  # frames of context each side: cut statistics read 4 each way, a pair reads 1
 
@@ -31,15 +33,21 @@ def output_times(source: np.ndarray, fps: float) -> np.ndarray:
 
 
 def interpolate_video(
-    path: str, *, fps: float, out: str, method: str = "blend", checkpoint: str | None = None, crf: int = 18
-) -> dict:
-    """Write `path` resampled to `fps` at `out`; returns the summary (frames in/out, seconds, cuts, speed)."""
-    if checkpoint is not None:
-        raise ConfigError(f"--checkpoint {checkpoint}: {NO_MODEL}")
+    path: str, *, fps: float, out: str, method: str = "blend", checkpoint: str | None = None, crf: int = 18,
+    device: str = "auto",
+) -> dict:  # fmt: skip
+    """Write `path` resampled to `fps` at `out`; returns the summary (frames in/out, seconds, cuts, speed).
+
+    With `checkpoint` (an interpolation model) the model builds the new frames and `method` is not used."""
     if method not in INTERPOLATIONS:
         raise ConfigError(f"--method {method!r}: use one of {', '.join(INTERPOLATIONS)}")
     if fps <= 0:
         raise ConfigError(f"--fps must be positive, got {fps}")
+    model = None
+    if checkpoint is not None:
+        from tubelet.tasks.restoration import Restorer
+
+        model, method = Restorer(checkpoint, task="interpolation", device=resolve_device(device)), MODEL
     began = time.perf_counter()
     source = frame_times(path)
     targets = output_times(source, fps)
@@ -61,10 +69,12 @@ def interpolate_video(
                 # The output frames whose left source frame is one of this window's core frames.
                 end_time = times[hi] if hi < len(times) else np.inf
                 mine = targets[(targets >= times[lo] - 1e-6) & (targets < end_time - 1e-6)]
-                for target in mine:
-                    writer.write(_frame_at(frames, times, local_cuts, target, method), target)
-                    written += 1
-                progress.update(len(mine))
+                for left, group in _by_left_frame(times, mine):
+                    for target, frame in zip(group, _frames_after(frames, times, local_cuts, left, group, method,
+                                                                  model)):  # fmt: skip
+                        writer.write(frame, target)
+                        written += 1
+                    progress.update(len(group))
     except BaseException:
         if writer is not None:
             writer.discard()
@@ -80,13 +90,32 @@ def interpolate_video(
     }  # fmt: skip
 
 
-def _frame_at(frames: np.ndarray, times: np.ndarray, shot_cuts: np.ndarray, target: float, method: str) -> np.ndarray:
-    """The output frame at `target` seconds from the window's frames (T, H, W, 3) at `times` (T,)."""
-    left = int(np.clip(np.searchsorted(times, target + 1e-6, side="right") - 1, 0, len(times) - 1))
-    if left == len(times) - 1 or abs(target - times[left]) < 1e-6:
-        return frames[left]
-    right = left + 1
-    t = float((target - times[left]) / (times[right] - times[left]))
-    if not same_shot(shot_cuts, left, right):
-        return frames[left if t < 0.5 else right]  # never blend across a cut: the nearer frame
-    return interpolate(frames[left], frames[right], t, method)
+def _by_left_frame(times: np.ndarray, targets: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The output times grouped by the source frame at or just before each: [(left index, times)] in order."""
+    lefts = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(times) - 1)
+    return [(int(left), targets[lefts == left]) for left in np.unique(lefts)]
+
+
+def _frames_after(
+    frames: np.ndarray, times: np.ndarray, shot_cuts: np.ndarray, left: int, targets: np.ndarray, method: str, model
+) -> list[np.ndarray]:
+    """The output frames at `targets` seconds, all at or after source frame `left` and before the next one."""
+    out: dict[int, np.ndarray] = {}
+    between = []
+    for k, target in enumerate(targets):
+        if left == len(times) - 1 or abs(target - times[left]) < 1e-6:
+            out[k] = frames[left]
+        elif not same_shot(shot_cuts, left, left + 1):  # never blend across a cut: the nearer frame
+            t = (target - times[left]) / (times[left + 1] - times[left])
+            out[k] = frames[left if t < 0.5 else left + 1]
+        else:
+            between.append(k)
+    if between:
+        span = float(times[left + 1] - times[left])
+        fractions = [float((targets[k] - times[left]) / span) for k in between]
+        if model is not None:  # every frame between the pair in one pass: the context is read once
+            made = list(model.interpolate(frames[left], frames[left + 1], span, fractions))
+        else:
+            made = [interpolate(frames[left], frames[left + 1], f, method) for f in fractions]
+        out.update(zip(between, made))
+    return [out[k] for k in range(len(targets))]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from tubelet.nn.device import resolve_device
 from tubelet.outputs import writable_dir
 from tubelet.stream.events import EventStore
 from tubelet.stream.session import Calibration, Detector, EventUpdate, StreamSession, Windower, model_scorer
-from tubelet.stream.source import Frames, Gap, Source, source_kind
+from tubelet.stream.source import Frames, Gap, Source, source_kind, stop_on_signals
 from tubelet.tasks.base import Reads, task_of
 
 log = logging.getLogger("tubelet.watch")
@@ -105,7 +104,7 @@ def watch(
         detectors.append(Detector("anomaly", len(loaded.labels or []) if alerts else 0, None, strict=True))
 
     stop = threading.Event()
-    restore = _on_signals(stop)
+    restore = stop_on_signals(stop, what="closing open events and the database")
     store = EventStore(out_dir / "events.sqlite", source=source, webhook=webhook is not None)
     sender = None
     if webhook is not None:
@@ -215,18 +214,3 @@ def _words(event: dict) -> str:
     score = f" score {event['score']:.3f}" if event["score"] is not None else ""
     clip = f" -> {event['clip']}" if event["clip"] else ""
     return f"event {what} {event['start']:.2f}-{event['end']:.2f} s{score}{clip}"
-
-
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM set `stop` (the loop then winds down and flushes); a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("signal %d: closing open events and the database", signum)
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(s, h) for s, h in old.items()]

@@ -11,6 +11,8 @@ reopened with exponential backoff, and the seconds it was away become a `Gap`; a
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -265,3 +267,22 @@ def _sleep(seconds: float, stop: Callable[[], bool]) -> None:
     end = time.monotonic() + seconds
     while not stop() and (left := end - time.monotonic()) > 0:
         time.sleep(min(left, 0.1))
+
+
+def stop_on_signals(stop: threading.Event, *, what: str = "winding down") -> Callable[[], None]:
+    """SIGINT/SIGTERM set `stop` (a reading loop then winds down and flushes); a second one interrupts at once.
+
+    Returns the function that puts the previous handlers back. Off the main thread (where Python cannot install
+    handlers) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("signal %d: %s", signum, what)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]
