@@ -33,6 +33,7 @@ BENCHMARKS = (
     "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
     "bench_video2video",  # interpolation and denoising baselines (repeat/blend/flow, median/NLM) the models must beat
     "bench_anomaly",  # a fixed camera: anomaly scores vs classifier vs frame difference (AUC, events), real time
+    "bench_summarize",  # summaries of the stories: F1 at 15% and rank correlation, learned vs unsupervised vs random
     "bench_vitals",  # heart rate by GREEN/CHROM/POS and breathing on generated faces: MAE by motion, compression
 )
 

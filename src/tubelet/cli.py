@@ -166,6 +166,19 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "at 24/30/60 fps and 320x240/256x256, clips with a hard cut, train and test on different photographs",
     )
     p.add_argument(
+        "--stories",
+        type=int,
+        nargs="?",
+        const=38,
+        default=None,
+        metavar="N",
+        help="write the stories sample instead: N (default 38: 24 train, 6 val, 8 test) videos of 30-50 s with timed "
+        "events, shots and sounds, and captions, per-second importance from several annotators, and dialogues",
+    )
+    p.add_argument(
+        "--story-seconds", type=float, default=40.0, help="--stories: mean seconds per story (0.75-1.25x; default 40)"
+    )
+    p.add_argument(
         "--vitals",
         action="store_true",
         help="write the vital-signs sample instead: 20 s videos of a face and shoulders from a real photograph with a "
@@ -184,6 +197,23 @@ def _sample_data_run(args) -> None:
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
     writable_dir(args.out, "out")
+    if args.stories is not None:
+        from tubelet.data.sample_stories import generate_stories
+
+        if args.video2video or args.surveillance or args.multimodal or args.vitals:
+            raise TubeletError(
+                "--stories writes a dataset of its own; drop --video2video, --surveillance, --multimodal, --vitals"
+            )
+        if args.stories < 3 or args.story_seconds < 8:
+            raise TubeletError(
+                f"--stories must be at least 3 (one per split) and --story-seconds at least 8, got {args.stories} and "
+                f"{args.story_seconds:g}"
+            )
+        summary = generate_stories(
+            args.out, seed=args.seed, stories=args.stories, story_seconds=args.story_seconds, workers=args.workers
+        )
+        _print(summary, args.json)
+        return
     if args.vitals:
         from tubelet.data.sample_vitals import generate_vitals
 
@@ -876,6 +906,35 @@ def _denoise_run(args) -> None:
     _print(summary, args.json)
 
 
+def _summarize_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    p.add_argument("file", help="video file")
+    p.add_argument(
+        "--checkpoint", required=True,
+        help="an importance checkpoint (learned importance) or any video encoder (unsupervised: novelty + motion)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder: summary.mp4, summary.json, summary.md, importance.png")
+    p.add_argument("--ratio", type=float, default=0.15, help="the summary's share of the length, in (0, 1] (0.15)")
+    p.add_argument("--captioner", default=None, help="a caption checkpoint for the segments' captions (summary.md)")
+    p.add_argument("--max-segment", type=positive_float, default=2.0, help="longest segment in seconds (default 2)")
+    p.add_argument("--batch-particles", type=positive_int, default=8192, help="particle budget per forward (8192)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _summarize_run(args) -> None:
+    from pathlib import Path
+
+    from tubelet.recipes.summarize import summarize
+
+    if not Path(args.file).is_file():
+        raise TubeletError(f"FILE {args.file}: no such file")
+    summary = summarize(
+        args.file, checkpoint=args.checkpoint, out=args.out, ratio=args.ratio, captioner=args.captioner,
+        max_segment=args.max_segment, batch_particles=args.batch_particles, device=args.device,
+    )  # fmt: skip
+    _print(summary, args.json)
+
+
 def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "source", metavar="FILE_OR_SOURCE",
@@ -1093,6 +1152,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         "a video denoised from the frames around each one, within its shot (a model or classical baselines)",
         _denoise_args,
         _denoise_run,
+    ),
+    "summarize": (
+        "a video's most important segments within a share of its length: summary.mp4, .json, .md, importance plot",
+        _summarize_args,
+        _summarize_run,
     ),
     "vitals": (
         "heart and breathing rate over seconds from a face on video or a camera, with signal quality and alerts "

@@ -427,6 +427,7 @@ def _load_builtin() -> None:
     import tubelet.tasks.caption  # noqa: F401
     import tubelet.tasks.classification  # noqa: F401
     import tubelet.tasks.dialogue  # noqa: F401
+    import tubelet.tasks.importance  # noqa: F401
     import tubelet.tasks.reconstruction  # noqa: F401
     import tubelet.tasks.restoration  # noqa: F401
     import tubelet.tasks.retrieval  # noqa: F401
