@@ -169,7 +169,7 @@ def make_room(rng: np.random.Generator, *, seed: int) -> Room:
     """A room at random: every choice independent of what the person will do in it."""
     horizon = float(rng.uniform(0.3, 0.55)) * HEIGHT
     ground = float(rng.uniform(max(horizon + 25, 0.68 * HEIGHT), 0.95 * HEIGHT))
-    height = float(rng.uniform(0.32, 0.62)) * HEIGHT * (0.75 + 0.35 * ground / HEIGHT)  # nearer is bigger
+    height = float(rng.uniform(0.5, 0.8)) * HEIGHT * (0.75 + 0.3 * ground / HEIGHT)  # nearer is bigger
     height = min(height, ground - 8)
     names = list(CLOTHES)
     seat = None
