@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench_replay",  # re-fine-tuning on new classes: forgetting with and without replay
     "bench_video2video",  # interpolation and denoising baselines (repeat/blend/flow, median/NLM) the models must beat
     "bench_anomaly",  # a fixed camera: anomaly scores vs classifier vs frame difference (AUC, events), real time
+    "bench_falls",  # walk/sit/bend/fall clips: micro vs motion features vs majority; watch --alert fall events
 )
 
 
