@@ -35,6 +35,7 @@ BENCHMARKS = (
     "bench_anomaly",  # a fixed camera: anomaly scores vs classifier vs frame difference (AUC, events), real time
     "bench_summarize",  # summaries of the stories: F1 at 15% and rank correlation, learned vs unsupervised vs random
     "bench_vitals",  # heart rate by GREEN/CHROM/POS and breathing on generated faces: MAE by motion, compression
+    "bench_falls",  # walk/sit/bend/fall clips: micro vs motion features vs majority; watch --alert fall events
 )
 
 

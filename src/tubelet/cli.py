@@ -185,8 +185,19 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "pulse (45-150 bpm) in the skin's colour and breathing (8-30/min) in the shoulders, head motion, lighting "
         "drift, noise and H.264 at 3 levels; truth per second (truth.csv), train and test splits",
     )
-    p.add_argument("--streams", type=int, default=4, help="--surveillance: long streams to write (default 4)")
-    p.add_argument("--stream-seconds", type=float, default=90.0, help="--surveillance: seconds per stream (default 90)")
+    p.add_argument(
+        "--falls",
+        action="store_true",
+        help="write the falls sample instead: 2-4 s clips of a person who walks, sits down, bends over or falls "
+        "(class folders walk/sit/bend/fall) and long streams with falls at known seconds (falls.csv)",
+    )
+    p.add_argument(
+        "--streams", type=int, default=None, help="--surveillance/--falls: long streams to write (default 4 / 3)"
+    )
+    p.add_argument(
+        "--stream-seconds", type=float, default=None,
+        help="--surveillance/--falls: seconds per stream (default 90 / 75)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -196,14 +207,16 @@ def _sample_data_run(args) -> None:
 
     if args.clips_per_class < 3:
         raise TubeletError(f"--clips-per-class must be at least 3 (one per split), got {args.clips_per_class}")
+    datasets = ("video2video", "surveillance", "falls", "vitals", "stories", "multimodal")
+    chosen = [flag for flag in datasets if getattr(args, flag) not in (None, False)]
+    if len(chosen) > 1:
+        raise TubeletError(f"{', '.join('--' + f for f in chosen)} write different datasets; choose one")
+    if args.streams is not None and args.streams < 0:
+        raise TubeletError(f"--streams must not be negative, got {args.streams}")
     writable_dir(args.out, "out")
     if args.stories is not None:
         from tubelet.data.sample_stories import generate_stories
 
-        if args.video2video or args.surveillance or args.multimodal or args.vitals:
-            raise TubeletError(
-                "--stories writes a dataset of its own; drop --video2video, --surveillance, --multimodal, --vitals"
-            )
         if args.stories < 3 or args.story_seconds < 8:
             raise TubeletError(
                 f"--stories must be at least 3 (one per split) and --story-seconds at least 8, got {args.stories} and "
@@ -214,31 +227,44 @@ def _sample_data_run(args) -> None:
         )
         _print(summary, args.json)
         return
-    if args.vitals:
+    if args.vitals:  # faces with a pulse and breathing, and the fall clips and streams beside them (OUT/falls)
+        from tubelet.data.sample_falls import generate_falls
         from tubelet.data.sample_vitals import generate_vitals
 
-        if args.video2video or args.surveillance or args.multimodal:
-            raise TubeletError(
-                "--vitals, --video2video, --surveillance and --multimodal write different datasets; choose one"
-            )
-        _print(generate_vitals(args.out, seed=args.seed, workers=args.workers), args.json)
+        summary = generate_vitals(args.out, seed=args.seed, workers=args.workers)
+        summary["falls"] = generate_falls(
+            os.path.join(args.out, "falls"), seed=args.seed, clips_per_class=args.clips_per_class,
+            streams=3 if args.streams is None else args.streams, stream_seconds=args.stream_seconds or 75.0,
+            workers=args.workers,
+        )  # fmt: skip
+        _print(summary, args.json)
         return
     if args.video2video:
         from tubelet.data.sample_v2v import generate_v2v
 
-        if args.surveillance or args.multimodal:
-            raise TubeletError("--video2video, --surveillance and --multimodal write different datasets; choose one")
         _print(generate_v2v(args.out, seed=args.seed, workers=args.workers), args.json)
+        return
+    if args.falls:
+        from tubelet.data.sample_falls import generate_falls
+
+        streams, seconds = 3 if args.streams is None else args.streams, args.stream_seconds or 75.0
+        if streams and seconds < 30:
+            raise TubeletError(f"--stream-seconds must be at least 30 (a fall, lying and getting up), got {seconds:g}")
+        summary = generate_falls(
+            args.out, seed=args.seed, clips_per_class=args.clips_per_class, streams=streams, stream_seconds=seconds,
+            workers=args.workers,
+        )  # fmt: skip
+        _print(summary, args.json)
         return
     if args.surveillance:
         from tubelet.data.sample_surveillance import CALIBRATION_S, generate_surveillance
 
-        if args.multimodal:
-            raise TubeletError("--surveillance and --multimodal write different datasets; choose one")
-        if args.streams < 0 or (args.streams and args.stream_seconds <= CALIBRATION_S + 20):
+        args.streams = 4 if args.streams is None else args.streams
+        args.stream_seconds = args.stream_seconds or 90.0
+        if args.streams and args.stream_seconds <= CALIBRATION_S + 20:
             raise TubeletError(
                 f"--stream-seconds must exceed {CALIBRATION_S + 20:g} (a normal calibration period, then an "
-                f"anomaly), got {args.stream_seconds:g}; --streams must not be negative"
+                f"anomaly), got {args.stream_seconds:g}"
             )
         summary = generate_surveillance(
             args.out, seed=args.seed, streams=args.streams, stream_seconds=args.stream_seconds,

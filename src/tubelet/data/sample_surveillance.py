@@ -282,11 +282,9 @@ def generate_surveillance(
         truth += [(path, kind, start, end) for kind, start, end in scene.anomalies]
     clip_rows = []
     for c, label in enumerate(("normal", *KINDS)):
-        order = np.random.default_rng([seed, 2, c]).permutation(clips_per_class)
-        n_held = max(1, round(SPLITS["test"] * clips_per_class))
+        splits = clip_splits(clips_per_class, np.random.default_rng([seed, 2, c]))
         for i in range(clips_per_class):
-            rank = int(np.flatnonzero(order == i)[0])
-            split = "test" if rank < n_held else ("val" if rank < 2 * n_held else "train")
+            split = splits[i]
             clip_seed = seed * 10_000 + 5000 + c * 500 + i
             rng = np.random.default_rng(clip_seed)
             at = float(rng.uniform(8.0, 12.0))
@@ -299,11 +297,11 @@ def generate_surveillance(
     # The long streams first: with a pool they start early and the short clips fill the gaps.
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         list(bar(pool.map(_write, jobs), total=len(jobs), desc="surveillance", unit="video"))
-    _csv(out / "anomalies.csv", ("path", "kind", "start", "end"), truth)
-    _csv(out / "streams.csv", ("path", "duration", "calibration_end", "background"), stream_rows)
+    write_csv(out / "anomalies.csv", ("path", "kind", "start", "end"), truth)
+    write_csv(out / "streams.csv", ("path", "duration", "calibration_end", "background"), stream_rows)
     for split in SPLITS:
-        _csv(out / f"{split}.csv", ("path", "label"), [(p, lab) for sp, p, lab in clip_rows if sp == split])
-    _csv(out / "normal.csv", ("path", "label"), [(p, lab) for _, p, lab in clip_rows if lab == "normal"])
+        write_csv(out / f"{split}.csv", ("path", "label"), [(p, lab) for sp, p, lab in clip_rows if sp == split])
+    write_csv(out / "normal.csv", ("path", "label"), [(p, lab) for _, p, lab in clip_rows if lab == "normal"])
     return {
         "out": str(out),
         "streams": streams,
@@ -314,7 +312,16 @@ def generate_surveillance(
     }
 
 
-def _csv(path: Path, header: tuple[str, ...], rows: list) -> None:
+def clip_splits(count: int, rng: np.random.Generator) -> list[str]:
+    """The split of each of a class's `count` clips: `SPLITS`' shares (at least one test and one val clip), which
+    clips at random."""
+    rank = np.argsort(rng.permutation(count))  # clip i's place in a random order
+    held = max(1, round(SPLITS["test"] * count))
+    return ["test" if r < held else ("val" if r < 2 * held else "train") for r in rank]
+
+
+def write_csv(path: Path, header: tuple[str, ...], rows: list) -> None:
+    """A CSV file of `header` and `rows` (a manifest, a truth table)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
