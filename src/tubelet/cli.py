@@ -969,9 +969,13 @@ def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
     p.add_argument(
         "--method", choices=("pos", "chrom", "green", "model"), default="pos",
         help="pulse from skin colour: POS (Wang 2017), CHROM (de Haan 2013) or GREEN; model: a learned vitals "
-        "checkpoint (not available yet) (default pos)",
+        "checkpoint (tubelet finetune --task vitals) (default pos)",
     )  # fmt: skip
-    p.add_argument("--checkpoint", default=None, help="a learned vitals model, for --method model (not available yet)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a learned vitals model (RUN/best of tubelet finetune --task vitals), for --method model",
+    )
     p.add_argument("--window-seconds", type=positive_float, default=10.0, help="seconds per reading (default 10)")
     p.add_argument("--stride-seconds", type=positive_float, default=1.0, help="seconds between readings (default 1)")
     p.add_argument("--out", default=None, help="folder for signals.png, regions.png, vitals.json and report.html")

@@ -103,9 +103,11 @@ def test_too_short_and_no_model_are_one_line_errors(pulse_clip, capsys):
     assert "\n" not in err and "12.00 s of video is shorter than one window (30 s)" in err
     assert main(["vitals", str(pulse_clip), "--method", "model"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no learned vitals checkpoint" in err
+    assert "\n" not in err and "--method model needs --checkpoint" in err
     assert main(["vitals", str(pulse_clip), "--checkpoint", "runs/x"]) == 2
-    assert "--checkpoint runs/x: no learned vitals checkpoint" in capsys.readouterr().err
+    assert "--checkpoint runs/x: only --method model reads a checkpoint" in capsys.readouterr().err
+    assert main(["vitals", str(pulse_clip), "--method", "model", "--checkpoint", "runs/x"]) == 2
+    assert "--checkpoint runs/x: not a checkpoint directory" in capsys.readouterr().err
     assert main(["vitals", str(pulse_clip), "--alert-hr", "120:50"]) == 2
     assert "MIN:MAX" in capsys.readouterr().err
 

@@ -6,8 +6,9 @@ soon as the trace reaches its end; range alerts through watch's `Hysteresis`) ->
 ``--out``: a plot of the rates, their quality and their spectra over seconds, the measured regions drawn on a frame,
 and a self-contained report.html). Not a medical device.
 
-``--method model`` is the seat of the learned `vitals` task: a checkpoint would replace the classical pulse and
-breathing readers per window and keep the windows, outputs and alerts. It is not built yet, so it is refused.
+``--method model --checkpoint C`` reads the heart rate with a learned `vitals` checkpoint (``tubelet finetune --task
+vitals``, `tubelet.tasks.vitals`) from the same trace, per window; its quality is POS's spectral SNR at the model's rate
+(see `tubelet.vitals.estimate.read_window`), and breathing, windows, outputs and alerts stay as they are.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ from tubelet.vitals.traces import Tracer
 
 log = logging.getLogger("tubelet.vitals")
 
-NO_MODEL = (
-    "no learned vitals checkpoint is available yet (the learned vitals task is not built); use --method pos|chrom|green"
-)
 DISCLAIMER = "tubelet is not a medical device: these are estimates for research and demonstration, not for diagnosis."
 BPM_GRID = np.arange(42.0, 240.5, 1.0)  # spectra are kept per window on this grid, for the spectrogram plot
 BREATH_GRID = np.arange(6.0, 42.5, 0.5)
@@ -136,11 +134,17 @@ def vitals(
     output); the summary holds them all as well. Reading ends with the source, when `stop` returns True, or at
     SIGINT/SIGTERM (a camera or a folder never ends by itself): the summary and the report are then still written.
     """
-    if method == "model" or checkpoint is not None:
-        what = f"--checkpoint {checkpoint}" if checkpoint is not None else "--method model"
-        raise ConfigError(f"{what}: {NO_MODEL}")
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)} (or model, once a checkpoint exists)")
+    learned = None  # a learned heart-rate reader
+    if method == "model":
+        if checkpoint is None:
+            raise ConfigError("--method model needs --checkpoint C (a run of tubelet finetune --task vitals: RUN/best)")
+        from tubelet.tasks.vitals import VitalsModel
+
+        learned = VitalsModel(checkpoint).heart_rate
+    elif checkpoint is not None:
+        raise ConfigError(f"--checkpoint {checkpoint}: only --method model reads a checkpoint (got --method {method})")
+    elif method not in METHODS:
+        raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)} or model (with --checkpoint)")
     if window_seconds < 2.0:
         raise ConfigError(f"--window-seconds {window_seconds:g}: a window needs at least 2 s (two beats at 60 bpm)")
     if stride_seconds <= 0:
@@ -199,7 +203,7 @@ def vitals(
                 trace = tracer.trace()
                 period = float(np.median(np.diff(trace.times))) if len(trace) > 1 else 0.0
                 for start, end in windows.due(float(trace.times[0]), last, period):
-                    reading, detail = read_window(trace, start, end, method)
+                    reading, detail = read_window(trace, start, end, "pos" if learned else method, reader=learned)
                     readings.append(reading)
                     spectra.append(_on_grids(detail))
                     if detail.heart is not None and (best is None or detail.heart.quality_db > best[0]):

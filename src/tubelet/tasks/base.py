@@ -431,4 +431,5 @@ def _load_builtin() -> None:
     import tubelet.tasks.reconstruction  # noqa: F401
     import tubelet.tasks.restoration  # noqa: F401
     import tubelet.tasks.retrieval  # noqa: F401
+    import tubelet.tasks.vitals  # noqa: F401
     import tubelet.tasks.vqa  # noqa: F401

@@ -9,12 +9,13 @@ timestamps, so variable frame rates read correctly) before the pulse methods see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from tubelet.vitals import breathing
-from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, uniform
+from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, snr_db, uniform
 from tubelet.vitals.traces import Trace
 
 MIN_SKIN_SHARE = 0.8  # a window needs skin in this share of its frames
@@ -63,9 +64,16 @@ def grid_rate(times: np.ndarray) -> float:
     return float(np.clip(1.0 / np.median(steps), MIN_FPS, MAX_FPS)) if len(steps) else MIN_FPS
 
 
-def read_window(trace: Trace, start: float, end: float, method: str = "pos", *,
-                min_quality: float = MIN_QUALITY_DB) -> tuple[Reading, Detail]:  # fmt: skip
-    """The reading of window [`start`, `end`] seconds of `trace` (which must also hold the breathing span)."""
+def read_window(
+    trace: Trace, start: float, end: float, method: str = "pos", *, min_quality: float = MIN_QUALITY_DB,
+    reader: Callable[[Trace, float, float], float | None] | None = None,
+) -> tuple[Reading, Detail]:  # fmt: skip
+    """The reading of window [`start`, `end`] seconds of `trace` (which must also hold the breathing span).
+
+    `reader`, when given, is a learned heart-rate reader (``reader(trace, start, end)`` -> bpm, e.g.
+    `tubelet.tasks.vitals.VitalsModel.heart_rate`): its rate replaces the spectral peak of `method`'s pulse, and its
+    quality is that pulse spectrum's SNR at the learned rate, so a rate the trace does not support is refused alike.
+    """
     detail = Detail()
     reasons = []
     part = trace.between(start, end)
@@ -78,6 +86,10 @@ def read_window(trace: Trace, start: float, end: float, method: str = "pos", *,
         rgb = np.stack([np.interp(part.times, part.times[have], part.rgb[have, c]) for c in range(3)], axis=1)
         grid, rgb = uniform(part.times, rgb, fs)  # (K,), (K, 3)
         heart, pulse = heart_rate(rgb, fs, method)
+        learned = reader(trace, start, end) if reader is not None else None
+        if learned is not None:
+            hz = learned / 60.0
+            heart = Rate(hz, snr_db(heart.spectrum, hz), heart.spectrum)
         detail.pulse_times, detail.pulse, detail.heart = grid, pulse, heart
         quality = heart.quality_db
         if quality >= min_quality:
