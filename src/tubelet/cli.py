@@ -992,6 +992,10 @@ def _vitals_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         help="how long a rate must stay out of range before an event (default 10)",
     )  # fmt: skip
     _live_source_args(p)
+    p.add_argument(
+        "--webhook", default=None, metavar="URL",
+        help="POST each alert's start and end (JSON, as tubelet watch does); needs --out, where events.sqlite is kept",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object (a live source: one line per reading)")
 
 
@@ -1014,7 +1018,7 @@ def _vitals_run(args) -> None:
         args.source, method=args.method, checkpoint=args.checkpoint, window_seconds=args.window_seconds,
         stride_seconds=args.stride_seconds, out=args.out, alert_hr=args.alert_hr, alert_br=args.alert_br,
         alert_seconds=args.alert_seconds, realtime=args.realtime, reconnect_tries=args.reconnect_tries,
-        emit=emit if live else None,
+        emit=emit if live else None, webhook=args.webhook,
     )  # fmt: skip
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if not (live and k == "windows")}))

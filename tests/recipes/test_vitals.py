@@ -121,3 +121,38 @@ def test_a_folder_is_read_live_until_stopped(pulse_clip, tmp_path):
     assert seen[:2] == summary["windows"][:2]
     assert [(r["start"], r["end"]) for r in seen[:2]] == [(0.0, 8.0), (2.0, 10.0)]
     assert all(abs(r["heart_rate_bpm"] - 72.0) <= 3.0 for r in summary["windows"] if r["heart_rate_bpm"] is not None)
+
+
+def test_alerts_go_into_watchs_events_database_and_webhook(pulse_clip, tmp_path):
+    import sqlite3
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    posted = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            posted.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        summary = vitals(str(pulse_clip), window_seconds=8.0, out=str(tmp_path), alert_hr="50:70", alert_seconds=2.0,
+                         webhook=f"http://127.0.0.1:{server.server_port}/hook")  # fmt: skip
+    finally:
+        server.shutdown()
+    db = sqlite3.connect(summary["database"])
+    rows = db.execute('SELECT id, kind, label, start, "end", threshold, delivered_start, delivered_end FROM events')
+    ((event_id, kind, label, start, end, threshold, sent_start, sent_end),) = rows.fetchall()
+    (alert,) = summary["events"]  # the same alert as the summary's
+    assert (kind, label, start, end, threshold) == ("vitals", alert["label"], alert["start"], alert["end"], 70.0)
+    assert (sent_start, sent_end) == (1, 1) and summary["webhook"] == {"delivered": 2, "undelivered": 0}
+    assert [(p["id"], p["phase"]) for p in posted] == [(event_id, "start"), (event_id, "end")]
+    assert posted[1]["end"] == 12.0 and posted[0]["end"] is None
+    with pytest.raises(Exception, match="--webhook .* needs --out"):
+        vitals(str(pulse_clip), window_seconds=8.0, webhook="http://127.0.0.1:9/x")

@@ -27,7 +27,7 @@ import numpy as np
 from tubelet.errors import ConfigError
 from tubelet.outputs import writable_dir
 from tubelet.progress import bar
-from tubelet.stream.events import Hysteresis
+from tubelet.stream.events import Event, EventStore, Hysteresis
 from tubelet.stream.source import Frames, Gap, Source, source_kind, stop_on_signals
 from tubelet.vitals import breathing
 from tubelet.vitals.estimate import Reading, Windows, read_window
@@ -127,12 +127,15 @@ def vitals(
     reconnect_tries: int | None = None,
     emit: Callable[[dict], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    webhook: str | None = None,
 ) -> dict:
     """Read heart and breathing rate per window from `source`; returns the summary with every window's reading.
 
     `emit`, when given, receives each reading and each alert event as a dict the moment it exists (a live source's
     output); the summary holds them all as well. Reading ends with the source, when `stop` returns True, or at
     SIGINT/SIGTERM (a camera or a folder never ends by itself): the summary and the report are then still written.
+    With `out` and alerts, each alert is also a row of ``out/events.sqlite`` (the database ``tubelet watch`` writes),
+    and with `webhook` its start and end are POSTed as watch's are.
     """
     learned = None  # a learned heart-rate reader
     if method == "model":
@@ -159,6 +162,8 @@ def vitals(
         bounds = parse_range(text, flag)
         if bounds is not None:
             alerts.append(RangeAlert(name, *bounds, alert_seconds, stride_seconds))
+    if webhook is not None and (out is None or not alerts):
+        raise ConfigError(f"--webhook {webhook}: needs --out DIR (its events.sqlite) and --alert-hr or --alert-br")
     kind = source_kind(source)
     out_dir = writable_dir(out, "--out") if out is not None else None
     total = _duration(source) if kind == "file" else None
@@ -181,6 +186,7 @@ def vitals(
     best = None  # (quality, detail) of the clearest pulse window, for the plot
     first = last = None
     frames_read = 0
+    sink = AlertSink(Path(out_dir) / "events.sqlite", source, webhook) if out_dir is not None and alerts else None
     halt = threading.Event()
     restore = stop_on_signals(halt, what="finishing the readings and the report") if stop is None else lambda: None
     reader = Source(source, realtime=realtime, reconnect_tries=reconnect_tries, chunk_seconds=1.0,
@@ -211,11 +217,12 @@ def vitals(
                     if emit is not None:
                         emit(reading.to_json())
                     for alert in alerts:
-                        _announce(alert.update(reading), events, emit)
+                        _announce(alert.update(reading), events, emit, sink)
     finally:
         restore()
-    for alert in alerts:
-        _announce(alert.close(last), events, emit)
+        for alert in alerts:
+            _announce(alert.close(last), events, emit, sink)
+        delivery = sink.close() if sink is not None else None
     if frames_read == 0:
         raise ConfigError(f"{source}: no frames could be read")
     if tracer.first is None and not any(r.quality is not None for r in readings):
@@ -242,15 +249,57 @@ def vitals(
         "breathing_rate_bpm": round(float(np.median(brs)), 1) if brs else None,
         "confident_windows": len(hrs), "windows": rows, "events": events, "note": DISCLAIMER,
     }  # fmt: skip
+    if sink is not None:
+        summary["database"] = str(sink.store.path)
+    if delivery is not None:
+        summary["webhook"] = delivery
     if out_dir is not None:
         summary["outputs"] = _write_outputs(Path(out_dir), summary, tracer, spectra, best)
     return summary
 
 
-def _announce(event: dict | None, events: list[dict], emit) -> None:
-    """Hand an event's start and end to `emit` as they happen; keep the finished ones for the summary."""
+class AlertSink:
+    """Vitals alerts as rows of watch's events database (`EventStore`, kind ``vitals``), and POSTed by its
+    `WebhookSender` when a webhook is given: a row is inserted when an alert starts and updated when it ends."""
+
+    def __init__(self, path: Path, source: str, webhook: str | None):
+        self.store = EventStore(path, source=source, webhook=webhook is not None)
+        self.sender = None
+        if webhook is not None:
+            from tubelet.stream.webhook import WebhookSender
+
+            self.sender = WebhookSender(webhook, self.store.path).start()
+        self.open: dict[str, Event] = {}  # by label, while the alert lasts
+
+    def __call__(self, alert: dict) -> None:
+        if alert["phase"] == "start":
+            limit = float(alert["label"].rsplit(" ", 1)[1])
+            event = Event("vitals", alert["start"], time.time(), label=alert["label"], score=alert["value"],
+                          threshold=limit)  # fmt: skip
+            self.store.insert(event)
+            self.open[alert["label"]] = event
+        else:
+            event = self.open.pop(alert["label"], None)
+            if event is None:
+                return
+            event.end, event.wall_end, event.score = alert["end"], time.time(), alert["value"]
+            self.store.update(event)
+        if self.sender is not None:
+            self.sender.send(event.id, alert["phase"])
+
+    def close(self) -> dict | None:
+        """Deliver what is queued (a few seconds at most) and close the database; the webhook's counts."""
+        left = self.sender.close() if self.sender is not None else None
+        self.store.close()
+        return None if self.sender is None else {"delivered": self.sender.delivered, "undelivered": left}
+
+
+def _announce(event: dict | None, events: list[dict], emit, sink: AlertSink | None = None) -> None:
+    """Hand an event's start and end to `emit` (and the database) as they happen; keep the finished ones."""
     if event is None:
         return
+    if sink is not None:
+        sink(event)
     if event["phase"] == "end":
         events.append({k: v for k, v in event.items() if k != "phase"})
     if emit is not None:
