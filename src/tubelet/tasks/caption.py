@@ -129,7 +129,7 @@ def build_captioner(cfg, tokenizer, arm: Arm, *, max_history: int = 0) -> Built:
     Raises:
         ConfigError: a captioner checkpoint that reads other modalities or another vocabulary.
     """
-    from tubelet.models import checkpoint_kind, load, model_names
+    from tubelet.models import checkpoint_kind, load
     from tubelet.models.fusion_from_encoder import build_fusion
 
     ids = special_ids(tokenizer)
@@ -148,15 +148,7 @@ def build_captioner(cfg, tokenizer, arm: Arm, *, max_history: int = 0) -> Built:
         return Built(model, loaded.preprocessing, keep=DECODER_KEEP, tower="encoder")
     encoder, base, report = None, None, None
     if arm.modalities == ("video",):
-        if cfg.model in model_names() and not Path(cfg.model).is_dir():
-            fresh = dict(runtime, num_classes=0, pooling="mean", time_mode=cfg.time_mode, embed_init=cfg.embed_init)
-            if cfg.tubelet is not None:
-                fresh["tubelet"] = tuple(cfg.tubelet)
-            encoder = load(cfg.model, **fresh).model
-        else:
-            loaded = load(cfg.model, kind="encoder", **runtime)
-            encoder, base = loaded.model, loaded.preprocessing
-            encoder.reset_head(0)
+        encoder, base = headless_encoder(cfg, runtime)
     elif arm.modalities:
         encoder, base, report = build_fusion(cfg, arm.modalities, [], vocab_size=0)
     width = encoder.config.dim if encoder is not None else _width(cfg)
@@ -172,22 +164,27 @@ def build_captioner(cfg, tokenizer, arm: Arm, *, max_history: int = 0) -> Built:
     return built
 
 
-def build_lm_captioner(cfg) -> Built:
-    """An encoder (a registered size, or an encoder checkpoint) bridged to the LM of ``--lm`` (`LMCaptionModel`)."""
+def headless_encoder(cfg, runtime: dict):
+    """(an `Encoder` without a head, its checkpoint's preprocessing or None): fresh of a registered size
+    (``cfg.tubelet``, ``time_mode``, ``embed_init``), or an encoder checkpoint's with its head removed."""
     from tubelet.models import load, model_names
-    from tubelet.models.lm_bridge import BRIDGE_KEEP, LMCaptionModel, bridge_config, load_lm
 
-    runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
-    base = None
     if cfg.model in model_names() and not Path(cfg.model).is_dir():
         fresh = dict(runtime, num_classes=0, pooling="mean", time_mode=cfg.time_mode, embed_init=cfg.embed_init)
         if cfg.tubelet is not None:
             fresh["tubelet"] = tuple(cfg.tubelet)
-        encoder = load(cfg.model, **fresh).model
-    else:
-        loaded = load(cfg.model, kind="encoder", **runtime)
-        encoder, base = loaded.model, loaded.preprocessing
-        encoder.reset_head(0)
+        return load(cfg.model, **fresh).model, None
+    loaded = load(cfg.model, kind="encoder", **runtime)
+    loaded.model.reset_head(0)
+    return loaded.model, loaded.preprocessing
+
+
+def build_lm_captioner(cfg) -> Built:
+    """An encoder (a registered size, or an encoder checkpoint) bridged to the LM of ``--lm`` (`LMCaptionModel`)."""
+    from tubelet.models.lm_bridge import BRIDGE_KEEP, LMCaptionModel, bridge_config, load_lm
+
+    runtime = {"dropout": cfg.dropout, "drop_path": cfg.drop_path, "attention": cfg.attention}
+    encoder, base = headless_encoder(cfg, runtime)
     lm = load_lm(cfg.lm)
     config = bridge_config(cfg.lm, lm, prefix_tokens=cfg.prefix_tokens, lora=cfg.lora, lora_rank=cfg.lora_rank,
                            lora_alpha=cfg.lora_alpha, attention=cfg.attention)  # fmt: skip
@@ -393,14 +390,48 @@ class CaptionFields(DecoderFields):
     prefix_tokens: int = opt(4, "with --lm: pooled clip vectors the LM reads before the text")
 
 
+class TextDecoderTask(Task):
+    """What the tasks of a text decoder over a clip's particles share (caption, dialogue): the token NLL of each
+    item's target text after its prompt, validation by `evaluator`, and the tokenizer (and audio) beside the model."""
+
+    evaluator = staticmethod(lambda *args, **kwargs: None)  # the task's evaluate_* function (model, data, pre, tok)
+
+    def sequences(self, model: CaptionModel, prepared: Prepared, batch) -> list[Sequence]:
+        """The (prompt, target) token sequences of a batch's items."""
+        raise NotImplementedError
+
+    def loss(self, module, batch, *, cfg, prepared: Prepared, arm: Arm, pre, epoch: int, index: int, device):
+        model = unwrapped(module)
+        sequences = self.sequences(model, prepared, batch)
+        with autocast(device, cfg.precision):
+            packed = batch.packed.to(device) if batch.packed is not None else None
+            memory = model.memory(clip_batch(model, packed))
+            loss, tokens = sequence_loss(model, memory, sequences, label_smoothing=cfg.label_smoothing)
+        return StepLoss(loss, tokens, len(sequences))
+
+    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device):
+        if prepared.val is None:
+            return None
+        return self.evaluator(
+            unwrapped(model), prepared.val, pre, prepared.tokenizer, audio=prepared.extra["audio"],
+            decoding=decoding_of(cfg), budget=cfg.batch_particles, device=device, precision=cfg.precision,
+            workers=cfg.workers,
+        )  # fmt: skip
+
+    def checkpoint_extras(self, prepared: Prepared, arm: Arm) -> dict:
+        audio = prepared.extra["audio"] if "audio" in arm.modalities else None
+        return {"tokenizer": prepared.tokenizer, "audio": audio}
+
+
 @register
-class CaptionTask(Task):
+class CaptionTask(TextDecoderTask):
     """(clip window, caption) -> a causal text decoder over the clip's particles; NLL, BLEU-4, attribute match."""
 
     name = "caption"
     summary = "captions of clips or timed events (captions_SPLIT.jsonl or a caption column): text decoder, BLEU-4"
     Config = CaptionFields
     metrics = {"loss": False, "perplexity": False, "bleu4": True, "attribute_match": True}
+    evaluator = staticmethod(evaluate_captions)
 
     def prepare(self, cfg, out: Path) -> Prepared:
         train = load_captions(caption_manifest(cfg.data, cfg.train_split, required=True))
@@ -438,28 +469,9 @@ class CaptionTask(Task):
             windows=windows,
         )  # fmt: skip
 
-    def loss(self, module, batch, *, cfg, prepared: Prepared, arm: Arm, pre, epoch: int, index: int, device):
-        model = unwrapped(module)
-        bos, eos = model.config.bos_id, model.config.eos_id
-        targets = prepared.extra["targets"]
-        sequences = [Sequence(*caption_prompt(bos), targets[s] + [eos]) for s in batch.samples]
-        with autocast(device, cfg.precision):
-            memory = model.memory(clip_batch(model, batch.packed.to(device)))
-            loss, tokens = sequence_loss(model, memory, sequences, label_smoothing=cfg.label_smoothing)
-        return StepLoss(loss, tokens, len(sequences))
-
-    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device):
-        if prepared.val is None:
-            return None
-        return evaluate_captions(
-            unwrapped(model), prepared.val, pre, prepared.tokenizer, audio=prepared.extra["audio"],
-            decoding=decoding_of(cfg), budget=cfg.batch_particles, device=device, precision=cfg.precision,
-            workers=cfg.workers,
-        )  # fmt: skip
-
-    def checkpoint_extras(self, prepared: Prepared, arm: Arm) -> dict:
-        audio = prepared.extra["audio"] if "audio" in arm.modalities else None
-        return {"tokenizer": prepared.tokenizer, "audio": audio}
+    def sequences(self, model: CaptionModel, prepared: Prepared, batch) -> list[Sequence]:
+        bos, eos, targets = model.config.bos_id, model.config.eos_id, prepared.extra["targets"]
+        return [Sequence(*caption_prompt(bos), targets[s] + [eos]) for s in batch.samples]
 
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         from tubelet.models import load

@@ -42,15 +42,15 @@ from tubelet.data.events import Dialogues, dialogue_manifest, load_dialogues
 from tubelet.data.loader import iterate_batches
 from tubelet.errors import ConfigError, DataError
 from tubelet.nn.device import autocast, resolve_device
-from tubelet.tasks.base import Arm, Built, Prepared, Reads, StepLoss, Task, register
+from tubelet.tasks.base import Arm, Built, Prepared, Reads, register
 from tubelet.tasks.caption import (
     DecoderClipDataset,
     DecoderFields,
+    TextDecoderTask,
     build_captioner,
     clip_batch,
     decoder_tokenizer,
     decoding_of,
-    unwrapped,
 )
 from tubelet.tasks.classification import parse_modalities
 from tubelet.tasks.files import write_report_files
@@ -186,13 +186,14 @@ def evaluate_dialogue(
 
 
 @register
-class DialogueTask(Task):
+class DialogueTask(TextDecoderTask):
     """(clip, dialogue history, question) -> the answer from a text decoder; candidates ranked by likelihood."""
 
     name = "dialogue"
     summary = "multi-turn dialogue about a video (dialogues_SPLIT.jsonl): answers generated and candidates ranked"
     Config = DialogueFields
     metrics = {"loss": False, "mrr": True, "r@1": True, "r@5": True, "answer_match": True}
+    evaluator = staticmethod(evaluate_dialogue)
     # A whole story in one window: 1 frame per second at 64 px for up to 2 minutes.
     config_defaults = {"sample_fps": 1.0, "clip_seconds": 120.0, "size": 64}
 
@@ -246,29 +247,10 @@ class DialogueTask(Task):
             windows=windows,
         )  # fmt: skip
 
-    def loss(self, module, batch, *, cfg, prepared: Prepared, arm: Arm, pre, epoch: int, index: int, device):
-        model = unwrapped(module)
+    def sequences(self, model, prepared: Prepared, batch) -> list[Sequence]:
         prompts = prepared.extra["prompts"][model.config.max_history]
         targets, eos = prepared.extra["targets"], model.config.eos_id
-        sequences = [Sequence(*prompts[i], targets[i] + [eos]) for i in batch.indices]
-        with autocast(device, cfg.precision):
-            packed = batch.packed.to(device) if batch.packed is not None else None
-            memory = model.memory(clip_batch(model, packed))
-            loss, tokens = sequence_loss(model, memory, sequences, label_smoothing=cfg.label_smoothing)
-        return StepLoss(loss, tokens, len(sequences))
-
-    def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device):
-        if prepared.val is None:
-            return None
-        return evaluate_dialogue(
-            unwrapped(model), prepared.val, pre, prepared.tokenizer, audio=prepared.extra["audio"],
-            decoding=decoding_of(cfg), budget=cfg.batch_particles, device=device, precision=cfg.precision,
-            workers=cfg.workers,
-        )  # fmt: skip
-
-    def checkpoint_extras(self, prepared: Prepared, arm: Arm) -> dict:
-        audio = prepared.extra["audio"] if "audio" in arm.modalities else None
-        return {"tokenizer": prepared.tokenizer, "audio": audio}
+        return [Sequence(*prompts[i], targets[i] + [eos]) for i in batch.indices]
 
     def finish(self, cfg, prepared: Prepared, arms: list[Arm], summaries: dict[str, dict]) -> dict:
         from tubelet.models import load
