@@ -75,6 +75,13 @@ def test_caption_run_reports_and_the_caption_command_matches_the_library(caption
     loaded = load(caption_run / "best")
     assert task_of(loaded).caption_windows(loaded, clip, starts) == caption_segments(loaded, clip, starts)
     assert all(len(c.split()) <= 6 for c in again)
+    # tubelet evaluate reads a caption checkpoint: the same numbers as the run's test report.
+    evaluated = caption_run / "evaluated"
+    assert main(["evaluate", "--checkpoint", str(caption_run / "best"), "--data", str(stories), "--out",
+                 str(evaluated), "--workers", "0"]) == 0  # fmt: skip
+    again_report = json.loads((evaluated / "report.json").read_text())
+    assert again_report["details"]["captions"] == again_report["num_captions"] == 2
+    assert again_report["bleu4"] == pytest.approx(report["bleu4"]) and (evaluated / "report.md").is_file()
 
 
 def test_chat_scripted_turns_carry_the_history(stories, tmp_path, capsys):
@@ -93,6 +100,12 @@ def test_chat_scripted_turns_carry_the_history(stories, tmp_path, capsys):
     assert [t["question"] for t in turns] == ["what shape is it?", "and its colour?"]
     assert all({"answer", "score", "ranking"} <= set(t) for t in turns)
     assert sorted(r["answer"] for r in turns[1]["ranking"]) == ["blue", "green", "red"]
+    assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(stories), "--out",
+                 str(tmp_path / "evaluated"), "--workers", "0"]) == 0  # fmt: skip
+    evaluated = json.loads((tmp_path / "evaluated" / "report.json").read_text())
+    assert evaluated["details"]["turns"] == evaluated["num_turns"] == 4
+    assert evaluated["mrr"] == pytest.approx(report["mrr"])
+    capsys.readouterr()
     # The second turn is what the model says after the first question and ITS answer.
     chat = Conversation(str(out / "best"), clip, decoding=Decoding(max_tokens=4))
     ids = special_ids(chat.tokenizer)

@@ -395,6 +395,7 @@ class TextDecoderTask(Task):
     item's target text after its prompt, validation by `evaluator`, and the tokenizer (and audio) beside the model."""
 
     evaluator = staticmethod(lambda *args, **kwargs: None)  # the task's evaluate_* function (model, data, pre, tok)
+    counted: tuple[str, str] = ("items", "num_items")  # what a report counts: its name in details, its metric key
 
     def sequences(self, model: CaptionModel, prepared: Prepared, batch) -> list[Sequence]:
         """The (prompt, target) token sequences of a batch's items."""
@@ -422,6 +423,22 @@ class TextDecoderTask(Task):
         audio = prepared.extra["audio"] if "audio" in arm.modalities else None
         return {"tokenizer": prepared.tokenizer, "audio": audio}
 
+    # --- tubelet evaluate -------------------------------------------------------------------------------------
+    def evaluate(self, model, data, pre, *, labels=None, reads=None, views=1, budget=8192, device, precision="auto",
+                 workers=0) -> dict:  # fmt: skip
+        return self.evaluator(
+            model, data, pre, reads.tokenizer, audio=reads.audio, budget=budget, device=device, precision=precision,
+            workers=workers,
+        )  # fmt: skip
+
+    def evaluation_report(self, scores: dict, models: dict, data, *, details: dict, out: Path) -> dict:
+        metrics = scores["model"]
+        unit, key = self.counted
+        details.update({unit: metrics[key], "skipped": len(metrics["skipped"]) + len(data.data.skipped)})
+        report = {**metrics, **{k: details[k] for k in ("checkpoint", "data", "split")}, "details": details}
+        files = write_report_files(report, out, self.report_markdown(report))
+        return {**report, "files": {k: str(v) for k, v in files.items()}}
+
 
 @register
 class CaptionTask(TextDecoderTask):
@@ -432,6 +449,7 @@ class CaptionTask(TextDecoderTask):
     Config = CaptionFields
     metrics = {"loss": False, "perplexity": False, "bleu4": True, "attribute_match": True}
     evaluator = staticmethod(evaluate_captions)
+    counted = ("captions", "num_captions")
 
     def prepare(self, cfg, out: Path) -> Prepared:
         train = load_captions(caption_manifest(cfg.data, cfg.train_split, required=True))
@@ -505,20 +523,6 @@ class CaptionTask(TextDecoderTask):
     def evaluation_data(self, source: str, split: str | None, loaded) -> Captions:
         manifest = Path(source) if split is None else caption_manifest(source, split, required=True)
         return load_captions(manifest)
-
-    def evaluate(self, model, data, pre, *, labels=None, reads=None, views=1, budget=8192, device, precision="auto",
-                 workers=0) -> dict:  # fmt: skip
-        return evaluate_captions(
-            model, data, pre, reads.tokenizer, audio=reads.audio, budget=budget, device=device, precision=precision,
-            workers=workers,
-        )  # fmt: skip
-
-    def evaluation_report(self, scores: dict, models: dict, data, *, details: dict, out: Path) -> dict:
-        metrics = scores["model"]
-        details.update(captions=metrics["num_captions"], skipped=len(metrics["skipped"]) + len(data.data.skipped))
-        report = {**metrics, **{k: details[k] for k in ("checkpoint", "data", "split")}, "details": details}
-        files = write_report_files(report, out, self.report_markdown(report))
-        return {**report, "files": {k: str(v) for k, v in files.items()}}
 
     def report_markdown(self, report: dict, *, title: str = "") -> str:
         per = report.get("per_attribute", {})

@@ -194,6 +194,7 @@ class DialogueTask(TextDecoderTask):
     Config = DialogueFields
     metrics = {"loss": False, "mrr": True, "r@1": True, "r@5": True, "answer_match": True}
     evaluator = staticmethod(evaluate_dialogue)
+    counted = ("turns", "num_turns")
     # A whole story in one window: 1 frame per second at 64 px for up to 2 minutes.
     config_defaults = {"sample_fps": 1.0, "clip_seconds": 120.0, "size": 64}
 
@@ -285,20 +286,6 @@ class DialogueTask(TextDecoderTask):
     def evaluation_data(self, source: str, split: str | None, loaded) -> Dialogues:
         manifest = Path(source) if split is None else dialogue_manifest(source, split, required=True)
         return load_dialogues(manifest)
-
-    def evaluate(self, model, data, pre, *, labels=None, reads=None, views=1, budget=8192, device, precision="auto",
-                 workers=0) -> dict:  # fmt: skip
-        return evaluate_dialogue(
-            model, data, pre, reads.tokenizer, audio=reads.audio, budget=budget, device=device, precision=precision,
-            workers=workers,
-        )  # fmt: skip
-
-    def evaluation_report(self, scores: dict, models: dict, data, *, details: dict, out: Path) -> dict:
-        metrics = scores["model"]
-        details.update(turns=metrics["num_turns"], skipped=len(metrics["skipped"]) + len(data.data.skipped))
-        report = {**metrics, **{k: details[k] for k in ("checkpoint", "data", "split")}, "details": details}
-        files = write_report_files(report, out, self.report_markdown(report))
-        return {**report, "files": {k: str(v) for k, v in files.items()}}
 
     def report_markdown(self, report: dict, *, title: str = "") -> str:
         arms = report.get("arms") or {report.get("arm", "model"): arm_summary(report)}
