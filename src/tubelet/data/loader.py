@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -60,6 +61,7 @@ def iterate_batches(
     try:
         remaining = [list(b) for b in batches]
         crashes = 0
+        _without_sigchld_handler()
         while remaining:
             loader = torch.utils.data.DataLoader(
                 dataset,
@@ -70,15 +72,21 @@ def iterate_batches(
                 multiprocessing_context="fork" if "fork" in _start_methods() else None,
             )
             delivered = 0
+            batches_of = iter(loader)
             try:
-                for batch in loader:
+                for batch in batches_of:
                     delivered += 1
                     yield batch
                 remaining = []
-            except RuntimeError as exc:
-                dead = _dead_worker_files(exc, dataset.crash_dir)
+            except (RuntimeError, ConnectionError, EOFError) as exc:
+                death = _worker_death(exc)
+                # Stop and unregister the loader's workers now: torch's SIGCHLD handler would otherwise raise about
+                # the dead one again, anywhere in the code that follows.
+                getattr(batches_of, "_shutdown_workers", lambda: None)()
+                dead = _dead_worker_files(death, dataset.crash_dir)
                 if dead is None:
                     raise
+                exc = death
                 crashes += 1
                 if crashes > max_crashes:
                     raise RuntimeError(f"{crashes} DataLoader workers crashed; giving up") from exc
@@ -105,7 +113,35 @@ def _start_methods() -> list[str]:
     return multiprocessing.get_all_start_methods()
 
 
-def _dead_worker_files(exc: RuntimeError, crash_dir: str) -> list[str] | None:
+def _without_sigchld_handler() -> None:
+    """Keep torch from installing its SIGCHLD handler: it raises a worker's death as an exception wherever the main
+    thread happens to be (inside a training step, an optimizer update), where nothing can skip the file. Without it
+    the loader reports a dead worker from inside its own iteration (its queue check: an error, or every 5 s), where
+    `iterate_batches` catches it. Set before the first loader of the process; one set earlier stays."""
+    from torch.utils.data._utils import signal_handling
+
+    signal_handling._SIGCHLD_handler_set = True
+
+
+def _worker_death(exc: BaseException, wait_s: float = 5.0) -> BaseException:
+    """The RuntimeError that names the dead worker(s): `exc` itself, or, when the death first surfaced as a broken
+    connection to that worker (its tensors' file descriptors), the error torch's worker check raises once the
+    process is seen dead (within `wait_s`); `exc` when no worker died."""
+    if isinstance(exc, RuntimeError):
+        return exc
+    from torch.utils.data._utils.signal_handling import _error_if_any_worker_fails
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            _error_if_any_worker_fails()
+        except RuntimeError as death:
+            return death
+        time.sleep(0.05)
+    return exc
+
+
+def _dead_worker_files(exc: BaseException, crash_dir: str) -> list[str] | None:
     """Files the dead worker(s) were decoding, or None when `exc` is not a worker death."""
     match = _DEAD_WORKER.search(str(exc))
     if match is None:

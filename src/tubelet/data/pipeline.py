@@ -96,6 +96,23 @@ def window_count(duration_s: float, window_s: float, stride_s: float) -> int:
     return count + (tail >= MIN_TAIL * stride_s)
 
 
+def window_and_stride(
+    pre: Preprocessing, window_seconds: float | None, stride_seconds: float | None
+) -> tuple[float, float]:
+    """The (window, stride) seconds a command slides over a long video: the flags', or the checkpoint's clip length
+    and a stride of one window.
+
+    Raises:
+        ConfigError: a value that is not positive, or a window shorter than one tubelet (`check_window`).
+    """
+    window = window_seconds or pre.clip_seconds
+    stride = stride_seconds or window
+    if window <= 0 or stride <= 0:
+        raise ConfigError("--window-seconds and --stride-seconds must be positive")
+    check_window(window, pre, flag="--window-seconds")
+    return window, stride
+
+
 def check_window(seconds: float, pre: Preprocessing, *, flag: str) -> None:
     """Refuse a window shorter than one tubelet of frames at the checkpoint's sampling rate.
 

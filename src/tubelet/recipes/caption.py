@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tubelet.data.pipeline import MAX_WINDOWS, check_window, iter_windows, window_count
+from tubelet.data.pipeline import MAX_WINDOWS, iter_windows, window_and_stride, window_count
 from tubelet.errors import ConfigError, DataError
 from tubelet.nn.device import resolve_device
 from tubelet.tasks.caption import caption_windows, file_data, load_captioner
@@ -44,11 +44,7 @@ def caption_video(
     if not loaded.model.modalities:
         raise ConfigError(f"--checkpoint {checkpoint}: a text-only model (question-only arm) reads no video")
     pre = loaded.preprocessing
-    window = window_seconds or pre.clip_seconds
-    stride = stride_seconds or window
-    if window <= 0 or stride <= 0:
-        raise ConfigError("--window-seconds and --stride-seconds must be positive")
-    check_window(window, pre, flag="--window-seconds")
+    window, stride = window_and_stride(pre, window_seconds, stride_seconds)
     data = file_data(file)
     duration = data.infos[0].duration_s
     if window_count(duration, window, stride) > MAX_WINDOWS:

@@ -20,7 +20,7 @@ import numpy as np
 
 from tubelet.data.av_dataset import MISSING_AUDIO
 from tubelet.data.manifest import Sample, VideoDataset, expand_inputs, try_probe
-from tubelet.data.pipeline import MAX_WINDOWS, check_window, iter_windows, window_count
+from tubelet.data.pipeline import MAX_WINDOWS, iter_windows, window_and_stride, window_count
 from tubelet.data.qa import UNTYPED, QAData, asked_questions
 from tubelet.errors import ConfigError
 from tubelet.models import load
@@ -115,11 +115,7 @@ def plan_windows(
     reads = Reads.of(loaded)
     asked = asked_questions(source or loaded.source, reads.modalities, questions)
     pre = loaded.preprocessing
-    window = window_seconds or pre.clip_seconds
-    stride = stride_seconds or window
-    if window <= 0 or stride <= 0:
-        raise ConfigError("--window-seconds and --stride-seconds must be positive")
-    check_window(window, pre, flag="--window-seconds")
+    window, stride = window_and_stride(pre, window_seconds, stride_seconds)
 
     samples, infos, failed = [], [], []
     for path in expand_inputs(inputs):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tubelet.data.pipeline import check_window
+from tubelet.data.pipeline import window_and_stride
 from tubelet.errors import ConfigError
 from tubelet.models import load
 from tubelet.nn.device import resolve_device
@@ -89,9 +89,7 @@ def watch(
     pre = loaded.preprocessing
     if pre is None:
         raise ConfigError(f"--checkpoint {checkpoint}: no preprocessing saved with it (a trained checkpoint is needed)")
-    window = window_seconds or pre.clip_seconds
-    stride = stride_seconds or window
-    check_window(window, pre, flag="--window-seconds")
+    window, stride = window_and_stride(pre, window_seconds, stride_seconds)
     detectors = parse_alerts(alerts, loaded.labels, checkpoint)
     device_ = resolve_device(device)
     score = None
