@@ -111,6 +111,7 @@ def test_the_selection_keeps_the_most_important_seconds(stories, tmp_path, tubel
         (["--ratio", "0"], "--ratio: must be in (0, 1], got 0"),
         (["--ratio", "1.5"], "--ratio: must be in (0, 1], got 1.5"),
         (["--checkpoint", "NOPE_DIR/x"], "no such checkpoint directory"),
+        (["--captioner", "test"], "--captioner test: not a caption model"),
     ],
 )
 def test_bad_input_is_one_line(stories, tmp_path, tubelet_cli, args, message):

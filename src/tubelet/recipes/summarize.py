@@ -69,6 +69,8 @@ def summarize(
             f"--checkpoint {checkpoint}: a {loaded.kind} model; summarize reads a video encoder (a pretrain, finetune "
             f"or importance checkpoint)"
         )
+    if captioner is not None and _caption_method(load(captioner)) is None:  # before any work is done
+        raise ConfigError(f"--captioner {captioner}: not a caption model (tubelet finetune --task caption trains one)")
     writable_dir(out, "--out")
     duration = float(info.duration_s)
     seconds = max(1, math.ceil(duration - 0.05))  # a last second shorter than a twentieth is dropped
@@ -167,17 +169,21 @@ def captions_for(checkpoint: str | None, file: str, segments: list[Segment], *, 
     if checkpoint is None:
         return None
     loaded = load(checkpoint)
-    try:
-        task = task_of(loaded)
-    except TubeletError:
-        return None
-    method = getattr(task, "caption_windows", None)
+    method = _caption_method(loaded)
     if method is None:
         return None
     captions = list(method(loaded, str(file), [(s.start, s.end) for s in segments], device=device))
     if len(captions) != len(segments):
         raise ConfigError(f"{checkpoint}: {len(captions)} captions for {len(segments)} segments")
     return captions
+
+
+def _caption_method(loaded):
+    """The ``caption_windows`` of a loaded checkpoint's task, or None when it cannot caption."""
+    try:
+        return getattr(task_of(loaded), "caption_windows", None)
+    except TubeletError:
+        return None
 
 
 def summary_markdown(report: dict) -> str:
