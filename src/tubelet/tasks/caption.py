@@ -397,6 +397,21 @@ class TextDecoderTask(Task):
     evaluator = staticmethod(lambda *args, **kwargs: None)  # the task's evaluate_* function (model, data, pre, tok)
     counted: tuple[str, str] = ("items", "num_items")  # what a report counts: its name in details, its metric key
 
+    @staticmethod
+    def held_out_and_audio(cfg, train, manifest_of, read):
+        """(the validation split read with ``read(manifest_of(data, split))``, None without one; the audio
+        preprocessing, checked against both splits' clips when the model hears)."""
+        val = None
+        if cfg.val_split not in (None, "none") and not Path(cfg.data).is_file():
+            manifest = manifest_of(cfg.data, cfg.val_split)
+            val = read(manifest) if manifest is not None else None
+        audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
+        if "audio" in parse_modalities(cfg.modalities):
+            for part in (train, val):
+                if part is not None:
+                    check_audio(part.data, audio)
+        return val, audio
+
     def sequences(self, model: CaptionModel, prepared: Prepared, batch) -> list[Sequence]:
         """The (prompt, target) token sequences of a batch's items."""
         raise NotImplementedError
@@ -459,15 +474,7 @@ class CaptionTask(TextDecoderTask):
             tokenizer = load_tokenizer(cfg.tokenizer or cfg.lm)
         else:
             tokenizer = decoder_tokenizer(cfg, train.captions, out)
-        val = None
-        if cfg.val_split not in (None, "none") and not Path(cfg.data).is_file():
-            manifest = caption_manifest(cfg.data, cfg.val_split)
-            val = load_captions(manifest) if manifest is not None else None
-        audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
-        if "audio" in parse_modalities(cfg.modalities):
-            for part in (train, val):
-                if part is not None:
-                    check_audio(part.data, audio)
+        val, audio = self.held_out_and_audio(cfg, train, caption_manifest, load_captions)
         targets = [text_ids(tokenizer, c) for c in train.captions]
         return Prepared(train, val, tokenizer=tokenizer, extra={"audio": audio, "targets": targets})
 

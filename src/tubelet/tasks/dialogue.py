@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tubelet.data.av_dataset import AudioPreprocessing, check_audio
 from tubelet.data.dataset import budget_batches
 from tubelet.data.events import Dialogues, dialogue_manifest, load_dialogues
 from tubelet.data.loader import iterate_batches
@@ -203,15 +202,7 @@ class DialogueTask(TextDecoderTask):
         texts = train.questions + train.answers + [c for cands in train.candidates for c in cands]
         texts += [t for history in train.histories for pair in history for t in pair]
         tokenizer = decoder_tokenizer(cfg, texts, out)
-        val = None
-        if cfg.val_split not in (None, "none") and not Path(cfg.data).is_file():
-            manifest = dialogue_manifest(cfg.data, cfg.val_split)
-            val = load_dialogues(manifest) if manifest is not None else None
-        audio = AudioPreprocessing(allow_missing_audio=cfg.allow_missing_audio)
-        if "audio" in parse_modalities(cfg.modalities):
-            for part in (train, val):
-                if part is not None:
-                    check_audio(part.data, audio)
+        val, audio = self.held_out_and_audio(cfg, train, dialogue_manifest, load_dialogues)
         ids = special_ids(tokenizer)
         extra = {
             "audio": audio,
