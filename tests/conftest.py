@@ -17,6 +17,9 @@ import torch
 
 from tubelet.io import write_video
 
+sys.path.insert(0, os.path.dirname(__file__))  # forked_cli must import by name in the forkserver (see its docstring)
+import forked_cli  # noqa: E402
+
 # One compute thread per test process, and per subprocess it starts (the variable is inherited). The tests' tensors
 # are tiny, so a second thread saves little; on a loaded two-core machine its OpenMP spin-waits burned several times
 # the CPU the work needs (test_methods.py: 5 s of CPU on one thread, 7 to 36 s on two).
@@ -112,8 +115,9 @@ def tone_mp4(media_dir):
 
 
 def run_tubelet(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real `tubelet` command line in a subprocess; with `check`, fail the test on a non-zero exit."""
-    result = subprocess.run([sys.executable, "-m", "tubelet", *map(str, args)], capture_output=True, text=True)
+    """Run the real `tubelet` command line in a process of its own (`forked_cli`: forked from a server that imported
+    torch once, so each run starts in a moment); with `check`, fail the test on a non-zero exit."""
+    result = forked_cli.run(list(map(str, args)))
     if check:
         assert result.returncode == 0, result.stderr
     return result

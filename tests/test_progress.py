@@ -43,7 +43,6 @@ def test_sample_data_shows_a_bar_on_a_terminal_and_none_under_json(tmp_path):
     assert code == 0 and out.strip().startswith("{") and "sample-data" not in err and "15/15" not in err
 
 
-def test_no_bar_when_stderr_is_not_a_terminal(tmp_path):
-    args = ["sample-data", str(tmp_path / "c"), "--clips-per-class", "3", "--workers", "1"]
-    result = subprocess.run([sys.executable, "-m", "tubelet", *args], capture_output=True, text=True, check=True)
+def test_no_bar_when_stderr_is_not_a_terminal(tmp_path, tubelet_cli):
+    result = tubelet_cli("sample-data", tmp_path / "c", "--clips-per-class", "3", "--workers", "1")
     assert "15/15" not in result.stderr and "%|" not in result.stderr

@@ -205,7 +205,7 @@ def test_yaml_config_with_overrides_and_bad_fields(tmp_path):
         FinetuneConfig(data="d", freeze="half").validate()
 
 
-def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path):
+def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path, tubelet_cli):
     """SIGKILL a real training process after its first checkpoint; --resume finishes with the same steps."""
     args = [
         sys.executable,
@@ -237,8 +237,7 @@ def test_killed_run_resumes_to_the_same_step_count(tiny_data, tmp_path):
     proc.wait()
     killed_at = json.loads(state.read_text())["state"]["step"]
     assert 2 <= killed_at < reference["steps"]
-    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = tubelet_cli(*args[3:], "--resume")
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["steps"] == reference["steps"]
     assert "resumed from" in resumed.stderr

@@ -11,13 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    top_k_accuracy_score,
-)
 
 from tubelet.data.av_dataset import AudioPreprocessing, check_audio
 from tubelet.data.splits import check_labels, eval_split, load_test_split
@@ -83,6 +76,16 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: lis
         )
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"classification_metrics: targets must lie in [0, {num_classes}), got {y.min()}..{y.max()}")
+
+    # Imported here, not at the top: scikit-learn takes over a second to import, and commands that never score
+    # (predict, watch, sample-data, every one-line error) should not pay it on each start.
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     y_pred = scores.argmax(axis=1)  # (n,)
     class_ids = list(range(num_classes))

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from tubelet.distributed import world
 from tubelet.tasks.files import write_report_files
@@ -200,6 +199,8 @@ def plot_confusion_matrices(panels: list[tuple[str, dict]], path: str | os.PathL
     """
     size = max(len(metrics["labels"]) for _, metrics in panels)
     side = max(_MIN_SIDE_INCHES, _MARGIN_INCHES + _CELL_INCHES * size)
+    from matplotlib.figure import Figure  # here: matplotlib costs half a second to import, and few commands plot
+
     # Figure rather than pyplot: the Agg canvas, no global state, nothing left open in a long-running process.
     fig = Figure(figsize=(side * len(panels) + 1.0, side + 0.6), dpi=_DPI, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
