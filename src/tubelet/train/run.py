@@ -219,6 +219,8 @@ def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | 
             max_long_side=cfg.max_long_side,
             prune_threshold=cfg.prune_threshold,
             prune_reference=cfg.prune_reference,
+            crop=cfg.crop,
+            crop_size=cfg.crop_size,
         )
     except ValueError as exc:  # a value out of range (Preprocessing checks each field); the message names it
         raise ConfigError(str(exc)) from exc
