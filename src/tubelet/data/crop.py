@@ -31,8 +31,9 @@ def motion_box(frames: torch.Tensor) -> tuple[int, int, int] | None:
         frames: (T, H, W, 3) uint8.
 
     Returns:
-        A square inside the frame (side at most the short side), centred on the moving pixels' box (3rd to 97th
-        percentile of their rows and columns over the window, each counted once per frame it moved in) as far as the frame allows.
+        A square inside the frame (side at most the short side), centred as far as the frame allows on the moving
+        pixels' box: the 3rd to 97th percentile of their rows and columns over the window, each pixel counted once
+        per frame it moved in.
     """
     T, H, W, _ = frames.shape
     if T < 2:

@@ -19,7 +19,6 @@ from tubelet.particles.audio import LOG_FLOOR
 from tubelet.particles.prune import check_reference
 from tubelet.typed import check_range, from_dict
 
-
 CROPS = (None, "motion")  # what `Preprocessing.crop` may be
 
 
