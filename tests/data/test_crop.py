@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tubelet.data.crop import motion_box, motion_crop
+from tubelet.data.crop import frame_differences, motion_box, motion_crop
 from tubelet.data.pipeline import clip_particles
 from tubelet.data.transforms import Preprocessing
 
@@ -70,3 +70,25 @@ def test_particles_of_a_cropped_window_lie_on_the_crops_grid():
     plain = clip_particles((0.0, 1.0), pre=Preprocessing(tubelet=(2, 8, 8), size=None, prune_threshold=0.0),
                            frames=frames, timestamps=np.arange(8) / 8)  # fmt: skip
     assert len(plain.t) == 4 * 12 * 16
+
+
+def test_frame_differences_show_what_moved_and_nothing_of_what_stood_still():
+    moving = scene()
+    diff = frame_differences(moving)
+    assert diff.shape == moving.shape and diff.dtype == torch.uint8
+    grey = moving.float().mean(-1)
+    assert torch.equal(diff[3, :, :, 0], (grey[3] - grey[2]).abs().round().to(torch.uint8))
+    assert torch.equal(diff[0], diff[1]) and torch.equal(diff[..., 0], diff[..., 2])
+    assert diff[:, :60].max() == 0 and diff[:, 60:72].max() > 100  # only the block's rows change
+    assert frame_differences(scene(moves=False)).max() == 0
+
+
+def test_a_difference_window_keeps_only_the_moving_particles():
+    """Static pruning after differencing: a still background is zero in every frame, so only the moving block's
+    particles (and the first tubelet's grid) are kept."""
+    pre = Preprocessing(tubelet=(2, 8, 8), size=None, pixels="difference", prune_threshold=1.0)
+    particles = clip_particles((0.0, 1.0), pre=pre, frames=scene(), timestamps=np.arange(8) / 8)
+    later = particles.t > particles.t.min()
+    assert int(later.sum()) > 0 and set(particles.y[later].tolist()) <= {7, 8}  # rows 56-71 hold the block
+    with pytest.raises(ValueError, match="pixels"):
+        Preprocessing(pixels="flow")

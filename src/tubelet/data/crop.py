@@ -81,3 +81,21 @@ def motion_crop(frames: torch.Tensor, side: int) -> torch.Tensor:
     x = frames.permute(0, 3, 1, 2).float()  # (T, 3, h, w)
     x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (T, side, side, 3)
+
+
+def frame_differences(frames: torch.Tensor) -> torch.Tensor:
+    """Each frame's grey level's absolute change from the frame before (the first frame's: from the second), in all
+    three channels: a body's moving outline, whatever its clothes and the room (``Preprocessing.pixels``).
+
+    Args:
+        frames: (T, H, W, 3) uint8.
+
+    Returns:
+        (T, H, W, 3) uint8; all zero for a single frame.
+    """
+    grey = frames.float().mean(-1)  # (T, H, W)
+    if len(grey) < 2:
+        return torch.zeros_like(frames)
+    change = (grey[1:] - grey[:-1]).abs()  # (T-1, H, W)
+    change = torch.cat([change[:1], change])  # (T, H, W)
+    return change.round().clamp(0, 255).to(torch.uint8)[..., None].expand(-1, -1, -1, 3).contiguous()

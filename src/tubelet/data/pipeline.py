@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from tubelet.data.crop import motion_crop
+from tubelet.data.crop import frame_differences, motion_crop
 from tubelet.data.transforms import AudioPreprocessing, Augment, Preprocessing, random_resized_crop
 from tubelet.errors import ConfigError, VideoError
 from tubelet.io.audio import Audio, decode_audio
@@ -264,6 +264,8 @@ def to_particles(frames: torch.Tensor | np.ndarray, timestamps, pre: Preprocessi
     frames = torch.as_tensor(frames)
     if pre.crop == "motion":
         frames = motion_crop(frames, pre.crop_side)  # (T, S, S, 3)
+    if pre.pixels == "difference":
+        frames = frame_differences(frames)
     return tokenize(
         frames,
         timestamps=timestamps,

@@ -20,6 +20,7 @@ from tubelet.particles.prune import check_reference
 from tubelet.typed import check_range, from_dict
 
 CROPS = (None, "motion")  # what `Preprocessing.crop` may be
+PIXELS = ("rgb", "difference")  # what `Preprocessing.pixels` may be
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,16 @@ class Preprocessing:
     # (`tubelet.data.crop`); None reads the whole frame. A checkpoint saved before this field existed loads as None.
     crop: str | None = None
     crop_size: int | None = None  # side in pixels of the motion crop; None: `size`
+    # "difference": each frame replaced by its grey level's absolute change from the frame before, in all three
+    # channels (what moved, not what it looks like; `tubelet.data.crop.frame_differences`); "rgb": the frames.
+    pixels: str = "rgb"
 
     def __post_init__(self) -> None:
         check_range(self, "tubelet", "size", "max_long_side", "crop_size", low=1)
         if self.crop not in CROPS:
             raise ValueError(f"crop: expected one of {', '.join(map(str, CROPS))}, got {self.crop!r}")
+        if self.pixels not in PIXELS:
+            raise ValueError(f"pixels: expected one of {', '.join(PIXELS)}, got {self.pixels!r}")
         if self.crop is not None and self.crop_side is None:
             raise ValueError("crop_size: a motion crop needs a side in pixels (crop_size or size)")
         check_range(self, "prune_threshold", low=0)

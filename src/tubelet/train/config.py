@@ -111,6 +111,11 @@ class PreprocessFields:
         "and watch crop the same way",
     )
     crop_size: int | None = opt(None, "side in pixels of the motion crop (none: size)")
+    pixels: str = opt(
+        "rgb",
+        "rgb, or difference: each frame replaced by its grey level's absolute change from the frame before (what "
+        "moved, not what it looks like); saved with the checkpoint",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -221,6 +221,7 @@ def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | 
             prune_reference=cfg.prune_reference,
             crop=cfg.crop,
             crop_size=cfg.crop_size,
+            pixels=cfg.pixels,
         )
     except ValueError as exc:  # a value out of range (Preprocessing checks each field); the message names it
         raise ConfigError(str(exc)) from exc
