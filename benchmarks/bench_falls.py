@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     root = work_dir() / ("falls_quick" if args.quick else "falls")
     data = root / "data"
-    per_class, streams, epochs = (40, 3, 12) if args.quick else (80, 4, 30)
+    per_class, streams, epochs = (40, 3, 12) if args.quick else (80, 4, 45)
     if not (data / "falls.csv").exists():
         generate_falls(data, seed=args.seed, clips_per_class=per_class, streams=streams, stream_seconds=75.0)
     generated = time.perf_counter() - started
