@@ -1,12 +1,12 @@
 """Falls end to end on real H.264 files: a tiny classifier fine-tuned on walk and fall clips of one room (each window
-cut to its motion crop, ``crop=motion``), then `tubelet watch --alert fall` over a stream of that room (walking, a
-fall, lying, getting up, walking on).
+cut to its motion crop and read as frame differences: ``crop=motion``, ``pixels=difference``), then `tubelet watch
+--alert fall` over a stream of that room (walking, a fall, lying, getting up, walking on).
 
-Two things are checked: the plumbing (watch's fall events are exactly the stretches where the checkpoint's window
+Three things are checked: the plumbing (watch's fall events are exactly the stretches where the checkpoint's window
 scores from `tubelet predict` reach the alert's MIN_SCORE, at the stream's seconds, both reading the checkpoint's
-crop) and the detection (an event opens within a second of the body starting to go down, overlaps the fall, and the
-walking before and after raises none). Whether a classifier tells falls from walking, sitting and bending, on
-scenes it never saw, is measured by `benchmarks/bench_falls.py`."""
+crop and differences); the detection (an event opens within a second of the body starting to go down, overlaps the
+fall, and the walking before and after raises none); and `explain` of the cropped checkpoint. Whether a classifier
+tells falls from walking, sitting and bending, on scenes it never saw, is measured by `benchmarks/bench_falls.py`."""
 
 import csv
 import json
@@ -29,10 +29,12 @@ from tubelet.stream.events import Hysteresis
 FPS = 8.0
 CLIPS = 8  # per class
 FALL_AT = 14.0  # seconds into the stream: walking before, lying after
-# The `test` encoder on 2 s windows at 4 fps, each cut to the square around what moves in it (from 96-px frames)
-# and read at 32 x 32: 2 x 2 patches of 16 px a tubelet, 16 particles a window before pruning.
-TINY = dict(model="test", size=96, max_long_side=144, crop="motion", crop_size=32, sample_fps=4.0, clip_seconds=2.0,
-            batch_particles=600, workers=0, lr=1e-2, crop_scale_min=1.0, flip=True, min_steps_per_epoch=0)  # fmt: skip
+# The `test` encoder on 2 s windows at 4 fps, each cut to the square around what moves in it (from 96-px frames),
+# read at 32 x 32 as frame differences (as `benchmarks/bench_falls.py` reads them): 2 x 2 patches of 16 px a
+# tubelet, 16 particles a window before pruning.
+TINY = dict(model="test", size=96, max_long_side=144, crop="motion", crop_size=32, pixels="difference",
+            sample_fps=4.0, clip_seconds=2.0, batch_particles=600, workers=0, lr=1e-2, crop_scale_min=1.0, flip=True,
+            min_steps_per_epoch=0)  # fmt: skip
 
 
 def room():
@@ -101,7 +103,8 @@ def test_watch_alert_fall_raises_one_event_at_the_fall_and_none_while_walking(tm
     (2 s windows every 1 s) raises an event that opens within a second of the fall's start and overlaps the fall
     (going down to getting up); no event lies wholly in the walking before or after it."""
     checkpoint, stream, start, end, _ = falls_run
-    assert json.loads((checkpoint / "config.json").read_text())["preprocessing"]["crop"] == "motion"
+    saved = json.loads((checkpoint / "config.json").read_text())["preprocessing"]
+    assert (saved["crop"], saved["pixels"]) == ("motion", "difference")
     code = main(["watch", str(stream), "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--alert", "fall",
                  "--stride-seconds", "1", "--json"])  # fmt: skip
     assert code == 0
