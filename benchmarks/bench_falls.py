@@ -208,6 +208,22 @@ def event_row(name: str, r: dict, minutes: float) -> list:
             median(r["delays"]), median(r["alarms"]), worst, f"{len(r['false']) / minutes:.2f}", kinds]  # fmt: skip
 
 
+def verdict(accuracy: float, baseline_accuracy: float, model: dict, baseline: dict, minutes: float) -> str:
+    """One paragraph saying, from the figures, where the model stands against the motion-feature baseline."""
+
+    def versus(a: float, b: float) -> str:
+        return "beats" if a > b + 1e-9 else "ties with" if abs(a - b) <= 1e-9 else "loses to"
+
+    precision = lambda r: r["matched"] / r["events"] if r["events"] else 0.0  # noqa: E731
+    return (
+        f"**Verdict.** On the test clips the model {versus(accuracy, baseline_accuracy)} the motion-feature baseline "
+        f"({accuracy:.3f} against {baseline_accuracy:.3f}; chance 0.250). On the streams it finds {model['found']} of "
+        f"{model['falls']} falls against the baseline's {baseline['found']}, at precision {precision(model):.2f} "
+        f"against {precision(baseline):.2f}, with {len(model['false']) / minutes:.2f} false alarms a minute against "
+        f"{len(baseline['false']) / minutes:.2f}."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer clips and streams, shorter training")
@@ -281,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         event_row("motion features + logistic regression", total(motion_results), minutes),
     ])  # fmt: skip
     counts = {split: len(manifest(data, split)) for split in ("train", "val", "test")}
+    motion_accuracy = float(np.mean(np.array(motion_pred) == labels))
     body = (
         "Can a small particle classifier tell a fall from walking, sitting down and bending over, and does "
         "`tubelet watch --alert fall` raise the event at the right seconds on a long stream? Protocol in "
@@ -304,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         "overlaps the span from going down to getting up; delay = event start - fall start, alarm = end of the "
         "window that opened it - fall start):\n\n"
         + events_table
+        + "\n\n"
+        + verdict(test["accuracy"], motion_accuracy, total(model_results), total(motion_results), minutes)
         + "\n\n"
         + table(["stream", "length", "falls at s", "watch events s", "watch real-time factor"], per_stream)
         + f"\n\nTotal {time.perf_counter() - started:.0f} s{' (--quick)' if args.quick else ''}."
