@@ -132,6 +132,21 @@ def test_prune_reference_is_a_run_config_field_that_reaches_the_checkpoints_prep
     assert preprocessing_for(cfg, (2, 16, 16), None).prune_reference == "anchor"
 
 
+def test_crop_and_pixels_are_run_config_fields_that_reach_the_checkpoints_preprocessing():
+    from tubelet.data.transforms import Preprocessing
+    from tubelet.train.config import make_config
+    from tubelet.train.run import DIFFERENCE_STD, preprocessing_for
+
+    cfg = make_config("classification", data="d", size=128, crop="motion", crop_size=64, pixels="difference")
+    pre = preprocessing_for(cfg, (2, 16, 16), None)
+    assert (pre.crop, pre.crop_side, pre.pixels) == ("motion", 64, "difference")
+    assert (pre.mean, pre.std) == ((0.0, 0.0, 0.0), DIFFERENCE_STD)  # a change of 0 is 0; a fresh model only
+    assert preprocessing_for(cfg, (2, 16, 16), Preprocessing()).mean == Preprocessing().mean  # a checkpoint keeps its
+    assert preprocessing_for(make_config("classification", data="d"), (2, 16, 16), pre).crop is None  # the run's
+    with pytest.raises(ConfigError, match=r"^crop: expected one of None, motion, got 'person'$"):
+        preprocessing_for(make_config("classification", data="d", crop="person"), (2, 16, 16), None)
+
+
 def test_a_negative_steps_floor_is_refused_naming_the_field():
     from tubelet.train.config import make_config
 

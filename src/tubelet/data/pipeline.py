@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from tubelet.data.crop import frame_differences, motion_crop
 from tubelet.data.transforms import AudioPreprocessing, Augment, Preprocessing, random_resized_crop
 from tubelet.errors import ConfigError, VideoError
 from tubelet.io.audio import Audio, decode_audio
@@ -258,9 +259,15 @@ def clip_particles(
 
 
 def to_particles(frames: torch.Tensor | np.ndarray, timestamps, pre: Preprocessing) -> Particles:
-    """Frames (T, H, W, 3) uint8 at their times (T,) seconds -> normalized, pruned particles."""
+    """Frames (T, H, W, 3) uint8 at their times (T,) seconds -> normalized, pruned particles (of the window's motion
+    crop when the preprocessing has one)."""
+    frames = torch.as_tensor(frames)
+    if pre.crop == "motion":
+        frames = motion_crop(frames, pre.crop_side)  # (T, S, S, 3)
+    if pre.pixels == "difference":
+        frames = frame_differences(frames)
     return tokenize(
-        torch.as_tensor(frames),
+        frames,
         timestamps=timestamps,
         tubelet=pre.tubelet,
         prune_threshold=pre.prune_threshold,

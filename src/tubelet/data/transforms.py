@@ -19,6 +19,9 @@ from tubelet.particles.audio import LOG_FLOOR
 from tubelet.particles.prune import check_reference
 from tubelet.typed import check_range, from_dict
 
+CROPS = (None, "motion")  # what `Preprocessing.crop` may be
+PIXELS = ("rgb", "difference")  # what `Preprocessing.pixels` may be
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -35,9 +38,22 @@ class Preprocessing:
     # What a tubelet is compared with when pruning: "previous" tubelet or the run's "anchor" particle. A checkpoint
     # saved before this field existed has no key and loads as "previous", which is what it was trained with.
     prune_reference: str = DEFAULT_PRUNE_REFERENCE
+    # "motion": each window is cut to the square around what moves in it and resized to `crop_size`
+    # (`tubelet.data.crop`); None reads the whole frame. A checkpoint saved before this field existed loads as None.
+    crop: str | None = None
+    crop_size: int | None = None  # side in pixels of the motion crop; None: `size`
+    # "difference": each frame replaced by its grey level's absolute change from the frame before, in all three
+    # channels (what moved, not what it looks like; `tubelet.data.crop.frame_differences`); "rgb": the frames.
+    pixels: str = "rgb"
 
     def __post_init__(self) -> None:
-        check_range(self, "tubelet", "size", "max_long_side", low=1)
+        check_range(self, "tubelet", "size", "max_long_side", "crop_size", low=1)
+        if self.crop not in CROPS:
+            raise ValueError(f"crop: expected one of {', '.join(map(str, CROPS))}, got {self.crop!r}")
+        if self.pixels not in PIXELS:
+            raise ValueError(f"pixels: expected one of {', '.join(PIXELS)}, got {self.pixels!r}")
+        if self.crop is not None and self.crop_side is None:
+            raise ValueError("crop_size: a motion crop needs a side in pixels (crop_size or size)")
         check_range(self, "prune_threshold", low=0)
         check_reference(self.prune_reference)
         check_range(self, "sample_fps", "clip_seconds", "std", low=0, strict=True)
@@ -52,8 +68,15 @@ class Preprocessing:
         """A saved preprocessing; one without ``prune_reference`` (saved before it existed) pruned as "previous"."""
         return from_dict(cls, {"prune_reference": LEGACY_PRUNE_REFERENCE, **data}, what="preprocessing")
 
+    @property
+    def crop_side(self) -> int | None:
+        """Side in pixels of the square a window is cropped to; None without a crop."""
+        if self.crop is None:
+            return None
+        return self.crop_size or self.size
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(H, W) a source frame is resized to."""
+        """(H, W) a source frame is resized to (before any crop)."""
         if self.size is None:
             return height, width
         scale = self.size / min(height, width)
@@ -65,7 +88,7 @@ class Preprocessing:
         """Upper bound on particles of one clip before pruning (for batching by a particle budget)."""
         seconds = self.clip_seconds if seconds is None else min(seconds, self.clip_seconds)
         frames = max(1, math.ceil(seconds * (self.sample_fps or fps)))
-        h, w = self.output_size(height, width)
+        h, w = (self.crop_side,) * 2 if self.crop is not None else self.output_size(height, width)
         t, p, q = self.tubelet
         return math.ceil(frames / t) * math.ceil(h / p) * math.ceil(w / q)
 

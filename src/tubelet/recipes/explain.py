@@ -27,12 +27,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from tubelet import models
 from tubelet.data.av_dataset import MISSING_AUDIO, AudioPreprocessing
+from tubelet.data.crop import motion_box, motion_crop
 from tubelet.data.pipeline import DecodedWindow, check_window, clip_particles, decode_window
 from tubelet.data.qa import QUESTION, asked_questions
 from tubelet.data.text import PAD, encode
@@ -124,6 +126,14 @@ def explain(
     clip = decode_window(
         path, interval, pre=pre, modalities=modalities, audio_pre=audio, source_size=(info.height, info.width)
     )
+    scale, origin = (1.0, 1.0), (0.0, 0.0)  # model pixels -> source pixels: y = origin + scale * y_model
+    if clip.frames is not None:
+        scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])
+    cropped = pre.crop is not None and clip.frames is not None
+    if cropped:  # explain what the model saw: the window's motion crop (shown as the heatmap video's frames)
+        scale, origin = _crop_geometry(clip.frames, pre.crop_side, scale)
+        clip.frames = motion_crop(clip.frames, pre.crop_side)  # (T, S, S, 3)
+        pre = replace(pre, crop=None)  # the frames are cut already
     particles = window_particles(clip, pre, modalities, audio, question=token_ids)
     probs = class_probs(model, [particles])[0]
     index = int(probs.argmax()) if target is None else _label_index(target, labels)
@@ -134,10 +144,7 @@ def explain(
     explanation = explain_particles(model, particles, index, method, window=tuple(window), steps=steps, **baselines)
     tokens = [loaded.tokenizer.id_to_token(i) for i in token_ids] if token_ids is not None else None
 
-    scale = (1.0, 1.0)
-    if clip.frames is not None:
-        scale = (info.height / clip.frames.shape[1], info.width / clip.frames.shape[2])
-    rows = particle_rows(explanation, scale, interval[0], tokens=tokens)
+    rows = particle_rows(explanation, scale, interval[0], tokens=tokens, origin=origin)
     out.mkdir(parents=True, exist_ok=True)  # checked writable before the work; created once there is a result
     write_particles_csv(out / "particles.csv", rows)
     order = np.argsort([-r["score"] for r in rows], kind="stable")[:topk]
@@ -176,7 +183,8 @@ def explain(
     if pictures:
         if "video" in modalities:
             top = [r for r in result["top_particles"] if r.get("modality", "video") == "video"]
-            result["files"].update(_video_pictures(out, path, clip, pre, explanation, labels[index], top))
+            drawn = _video_pictures(out, path, clip, pre, explanation, labels[index], top, cropped=cropped)
+            result["files"].update(drawn)
         if heard is not None:
             picture = plot_audio(
                 out / "audio.png", heard, offset=interval[0], sample_rate=audio.sample_rate, hop=audio.hop,
@@ -212,15 +220,36 @@ def _load(checkpoint: str | models.Loaded) -> tuple[models.Loaded, str]:
     return models.load(checkpoint), str(checkpoint)
 
 
+def _crop_geometry(frames, side: int, scale: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(scale, origin) from the pixels of a window's motion crop (`side` x `side`, `tubelet.data.crop`) of `frames`
+    (T, H, W, 3) to source pixels, given `scale` from `frames`' pixels to the source's."""
+    height, width = frames.shape[1:3]
+    top, left, cut_h, cut_w = 0, 0, height, width  # nothing moves: the whole frame, squeezed to the square
+    box = motion_box(frames)
+    if box is not None:
+        top, left, cut_h = box
+        cut_w = cut_h
+    return (scale[0] * cut_h / side, scale[1] * cut_w / side), (scale[0] * top, scale[1] * left)
+
+
 def _video_pictures(
-    out: Path, path: str | Path, clip: DecodedWindow, pre, explanation: Explanation, label: str, top: list[dict]
+    out: Path,
+    path: str | Path,
+    clip: DecodedWindow,
+    pre,
+    explanation: Explanation,
+    label: str,
+    top: list[dict],
+    *,
+    cropped: bool = False,
 ) -> dict:
     """The heatmap video and timeline (`top`: the best video particles' rows) of the video particles' scores."""
     seen = explanation.of_modality("video")
-    # The overlay goes on the source-resolution frames at the same times (the model saw them resized).
+    # The overlay goes on the source-resolution frames at the same times (the model saw them resized), or on the
+    # window's motion crop as the model read it (`cropped`).
     start, end = clip.window
-    source = decode(path, start=start, end=end, fps=pre.sample_fps)
-    shown = source.frames if len(source.frames) == len(clip.frames) else clip.frames.numpy()
+    source = decode(path, start=start, end=end, fps=pre.sample_fps) if not cropped else None
+    shown = source.frames if source is not None and len(source.frames) == len(clip.frames) else clip.frames.numpy()
     files = write_heatmap_video(out, shown, clip.timestamps, seen)
     files["timeline"] = str(plot_timeline(out / "timeline.png", seen, clip.timestamps, label=label, top=top))
     return files
@@ -273,11 +302,17 @@ def window_particles(
 
 
 def particle_rows(
-    explanation: Explanation, scale: tuple[float, float], offset: float, *, tokens: list[str] | None = None
+    explanation: Explanation,
+    scale: tuple[float, float],
+    offset: float,
+    *,
+    tokens: list[str] | None = None,
+    origin: tuple[float, float] = (0.0, 0.0),
 ) -> list[dict]:
     """One dict per particle, in the explanation's order: seconds in the video, tubelet index, grid cell, score.
 
-    Video particles also give their pixels in the source (`scale`: source / model pixels, rows and columns); audio
+    Video particles also give their pixels in the source (`scale`: source / model pixels, rows and columns; `origin`:
+    the source pixel (row, column) of the model's top left, not 0 for a motion crop); audio
     particles' ``row`` is their mel band and their pixels are None; text particles' ``ti`` is their position in the
     question, whose `tokens` (strings, in order) give their ``token``. A fusion clip's rows carry their ``modality``.
     """
@@ -286,7 +321,10 @@ def particle_rows(
     for name in explanation.modalities:
         part = explanation.of_modality(name)
         particles = part.particles
-        boxes = particle_boxes(particles, scale).round().astype(int) if name == "video" else None
+        boxes = None
+        if name == "video":
+            shift = np.array([origin[1], origin[0], origin[1], origin[0]])  # x0, y0, x1, y1
+            boxes = (particle_boxes(particles, scale) + shift).round().astype(int)
         for i in range(len(particles)):
             row = {
                 "t": round(float(particles.t[i]) + offset, 4),

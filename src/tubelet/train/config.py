@@ -104,6 +104,18 @@ class PreprocessFields:
         "what pruning compares a tubelet with: previous (the tubelet before it) or anchor (the particle that "
         "opened its run, so a slow pan's drift adds up and keeps a new particle)",
     )
+    crop: str | None = opt(
+        None,
+        "motion: cut each window to the square around what moves in it (frame differences over the window; the "
+        "whole frame when nothing moves), resized to crop_size; saved with the checkpoint, so predict, evaluate "
+        "and watch crop the same way",
+    )
+    crop_size: int | None = opt(None, "side in pixels of the motion crop (none: size)")
+    pixels: str = opt(
+        "rgb",
+        "rgb, or difference: each frame replaced by its grey level's absolute change from the frame before (what "
+        "moved, not what it looks like); saved with the checkpoint",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

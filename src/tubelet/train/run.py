@@ -204,6 +204,9 @@ def train_arm(task: Task, cfg, prepared: Prepared, arm: Arm, *, named: bool = Fa
     )  # fmt: skip
 
 
+DIFFERENCE_STD = (0.05, 0.05, 0.05)  # normalization of ``pixels="difference"`` frames (0-1 units; ~13 grey levels)
+
+
 def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | None) -> Preprocessing:
     """The checkpoint's preprocessing (`base`, or the defaults for a fresh model) with the run's sampling, resizing
     and pruning; the model's tubelet, which no run can change."""
@@ -219,9 +222,16 @@ def preprocessing_for(cfg, tubelet: tuple[int, int, int], base: Preprocessing | 
             max_long_side=cfg.max_long_side,
             prune_threshold=cfg.prune_threshold,
             prune_reference=cfg.prune_reference,
+            crop=cfg.crop,
+            crop_size=cfg.crop_size,
+            pixels=cfg.pixels,
         )
     except ValueError as exc:  # a value out of range (Preprocessing checks each field); the message names it
         raise ConfigError(str(exc)) from exc
+    if pre.pixels == "difference" and base is None:
+        # Changes are 0 where nothing moves: centred on 0 and scaled so a moving edge (tens of levels) reads ~1-5,
+        # as pixels around the mean grey do in RGB. A fresh model only: a checkpoint keeps the normalization it has.
+        pre = replace(pre, mean=(0.0, 0.0, 0.0), std=DIFFERENCE_STD)
     check_fits(pre)
     return pre
 
