@@ -42,15 +42,15 @@ from tubelet.tasks.inference import view_windows
 ATTRS = ("object", "colour", "direction", "sound")
 
 
-def stories_data(given: str | None, quick: bool) -> Path:
+def stories_data(given: str | None, quick: bool, dialogues: int) -> Path:
     if given:
         return Path(given)
-    root = work_dir() / ("stories_quick" if quick else "stories")
+    root = work_dir() / (f"stories_quick_{dialogues}" if quick else f"stories_{dialogues}")
     if not (root / "captions_test.jsonl").is_file():
         from tubelet.data.sample_stories import generate_stories  # the stories sample generator (issue 19)
 
         shutil.rmtree(root, ignore_errors=True)
-        generate_stories(root, seed=0, **({"stories": 6, "story_seconds": 20} if quick else {}))
+        generate_stories(root, seed=0, dialogues=dialogues, **({"stories": 6, "story_seconds": 20} if quick else {}))
     return root
 
 
@@ -105,8 +105,11 @@ def run_minutes(out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None, help="a stories dataset (default: generate one)")
-    parser.add_argument("--epochs", type=int, default=8, help="captioning epochs")
-    parser.add_argument("--dialogue-epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=14, help="captioning epochs")
+    parser.add_argument("--dialogue-epochs", type=int, default=4)
+    parser.add_argument("--dialogues", type=int, default=10, help="dialogues per story of the generated data")
+    parser.add_argument("--only", choices=("caption", "dialogue"), default=None,
+                        help="train that part only and write nothing (a later --reuse run scores both)")  # fmt: skip
     parser.add_argument("--model", default="micro")
     parser.add_argument("--quick", action="store_true", help="6 short stories, 1 epoch each, test model (smoke run)")
     parser.add_argument("--reuse", action="store_true", help="score the runs already in benchmarks/_work again")
@@ -114,19 +117,24 @@ def main() -> None:
     if args.quick:
         args.epochs, args.dialogue_epochs, args.model = 1, 1, "test"
     logging.basicConfig(level=logging.WARNING)
-    data = stories_data(args.data, args.quick)
+    data = stories_data(args.data, args.quick, args.dialogues)
     caption_settings = dict(
         task="caption", model=args.model, epochs=args.epochs, size=64, max_long_side=96, sample_fps=4.0,
-        clip_seconds=2.0, batch_particles=4096, lr=2e-3, warmup_epochs=1.0, workers=2, crop_scale_min=0.8,
+        clip_seconds=2.0, batch_particles=1024, lr=2e-3, warmup_epochs=1.0, workers=2, crop_scale_min=0.8,
         min_steps_per_epoch=10,
     )  # fmt: skip
     dialogue_settings = dict(
         task="dialogue", model=args.model, epochs=args.dialogue_epochs, size=48, max_long_side=64, sample_fps=0.5,
-        clip_seconds=120.0, batch_particles=4096, lr=2e-3, warmup_epochs=1.0, workers=2, ablate=True,
+        clip_seconds=120.0, batch_particles=2048, lr=2e-3, warmup_epochs=1.0, workers=2, ablate=True,
         min_steps_per_epoch=10,
     )  # fmt: skip
 
-    out = work_dir() / "caption_run"
+    out, dout = work_dir() / "caption_run", work_dir() / "dialogue_run"
+    if args.only:  # one part's training, alone (two parts can then train side by side)
+        chosen, settings = (out, caption_settings) if args.only == "caption" else (dout, dialogue_settings)
+        shutil.rmtree(chosen, ignore_errors=True)
+        finetune(FinetuneConfig(data=str(data), out=str(chosen), seed=0, **settings))
+        return
     if not (args.reuse and (out / "best").is_dir()):
         shutil.rmtree(out, ignore_errors=True)
         finetune(FinetuneConfig(data=str(data), out=str(out), seed=0, **caption_settings))
@@ -141,7 +149,6 @@ def main() -> None:
     nn_minutes = (time.perf_counter() - started) / 60
     print(json.dumps({"caption": {k: model[k] for k in ("bleu4", "attribute_match")}, "nearest": baseline}))
 
-    dout = work_dir() / "dialogue_run"
     if not (args.reuse and (dout / "report" / "report.json").is_file()):
         shutil.rmtree(dout, ignore_errors=True)
         finetune(FinetuneConfig(data=str(data), out=str(dout), seed=0, **dialogue_settings))
