@@ -142,6 +142,8 @@ def test_candidate_scores_follow_the_history_only_for_a_model_that_reads_it(toke
     loss, count = sequence_loss(model, memory, [Sequence(*prompt, candidates[2] + [ids["eos_id"]])])
     assert score_candidates(model, memory, prompt, candidates)[2] == pytest.approx(-float(loss), rel=1e-5)
     assert count == len(candidates[2]) + 1
+    summed = score_candidates(model, memory, prompt, candidates, reduce="sum")[2]
+    assert summed == pytest.approx(-float(loss) * count, rel=1e-5)  # the whole answer's log-probability
 
 
 def test_a_trained_dialogue_models_answer_changes_when_the_history_changes(tokenizer):
