@@ -301,6 +301,17 @@ class DialogueTask(TextDecoderTask):
                 turns = row.get("turns", m.get("num_turns"))
                 cells = " | ".join(f"{row.get(k, float('nan')):.3f}" for k in ("mrr", "r@1", "r@5", "answer_match"))
                 lines.append(f"| {name} | {part.replace('_', ' ')} | {turns} | {cells} |")
+        questions = sorted({q for m in arms.values() for q in m.get("by_question", {})})
+        if questions:
+            lines += [
+                "",
+                "| arm | question (needs history) | turns | MRR | R@1 | answer match |",
+                "|---|---|---:|---:|---:|---:|",
+            ]
+            for name, m in arms.items():
+                for q, row in m.get("by_question", {}).items():
+                    cells = " | ".join(f"{row.get(k, float('nan')):.3f}" for k in ("mrr", "r@1", "answer_match"))
+                    lines.append(f"| {name} | {q} | {row['turns']} | {cells} |")
         return "\n".join(lines) + "\n"
 
     def summary_line(self, report: dict) -> str:
