@@ -143,7 +143,7 @@ def main() -> None:
     data = stories_data(args.data, args.quick, args.dialogues)
     cdata = Path(args.caption_data) if args.caption_data else data
     caption_settings = dict(
-        task="caption", model=args.model, epochs=args.epochs, size=64, max_long_side=96, sample_fps=4.0,
+        task="caption", model=args.model, epochs=args.epochs, size=96, max_long_side=128, sample_fps=4.0,
         clip_seconds=2.0, batch_particles=1024, lr=2e-3, warmup_epochs=1.0, workers=2, crop_scale_min=0.8,
         min_steps_per_epoch=10,
     )  # fmt: skip
