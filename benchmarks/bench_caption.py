@@ -15,8 +15,14 @@ model, a history-blind model (clip + question) and a question-only model (questi
 the test turns' candidates by length-normalised likelihood (MRR, R@1, R@5) and generates an answer (exact match),
 split by ``needs_history``.
 
-Run: ``python -m benchmarks.bench_caption [--data STORIES_DIR] [--epochs E] [--dialogue-epochs E] [--model M]
-[--quick] [--reuse]``. Without ``--data`` the stories sample is generated (when this checkout has its generator).
+Each follow-up about colour, direction or sound is also scored apart (``by_question``): its answer is in the caption
+the dialogue's previous answer gave, so a model that reads the history can copy it and a history-blind one can only
+guess among the answers of its type.
+
+Run: ``python -m benchmarks.bench_caption [--data STORIES_DIR] [--caption-data STORIES_DIR] [--dialogues N]
+[--epochs E] [--dialogue-epochs E] [--model M] [--quick] [--reuse] [--only caption|dialogue]``. Without ``--data``
+the stories sample is generated with ``--dialogues`` (10) dialogues per story; ``--only`` trains one part and writes
+nothing, so the two parts can train side by side and a later ``--reuse`` run scores both.
 """
 
 from __future__ import annotations
@@ -31,26 +37,27 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine_markdown, table, work_dir, write_section
-from tubelet.data.events import caption_manifest, load_captions
+from tubelet.data.events import caption_manifest, dialogue_manifest, load_captions, load_dialogues
 from tubelet.models import load
 from tubelet.nn.device import resolve_device
 from tubelet.recipes.finetune import FinetuneConfig, finetune
 from tubelet.tasks.caption import attribute_scores, bleu4, caption_windows, evaluate_captions
+from tubelet.tasks.dialogue import evaluate_dialogue
 from tubelet.tasks.generate import Decoding
 from tubelet.tasks.inference import view_windows
 
 ATTRS = ("object", "colour", "direction", "sound")
 
 
-def stories_data(given: str | None, quick: bool) -> Path:
+def stories_data(given: str | None, quick: bool, dialogues: int) -> Path:
     if given:
         return Path(given)
-    root = work_dir() / ("stories_quick" if quick else "stories")
+    root = work_dir() / (f"stories_quick_{dialogues}" if quick else f"stories_{dialogues}")
     if not (root / "captions_test.jsonl").is_file():
         from tubelet.data.sample_stories import generate_stories  # the stories sample generator (issue 19)
 
         shutil.rmtree(root, ignore_errors=True)
-        generate_stories(root, seed=0, **({"stories": 6, "story_seconds": 20} if quick else {}))
+        generate_stories(root, seed=0, dialogues=dialogues, **({"stories": 6, "story_seconds": 20} if quick else {}))
     return root
 
 
@@ -93,6 +100,21 @@ def random_caption(data: Path) -> dict:
     return {"bleu4": bleu, "attribute_match": match, "per_attribute": rows}
 
 
+def by_question(dout: Path, data: Path, report: dict) -> None:
+    """Fill each arm's ``by_question`` numbers (the test turns of each question that needs the history) where a
+    report written before they existed lacks them: the arm's checkpoint scored again on the test turns."""
+    test = None
+    for arm, numbers in report["arms"].items():
+        if "by_question" in numbers:
+            continue
+        test = test or load_dialogues(dialogue_manifest(data, "test", required=True))
+        best = dout / "best" if arm == report["arm"] else dout / "ablation" / arm / "best"
+        loaded = load(best, kind="captioner")
+        scores = evaluate_dialogue(loaded.model, test, loaded.preprocessing, loaded.tokenizer, audio=loaded.audio,
+                                   device=resolve_device("auto"), workers=2)  # fmt: skip
+        numbers["by_question"] = scores["by_question"]
+
+
 def run_minutes(out: Path) -> float:
     """Training wall time of a run (every arm), from its metrics.jsonl timestamps (first step to last line)."""
     times = []
@@ -105,8 +127,12 @@ def run_minutes(out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None, help="a stories dataset (default: generate one)")
-    parser.add_argument("--epochs", type=int, default=8, help="captioning epochs")
-    parser.add_argument("--dialogue-epochs", type=int, default=6)
+    parser.add_argument("--caption-data", default=None, help="another stories dataset for captioning (default: --data)")
+    parser.add_argument("--epochs", type=int, default=14, help="captioning epochs")
+    parser.add_argument("--dialogue-epochs", type=int, default=4)
+    parser.add_argument("--dialogues", type=int, default=10, help="dialogues per story of the generated data")
+    parser.add_argument("--only", choices=("caption", "dialogue"), default=None,
+                        help="train that part only and write nothing (a later --reuse run scores both)")  # fmt: skip
     parser.add_argument("--model", default="micro")
     parser.add_argument("--quick", action="store_true", help="6 short stories, 1 epoch each, test model (smoke run)")
     parser.add_argument("--reuse", action="store_true", help="score the runs already in benchmarks/_work again")
@@ -114,39 +140,48 @@ def main() -> None:
     if args.quick:
         args.epochs, args.dialogue_epochs, args.model = 1, 1, "test"
     logging.basicConfig(level=logging.WARNING)
-    data = stories_data(args.data, args.quick)
+    data = stories_data(args.data, args.quick, args.dialogues)
+    cdata = Path(args.caption_data) if args.caption_data else data
     caption_settings = dict(
-        task="caption", model=args.model, epochs=args.epochs, size=64, max_long_side=96, sample_fps=4.0,
-        clip_seconds=2.0, batch_particles=4096, lr=2e-3, warmup_epochs=1.0, workers=2, crop_scale_min=0.8,
+        task="caption", model=args.model, epochs=args.epochs, size=96, max_long_side=128, sample_fps=4.0,
+        clip_seconds=2.0, batch_particles=1024, lr=2e-3, warmup_epochs=1.0, workers=2, crop_scale_min=0.8,
         min_steps_per_epoch=10,
     )  # fmt: skip
     dialogue_settings = dict(
         task="dialogue", model=args.model, epochs=args.dialogue_epochs, size=48, max_long_side=64, sample_fps=0.5,
-        clip_seconds=120.0, batch_particles=4096, lr=2e-3, warmup_epochs=1.0, workers=2, ablate=True,
+        clip_seconds=120.0, batch_particles=2048, lr=2e-3, warmup_epochs=1.0, workers=2, ablate=True,
         min_steps_per_epoch=10,
     )  # fmt: skip
 
-    out = work_dir() / "caption_run"
+    tail = "_quick" if args.quick else ""  # a smoke run leaves the real runs alone
+    out, dout = work_dir() / f"caption_run{tail}", work_dir() / f"dialogue_run{tail}"
+    if args.only:  # one part's training, alone (two parts can then train side by side)
+        chosen, settings, source = (
+            (out, caption_settings, cdata) if args.only == "caption" else (dout, dialogue_settings, data)
+        )
+        shutil.rmtree(chosen, ignore_errors=True)
+        finetune(FinetuneConfig(data=str(source), out=str(chosen), seed=0, **settings))
+        return
     if not (args.reuse and (out / "best").is_dir()):
         shutil.rmtree(out, ignore_errors=True)
-        finetune(FinetuneConfig(data=str(data), out=str(out), seed=0, **caption_settings))
+        finetune(FinetuneConfig(data=str(cdata), out=str(out), seed=0, **caption_settings))
     caption_minutes = run_minutes(out)
     loaded = load(out / "best")
     model = evaluate_captions(
-        loaded.model, load_captions(caption_manifest(data, "test", required=True)), loaded.preprocessing,
+        loaded.model, load_captions(caption_manifest(cdata, "test", required=True)), loaded.preprocessing,
         loaded.tokenizer, device=resolve_device("auto"), workers=2,
     )  # fmt: skip
     started = time.perf_counter()
-    baseline = nearest_neighbour(out / "best", data)
+    baseline = nearest_neighbour(out / "best", cdata)
     nn_minutes = (time.perf_counter() - started) / 60
     print(json.dumps({"caption": {k: model[k] for k in ("bleu4", "attribute_match")}, "nearest": baseline}))
 
-    dout = work_dir() / "dialogue_run"
     if not (args.reuse and (dout / "report" / "report.json").is_file()):
         shutil.rmtree(dout, ignore_errors=True)
         finetune(FinetuneConfig(data=str(data), out=str(dout), seed=0, **dialogue_settings))
     dialogue_minutes = run_minutes(dout)
     dialogue = json.loads((dout / "report" / "report.json").read_text())
+    by_question(dout, data, dialogue)
     print(json.dumps({arm: {k: m[k] for k in ("mrr", "r@1", "answer_match")} for arm, m in dialogue["arms"].items()}))
 
     def cap_row(name, m):
@@ -154,7 +189,7 @@ def main() -> None:
         return [name, f"{m['bleu4']:.2f}", f"{m['attribute_match']:.3f}",
                 *(f"{per[a]['match']:.3f}" if a in per else "-" for a in ATTRS)]  # fmt: skip
 
-    chance = random_caption(data)
+    chance = random_caption(cdata)
     caption_rows = [
         cap_row("caption model (greedy)", model),
         cap_row("nearest train caption", baseline),
@@ -165,12 +200,20 @@ def main() -> None:
         for part, row in (("all", {**m, "turns": m["num_turns"]}), *m["by_needs_history"].items()):
             cells = [f"{row[k]:.3f}" if k in row else "-" for k in ("mrr", "r@1", "r@5", "answer_match")]
             dialogue_rows.append([arm, part.replace("_", " "), row.get("turns", 0), *cells])
+    questions = sorted({q for m in dialogue["arms"].values() for q in m["by_question"]})
+    question_rows = [
+        [q, m["by_question"][q]["turns"], *(f"{dialogue['arms'][a]['by_question'][q][k]:.3f}" for a in dialogue["arms"]
+                                             for k in ("mrr", "r@1"))]
+        for q in questions for m in [next(iter(dialogue["arms"].values()))]
+    ]  # fmt: skip
     candidates = dialogue["by_needs_history"]["needs_history"].get("candidates", float("nan"))
     test_events = model["num_captions"]
+    train_events = len(load_captions(caption_manifest(cdata, "train", required=True)).captions)
     body = "\n\n".join(
         [
-            f"Data: `{data.name}` (stories sample: {test_events} test events; dialogue test turns "
-            f"{dialogue['num_turns']}, about {candidates:.0f} candidates each). Model `{args.model}` encoder, a "
+            f"Data: stories samples, `{cdata.name}` for captions ({train_events} train and {test_events} test "
+            f"events), `{data.name}` for dialogue ({dialogue['num_turns']} test turns, about {candidates:.0f} "
+            f"candidates each). Model `{args.model}` encoder, a "
             "2-block causal text decoder of its width over its particle features; tokenizer trained on the train "
             "text. See the module docstring for the protocol.",
             f"**Captioning** ({args.epochs} epochs, training {caption_minutes:.1f} min; baseline {nn_minutes:.1f} min) "
@@ -183,6 +226,12 @@ def main() -> None:
             f"`{json.dumps(dialogue_settings)}`. Candidates ranked by mean log-prob per token; answer match is the "
             "greedy answer equal to the true one (case and punctuation aside).",
             table(["arm", "questions", "turns", "MRR", "R@1", "R@5", "answer match"], dialogue_rows),
+            "Each question that needs the history, MRR and R@1 of every arm. The follow-ups about colour, direction "
+            "and sound are answered by the caption the dialogue's last answer gave (it is in the prompt); a model "
+            "blind to the history can only guess among the answers of that type (4 colours, 3 directions, 5 sounds).",
+            table(
+                ["question", "turns", *(f"{a} {k}" for a in dialogue["arms"] for k in ("MRR", "R@1"))], question_rows
+            ),
             machine_markdown(),
         ]
     )

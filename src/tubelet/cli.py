@@ -179,6 +179,11 @@ def _sample_data_args(p: argparse.ArgumentParser, argv: list[str]) -> None:
         "--story-seconds", type=float, default=40.0, help="--stories: mean seconds per story (0.75-1.25x; default 40)"
     )
     p.add_argument(
+        "--dialogues", type=int, default=2,
+        help="--stories: dialogues per story (default 2: the events walked forward and backward; more start at a "
+        "random event)",
+    )  # fmt: skip
+    p.add_argument(
         "--vitals",
         action="store_true",
         help="write the vital-signs sample instead: 20 s videos of a face and shoulders from a real photograph with a "
@@ -222,9 +227,12 @@ def _sample_data_run(args) -> None:
                 f"--stories must be at least 3 (one per split) and --story-seconds at least 8, got {args.stories} and "
                 f"{args.story_seconds:g}"
             )
+        if args.dialogues < 2:
+            raise TubeletError(f"--dialogues must be at least 2 (the forward and backward walks), got {args.dialogues}")
         summary = generate_stories(
-            args.out, seed=args.seed, stories=args.stories, story_seconds=args.story_seconds, workers=args.workers
-        )
+            args.out, seed=args.seed, stories=args.stories, story_seconds=args.story_seconds,
+            dialogues=args.dialogues, workers=args.workers,
+        )  # fmt: skip
         _print(summary, args.json)
         return
     if args.vitals:  # faces with a pulse and breathing, and the fall clips and streams beside them (OUT/falls)

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from tubelet.data.sample_stories import COLOURS, KINDS, OBJECTS, SOUNDS, caption_rows, generate_stories, make_story
+from tubelet.data.sample_stories import (
+    COLOURS,
+    KINDS,
+    OBJECTS,
+    SOUNDS,
+    _pools,
+    caption_rows,
+    dialogue_rows,
+    generate_stories,
+    make_story,
+)
 from tubelet.io import decode, probe
 from tubelet.io.audio import decode_audio
 from tubelet.video2video.baselines import cuts
@@ -144,6 +154,26 @@ def test_dialogues_carry_their_history_and_candidates_hold_the_answer(stories):
     assert follow and all(
         r["answer"] == r["history"][-1][1].split()[1] for r in follow if r["history"][-1][1][:2] == "a "
     )
+
+
+def test_more_dialogues_per_story_keep_the_first_two_and_follow_ups_are_answered_by_the_history():
+    story = make_story(0, "train", seed=3, seconds=40)
+    pools = _pools([story])
+    two, ten = dialogue_rows(story, pools, 3), dialogue_rows(story, pools, 3, dialogues=10)
+    assert ten[: len(two)] == two  # more dialogues leave the first two as they were
+    assert len({r["dialogue"] for r in ten}) == 10
+    said = {e.caption: e for e in story.events}
+    asked = {"what colour was it?": "colour", "which way did it go?": "direction", "what sound did it make?": "sound"}
+    follow = [r for r in ten if r["question"] in asked]
+    assert len(follow) > 20 and all(r["needs_history"] for r in follow)
+    for r in follow:  # the answer is an attribute of the event the last caption in the history describes
+        event = said[[a for _, a in r["history"] if a in said][-1]]
+        expected = {"colour": event.colour, "sound": event.sound or "no sound",
+                    "direction": f"to the {event.direction}" if event.direction else None}  # fmt: skip
+        if expected[asked[r["question"]]] is not None:
+            assert r["answer"] == expected[asked[r["question"]]]
+    with pytest.raises(ValueError, match="dialogues"):
+        generate_stories("unused", dialogues=1)
 
 
 def test_splits_are_by_video_and_the_same_seed_gives_the_same_stories(stories):

@@ -89,6 +89,7 @@ def test_chat_scripted_turns_carry_the_history(stories, tmp_path, capsys):
     assert main(["finetune", "--task", "dialogue", "--data", str(stories), "--out", str(out), *FAST]) == 0
     report = json.loads((out / "report/report.json").read_text())
     assert report["by_needs_history"]["needs_history"]["turns"] == 2 and 0 <= report["mrr"] <= 1
+    assert report["by_question"]["and its colour?"] == report["by_needs_history"]["needs_history"]  # the only one
     clip = json.loads(open(stories / "dialogues_test.jsonl").readline())["path"]
     cands = tmp_path / "cands.txt"
     cands.write_text("red\ngreen\n\nblue\n")

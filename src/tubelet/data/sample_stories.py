@@ -14,8 +14,9 @@ What ``tubelet sample-data OUT --stories`` writes:
   ...]}`` from 3-5 simulated annotators: each a noisy, gain- and bias-changed, sometimes one-second-shifted view of
   one latent importance (`latent_importance`) in which collisions and sounds matter most, other events less and idle
   time least. They agree on the shape and disagree a little on every value.
-* ``dialogues_{split}.jsonl``: one line per turn of two dialogues per video, ``{"path", "dialogue", "turn",
-  "history": [[q, a], ...], "question", "answer", "candidates": [12 strings, the answer among them],
+* ``dialogues_{split}.jsonl``: one line per turn of the dialogues of each video (2 by default: one walks the events
+  forward, one backward; ``dialogues`` more start at a random event, "what happens third?"), ``{"path", "dialogue",
+  "turn", "history": [[q, a], ...], "question", "answer", "candidates": [12 strings, the answer among them],
   "needs_history"}``. "and after that?" or "what colour was it?" need the turns before; "what made a sound first?"
   does not.
 * ``stories.jsonl``: everything about each story (split, duration, shots, events with their key frames, sounds):
@@ -380,6 +381,47 @@ def _dialogue_turns(story: Story, number: int) -> list[tuple[str, str, bool, str
     return turns
 
 
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+_ASK = {  # a follow-up about the event the last answer described: (question, answer of an event, answer type)
+    "colour": ("what colour was it?", lambda e: e.colour),
+    "direction": ("which way did it go?", _direction_answer),
+    "sound": ("what sound did it make?", lambda e: e.sound or "no sound"),
+}
+
+
+def _variant_turns(story: Story, number: int, rng: np.random.Generator) -> list[tuple[str, str, bool, str]]:
+    """Dialogue `number` (2 and up) of a story: it starts at a random event (named by its place), walks forward
+    (even) or backward (odd) one event, and asks about the colour, direction or sound of the event just described.
+
+    These are many more turns of the same video whose follow-ups can only be answered from the history: what
+    trains a decoder to read its prompt (dialogues 0 and 1, `_dialogue_turns`, are the two every story has).
+    """
+    events = story.events
+    i = int(rng.integers(len(events)))
+    forward = number % 2 == 0
+    nxt, none = (
+        ("and after that?", "nothing else happens") if forward else ("and before that?", "nothing happens before that")
+    )
+    ordinal = _ORDINALS[i] if i < len(_ORDINALS) else f"number {i + 1}"
+
+    def asks(said: Event, count: int) -> list[tuple[str, str, bool, str]]:
+        kinds = [str(k) for k in rng.permutation(list(_ASK))[:count]]  # different questions about one event
+        return [(_ASK[k][0], str(_ASK[k][1](said)), True, k) for k in kinds]
+
+    turns = [(f"what happens {ordinal}?", events[i].caption, False, "caption"), *asks(events[i], 1)]
+    j = i + 1 if forward else i - 1
+    said = events[j] if 0 <= j < len(events) else events[i]
+    turns.append((nxt, said.caption if said is not events[i] else none, True, "caption"))
+    turns += asks(said, 2)
+    if rng.integers(2):
+        turns.append(("how many things happen?", str(len(events)), False, "count"))
+    else:
+        loud = next((e for e in events if e.sound), None)
+        turns.append(("what made a sound first?", f"a {loud.colour} {loud.object}" if loud else "nothing made a sound",
+                      False, "thing"))  # fmt: skip
+    return turns
+
+
 def _pools(stories: list[Story]) -> dict[str, list[str]]:
     """Answers of each type to draw wrong candidates from."""
     return {
@@ -403,13 +445,17 @@ def candidates(answer: str, kind: str, pools: dict[str, list[str]], rng: np.rand
     return [str(a) for a in rng.permutation(out)]
 
 
-def dialogue_rows(story: Story, pools: dict[str, list[str]], seed: int) -> list[dict]:
+def dialogue_rows(story: Story, pools: dict[str, list[str]], seed: int, *, dialogues: int = 2) -> list[dict]:
+    """The turns of `dialogues` dialogues about `story`: the forward and backward walks (`_dialogue_turns`), then
+    dialogues from random events (`_variant_turns`)."""
     rng = np.random.default_rng([seed, 37, int(story.path[-7:-4])])
+    variants = np.random.default_rng([seed, 47, int(story.path[-7:-4])])  # its own stream: dialogues 0, 1 stay put
     rows = []
     name = Path(story.path).stem
-    for number in (0, 1):
+    for number in range(dialogues):
         history: list[list[str]] = []
-        for turn, (question, answer, needs, kind) in enumerate(_dialogue_turns(story, number)):
+        turns = _dialogue_turns(story, number) if number < 2 else _variant_turns(story, number, variants)
+        for turn, (question, answer, needs, kind) in enumerate(turns):
             rows.append({
                 "path": story.path, "dialogue": f"{name}-{number}", "turn": turn, "history": [list(h) for h in history],
                 "question": question, "answer": answer, "candidates": candidates(answer, kind, pools, rng),
@@ -434,19 +480,23 @@ def split_of(count: int, seed: int) -> list[str]:
 
 
 def generate_stories(
-    out: str | Path, *, seed: int = 0, stories: int = 38, story_seconds: float = 40.0, workers: int = 2
-) -> dict:
+    out: str | Path, *, seed: int = 0, stories: int = 38, story_seconds: float = 40.0, dialogues: int = 2,
+    workers: int = 2,
+) -> dict:  # fmt: skip
     """Write the stories dataset to `out` (layout in the module docstring).
 
     Args:
         stories: videos to write (at least 3: one per split); by default 24 train, 6 val and 8 test.
         story_seconds: mean length; each story lasts a whole number of seconds in [0.75, 1.25] times it.
+        dialogues: dialogues per story (at least 2): the forward and backward walks, then ones from random events.
 
     Returns:
         A summary: output directory, videos and seconds per split, events, dialogue turns.
     """
     if stories < 3:
         raise ValueError(f"stories: at least 3 (one per split), got {stories}")
+    if dialogues < 2:
+        raise ValueError(f"dialogues: at least 2 per story (the forward and backward walks), got {dialogues}")
     if story_seconds < 8:
         raise ValueError(f"story_seconds: at least 8 (two shots of 4 s), got {story_seconds:g}")
     out = Path(out)
@@ -464,12 +514,12 @@ def generate_stories(
         pools = _pools(chosen)
         captions = [row for s in chosen for row in caption_rows(s)]
         importance = [{"path": s.path, "seconds": s.duration, "annotators": annotate(s, seed=seed)} for s in chosen]
-        dialogues = [row for s in chosen for row in dialogue_rows(s, pools, seed)]
-        for name, rows in (("captions", captions), ("importance", importance), ("dialogues", dialogues)):
+        turns = [row for s in chosen for row in dialogue_rows(s, pools, seed, dialogues=dialogues)]
+        for name, rows in (("captions", captions), ("importance", importance), ("dialogues", turns)):
             with open(out / f"{name}_{split}.jsonl", "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
         summary["splits"][split] = len(chosen)
         summary["seconds"][split] = sum(s.duration for s in chosen)
         summary["events"] += len(captions)
-        summary["dialogue_turns"] += len(dialogues)
+        summary["dialogue_turns"] += len(turns)
     return summary

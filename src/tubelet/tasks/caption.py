@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,8 @@ from tubelet.tasks.report import data_text, heading_markdown
 from tubelet.typed import opt
 
 log = logging.getLogger("tubelet.caption")
+
+DECODED_KEPT = 64  # decoded windows a `DecoderClipDataset` keeps (each a few hundred particles)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,19 @@ class DecoderClipDataset(AVClipDataset):
     def __init__(self, data: VideoDataset, pre, audio, *, modalities, lengths: list[int], **kwargs):
         super().__init__(data, pre, audio or AudioPreprocessing(), modalities=modalities, **kwargs)
         self.lengths = lengths
+        # Un-augmented windows decoded once per process: the many dialogue turns about one story read one video.
+        self._decoded: OrderedDict[tuple, object] = OrderedDict()
+
+    def load(self, path: str, window: tuple[float, float], height: int, width: int, rng, *, question=None):
+        if rng is not None or question is not None:  # an augmented window differs each time
+            return super().load(path, window, height, width, rng, question=question)
+        key = (path, float(window[0]), float(window[1]))
+        if key not in self._decoded:
+            self._decoded[key] = super().load(path, window, height, width, rng)
+            if len(self._decoded) > DECODED_KEPT:
+                self._decoded.popitem(last=False)
+        self._decoded.move_to_end(key)
+        return self._decoded[key]
 
     def estimates(self) -> list[int]:
         base = super().estimates()

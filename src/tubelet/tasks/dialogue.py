@@ -14,7 +14,8 @@ the answer's tokens only.
 Metrics: ``loss`` (answer-token NLL, picks ``best/``), answer matching over the candidates as AVSD/VisDial score it:
 candidates ranked by length-normalised log-likelihood (mean log-prob per token), ``mrr``, ``r@1``, ``r@5``; and
 ``answer_match``: the generated answer equals the true one (case and punctuation aside). Each is also reported
-apart for the questions that need the history (``needs_history``) and those that do not.
+apart for the questions that need the history (``needs_history``) and those that do not, and for each question that
+needs it (``by_question``).
 
 ``history=false`` trains a history-blind model (the question alone). With ``ablate`` the same budget also trains two
 arms: ``history-blind`` (the clip and the question, no history) and ``question-only`` (the question and the history as
@@ -176,6 +177,11 @@ def evaluate_dialogue(
             "needs_history": numbers([i for i in done if data.needs_history[i]]),
             "no_history_needed": numbers([i for i in done if not data.needs_history[i]]),
         },
+        # Each question that needs the history, apart: "what colour was it?" is answered by copying from the history.
+        "by_question": {
+            q: numbers([i for i in done if data.needs_history[i] and data.questions[i] == q])
+            for q in sorted({data.questions[i] for i in done if data.needs_history[i]})
+        },
         "examples": [
             {"question": data.questions[i], "answer": data.answers[i], "generated": answers[i]} for i in done[:8]
         ],
@@ -295,6 +301,17 @@ class DialogueTask(TextDecoderTask):
                 turns = row.get("turns", m.get("num_turns"))
                 cells = " | ".join(f"{row.get(k, float('nan')):.3f}" for k in ("mrr", "r@1", "r@5", "answer_match"))
                 lines.append(f"| {name} | {part.replace('_', ' ')} | {turns} | {cells} |")
+        questions = sorted({q for m in arms.values() for q in m.get("by_question", {})})
+        if questions:
+            lines += [
+                "",
+                "| arm | question (needs history) | turns | MRR | R@1 | answer match |",
+                "|---|---|---:|---:|---:|---:|",
+            ]
+            for name, m in arms.items():
+                for q, row in m.get("by_question", {}).items():
+                    cells = " | ".join(f"{row.get(k, float('nan')):.3f}" for k in ("mrr", "r@1", "answer_match"))
+                    lines.append(f"| {name} | {q} | {row['turns']} | {cells} |")
         return "\n".join(lines) + "\n"
 
     def summary_line(self, report: dict) -> str:
@@ -306,5 +323,5 @@ class DialogueTask(TextDecoderTask):
 
 def arm_summary(metrics: dict) -> dict:
     """The numbers of one arm in a dialogue report's ``arms`` table."""
-    keys = ("loss", "mrr", "r@1", "r@5", "answer_match", "num_turns", "by_needs_history")
-    return {k: metrics[k] for k in keys}
+    keys = ("loss", "mrr", "r@1", "r@5", "answer_match", "num_turns", "by_needs_history", "by_question")
+    return {k: metrics[k] for k in keys if k in metrics}

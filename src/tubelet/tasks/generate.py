@@ -28,6 +28,7 @@ from tubelet.particles.text import tokenize_text
 
 BOS, EOS, SEP = "[BOS]", "[EOS]", "[SEP]"
 DECODINGS = ("greedy", "beam", "sample")
+RANK_BY = ("mean", "sum")  # how `score_candidates` reduces a candidate's token log-probs
 
 
 def with_decoder_tokens(tokenizer: Tokenizer) -> Tokenizer:
@@ -252,13 +253,17 @@ def _beam(model, memory, prompt, decoding: Decoding) -> Generated:
 
 @torch.no_grad()
 def score_candidates(
-    model, memory: Memory | None, prompt: tuple[list[int], list[int]], candidates: list[list[int]]
-) -> np.ndarray:
-    """(C,) mean log-prob per token of each candidate answer (its tokens then ``[EOS]``) after `prompt`.
+    model, memory: Memory | None, prompt: tuple[list[int], list[int]], candidates: list[list[int]], *,
+    reduce: str = "mean",
+) -> np.ndarray:  # fmt: skip
+    """(C,) log-likelihood of each candidate answer (its tokens then ``[EOS]``) after `prompt`: the mean log-prob
+    per token (``reduce="mean"``), or their sum (``"sum"``: the probability of the whole answer).
 
     Args:
         memory: the clip of the one prompt (or None).
     """
+    if reduce not in RANK_BY:
+        raise ValueError(f"reduce: expected one of {', '.join(RANK_BY)}, got {reduce!r}")
     model.eval()
     ids, turn = prompt
     eos = model.config.eos_id
@@ -277,5 +282,6 @@ def score_candidates(
     for c, (cand, (lo, hi)) in enumerate(zip(candidates, spans)):
         targets = torch.tensor(list(cand) + [eos], device=device)
         rows = torch.arange(starts[c] + lo, starts[c] + hi, device=device)
-        scores.append(float(logp[rows, targets].mean()))
+        picked = logp[rows, targets]  # (len(cand) + 1,)
+        scores.append(float(picked.mean() if reduce == "mean" else picked.sum()))
     return np.asarray(scores)
