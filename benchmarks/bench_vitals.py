@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = ["MAE (all)", "RMSE (all)", "r (all)", "within 3 (all)"]
     trained = (f"`{checkpoint}` (given)" if not facts else f"trained here in {facts['train_s']} s ({facts['epochs']} "
                f"epochs of {facts['windows_per_video']} windows per video, {facts['steps']} steps; best validation "
-               f"MAE {facts['best_val_mae_bpm']} bpm, breathing {facts['best_val_breathing_mae']} per minute)")  # fmt: skip
+               f"MAE {facts['best_val_mae_bpm']} bpm, breathing {facts['best_val_breathing_mae']}/min)")  # fmt: skip
     breath_rows = []
     for level in (*MOTIONS, "all"):
         for m, name in (("pos", "classical"), ("model", "model")):

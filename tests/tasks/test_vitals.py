@@ -54,18 +54,23 @@ def _trace(bpm: float, fps: float, seconds: float = 12.0, *, breaths: float = 15
     return Trace(t, rgb, np.full(len(t), 500), chest, rng.normal(0, 0.02, len(t)))
 
 
-def test_window_particles_are_spectra_at_their_seconds_and_do_not_depend_on_the_frame_rate():
+def test_window_particles_are_rate_bins_and_do_not_depend_on_the_frame_rate():
     a = window_features(_trace(72, 30.0, breaths=20), 1.0, 11.0, 150, 15.0)
     b = window_features(_trace(72, 60.0, breaths=20), 1.0, 11.0, 150, 15.0)
-    assert sub_windows(10.0) == [8.0, 8.5, 9.0, 9.5, 10.0] and sub_windows(6.0) == [6.0]
-    assert a.shape == (5, PARTICLE_DIM)
+    assert sub_windows(10.0) == [8.0, 8.5, 9.0, 9.5, 10.0] and sub_windows(6.0) == [6.0] * 5
+    assert a.shape == (5, SPECTRA_DIM)
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95  # the same spectra from 30 and 60 fps footage
     pos_spectrum, breath_spectrum = a[0, : len(HR_BINS)], a[0, -len(BR_BINS) :]
     assert HR_BINS[pos_spectrum.argmax()] == pytest.approx(72, abs=2)  # POS's peak on the heart-rate bins
     assert BR_BINS[breath_spectrum.argmax()] == pytest.approx(20, abs=1)  # the chest's on the breathing bins
     particles = window_particles(a, 10.0)
-    assert torch.allclose(particles.t, torch.tensor([4.0, 4.5, 5.0, 5.5, 6.0]))  # centres of the 8 s sub-windows
-    assert particles.values.shape == (5, PARTICLE_DIM) and particles.tubelet == (1, 1, 1)
+    assert particles.values.shape == (PARTICLES, PARTICLE_DIM) and particles.tubelet == (1, 1, 1)
+    assert torch.equal(particles.y[[0, len(HR_BINS)]], torch.tensor([0, 1]))  # heart-rate row, then breathing row
+    assert torch.equal(particles.x[: len(HR_BINS)], torch.arange(len(HR_BINS)))  # a particle stands at its bin
+    assert torch.allclose(particles.t, torch.full((PARTICLES,), 5.0))  # the window's centre, in seconds
+    at_72 = int(np.argmin(np.abs(HR_BINS - 72)))
+    assert particles.values[at_72, 0] == pytest.approx(np.log1p(a[0, at_72]))  # POS power, first sub-window
+    assert particles.values[:, -1].sum() == len(BR_BINS)  # the breathing flag
     stretched = window_features(_trace(72, 30.0), 1.0, 9.0, 150, 15.0)  # 8 s read as 10: every rate times 0.8
     assert HR_BINS[stretched[0, : len(HR_BINS)].argmax()] == pytest.approx(72 * 0.8, abs=2)
     no_skin = _trace(72, 30.0)
@@ -91,8 +96,8 @@ def _synthetic(count: int, seed: int) -> Videos:
     traces, truth = [], []
     for k in range(count):
         bpm, breaths = rng.uniform(50, 140), rng.uniform(9, 28)
-        traces.append(_trace(bpm, 30.0, 24.0, breaths=breaths, seed=seed * 1000 + k))
-        truth.append(np.tile([bpm, breaths], (24, 1)))
+        traces.append(_trace(bpm, 30.0, 16.0, breaths=breaths, seed=seed * 1000 + k))
+        truth.append(np.tile([bpm, breaths], (16, 1)))
     return Videos([f"v{k}" for k in range(count)], traces, truth, windows_per_video=8, stretch=1.2)
 
 
@@ -101,24 +106,24 @@ def test_both_heads_learn_synthetic_traces_far_better_than_a_constant():
     spectral particles and the two distribution heads can learn, apart from video and compression."""
     torch.manual_seed(0)
     pre = Preprocessing(tubelet=(1, 1, 1), size=None, max_long_side=None, sample_fps=15.0, clip_seconds=10.0)
-    train = TraceWindows(_synthetic(24, 0), pre, train=True)
-    held = TraceWindows(_synthetic(8, 1), pre, train=False)
+    train = TraceWindows(_synthetic(16, 0), pre, train=True)
+    held = TraceWindows(_synthetic(6, 1), pre, train=False)
     config = EncoderConfig(dim=32, depth=1, heads=2, tubelet=(1, 1, 1), channels=PARTICLE_DIM, num_classes=1,
                            pooling="mean", embed_init="random")  # fmt: skip
     model = Encoder(config)
     before = evaluate_windows(model, held)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(120):
+    for step in range(80):
         batch = train.collate([train[i] for i in np.random.default_rng(step).choice(len(train), 32)])
         model.train()
         loss = vitals_loss(window_logits(model, batch.packed), batch.labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     after = evaluate_windows(model, held)
-    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 2.0  # nats; the targets' own entropy is about 3.9
     truth = np.array([held[i][1] for i in range(len(held))])  # (n, 2)
     constant_hr = np.abs(truth[:, 0] - np.median(truth[:, 0])).mean()  # the best constant guess, known truth
     constant_br = np.abs(truth[:, 1] - np.median(truth[:, 1])).mean()
@@ -138,7 +143,7 @@ def vitals_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("vitals_run")
     code = main(["finetune", "--task", "vitals", "--data", str(root), "--out", str(out), "--epochs", "15",
                  "--windows-per-video", "24", "--model-dim", "32", "--model-depth", "1", "--lr", "3e-3",
-                 "--batch-particles", "80", "--seed", "0"])  # fmt: skip
+                 "--batch-particles", "1232", "--seed", "0"])  # fmt: skip
     assert code == 0
     return root, out
 

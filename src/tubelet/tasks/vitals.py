@@ -9,17 +9,23 @@ into a rate. What it reads are SPECTRA, the representation in which a rate is a 
 
 - a window of `clip_seconds` of the trace is resampled onto a uniform grid of `sample_fps` samples per second
   (decoder timestamps, so 15 and 60 fps footage give the same grid); POS's pulse signal of it and its R, G and B
-  relative to their means, band-passed, are cut into sub-windows of `SUB_SECONDS` every `SUB_STEP` seconds, and each
-  sub-window's power spectra on the heart-rate bins `HR_BINS` (each scaled to mean 1) are one PARTICLE, at its
-  centre's seconds from the window's start. The colour channels let the model tell a pulse (strongest in green, in
-  the ratios of blood) from a change of light or angle (in every channel alike), which POS alone projects away
-  imperfectly;
-- each particle also carries the power spectrum on `BR_BINS` of the breathing signal (chest minus face motion,
-  `tubelet.vitals.breathing.breathing_signal`) over the `BREATH_SECONDS` that end with its sub-window;
-- a small `Encoder` (rotary time over real seconds) reads the window's particles, pools them and gives LOGITS over
-  the heart-rate bins and the breathing bins. Each is trained by cross-entropy against the true rate smoothed by a
-  Gaussian (`HR_SIGMA`, `BR_SIGMA`); a window of a video without a pulse is trained towards the uniform
-  distribution, so the model learns to say it does not know.
+  relative to their means, band-passed, are cut into `SUB_COUNT` sub-windows of `SUB_SECONDS` spread over the
+  window, and each sub-window's power spectra are taken on the heart-rate bins `HR_BINS` (each scaled to mean 1). The
+  colour channels let the model tell a pulse (strongest in green, in the ratios of blood) from a change of light or
+  angle (in every channel alike), which POS alone projects away imperfectly. The breathing signal (chest minus face
+  motion, `tubelet.vitals.breathing.breathing_signal`) over the `BREATH_SECONDS` that end with each sub-window gives
+  a spectrum on the breathing bins `BR_BINS`;
+- every BIN is one PARTICLE: it stands at column x = its bin (row y = 0 heart rate, y = 1 breathing) and carries its
+  log power in every channel and sub-window, so a particle knows where it is on the rate axis as a tubelet knows
+  where it is in the frame, and rotary positions make attention depend on the distance between bins (a harmonic, a
+  neighbour), not on where they are;
+- a small `Encoder` reads a window's particles and its head gives every particle one LOGIT (`window_logits`): a
+  softmax over the heart-rate particles, and one over the breathing particles, are distributions over the rates. A
+  peak moved along the bins moves the output with it, so a few dozen videos' rates teach every rate (a regression
+  head over pooled features has to learn each rate from examples of it, and regresses to the middle). Each
+  distribution is trained by cross-entropy against the true rate smoothed by a Gaussian (`HR_SIGMA`, `BR_SIGMA`); a
+  window of a video without a pulse is trained towards the uniform distribution, so the model learns to say it does
+  not know.
 
 A rate is read as the probability-weighted mean of the bins within `PEAK_BINS` of the most probable one, and its
 quality is the model's own confidence in dB, in the spirit of the spectral SNR: the probability within `HR_NEAR`
@@ -151,8 +157,9 @@ def window_features(trace: Trace, start: float, end: float, count: int, fs: floa
     """(SUB_COUNT, SPECTRA_DIM) float32 spectra of the sub-windows of trace seconds [`start`, `end`] read as `count`
     samples of a grid of `fs` per second (a stretched window is read faster or slower than real time: every rate in
     it is scaled by ``(end - start) / (count / fs)``): per sub-window the `PULSE_CHANNELS` spectra on `HR_BINS`, then
-    the breathing spectrum on `BR_BINS`; None when the skin was missing in too many of its frames. Breathing spectra read the trace back to `BREATH_SECONDS` (read time) before each sub-window's
-    end, or as far as it goes (zeros when under `MIN_BREATH_SECONDS`).
+    the breathing spectrum on `BR_BINS`; None when the skin was missing in too many of its frames. Breathing spectra
+    read the trace back to `BREATH_SECONDS` (read time) before each sub-window's end, or as far as it goes (zeros
+    when under `MIN_BREATH_SECONDS`).
     """
     part = trace.between(start, end)
     have = ~np.isnan(part.rgb[:, 0]) if len(part) else np.zeros(0, bool)
@@ -389,7 +396,7 @@ class VitalsTask(Task):
                "breathing_mae": False, "loss": False}  # fmt: skip
     config_defaults = {
         "sample_fps": 15.0, "clip_seconds": 10.0, "size": None, "max_long_side": None, "prune_threshold": 0.0,
-        "epochs": 20, "lr": 2e-3, "batch_particles": 320, "min_steps_per_epoch": 0, "val_split": "val",
+        "epochs": 20, "lr": 2e-3, "batch_particles": 32 * PARTICLES, "min_steps_per_epoch": 0, "val_split": "val",
         "val_fraction": 0.25,
     }  # fmt: skip
 
