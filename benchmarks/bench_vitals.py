@@ -34,7 +34,7 @@ import numpy as np
 from benchmarks.common import machine_markdown, table, work_dir, write_section
 from tubelet.data.sample_vitals import COMPRESSIONS, MOTIONS, generate_vitals
 from tubelet.recipes.vitals import vitals
-from tubelet.tasks.vitals import SUB_SECONDS, SUB_STEP, VitalsModel, trace_file
+from tubelet.tasks.vitals import SUB_COUNT, SUB_SECONDS, VitalsModel, trace_file
 from tubelet.vitals import breathing
 from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB, Windows, read_window
 from tubelet.vitals.pulse import METHODS, MIN_QUALITY_DB
@@ -215,9 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         f"training split; pulse 0.3-0.8 levels of green, 45-150 bpm with variability; 15/24/30/60 fps; 160x120 to "
         f"320x240), windows of {WINDOW:g} s every {STRIDE:g} s. Confident windows are those whose pulse SNR reaches "
         f"{MIN_QUALITY_DB:g} dB; the metrics are over them, with their share as coverage.\n\n"
-        f"`model` is the learned `vitals` task (a 2-block, 64-wide encoder over particles that are the power spectra "
-        f"of {SUB_SECONDS:g} s sub-windows every {SUB_STEP:g} s of POS's pulse, the band-passed R, G and B and the "
-        f"chest-minus-face motion, giving distributions over heart-rate and breathing-rate bins), {trained}, on "
+        f"`model` is the learned `vitals` task (a 2-block, 64-wide encoder whose particles are rate bins: each carries "
+        f"the power at its rate of POS's pulse and of the band-passed R, G and B in {SUB_COUNT} sub-windows of "
+        f"{SUB_SECONDS:g} s, or of the chest-minus-face motion, and gets one logit: distributions over heart-rate and "
+        f"breathing-rate bins), {trained}, on "
         f"{trained_on} generated training videos of its own; its quality is its own confidence (the probability "
         f"near its rate over the rest, dB), gated at {LEARNED_MIN_QUALITY_DB:g} dB for heart and breathing rate "
         "alike.\n\n"

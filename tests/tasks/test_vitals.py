@@ -162,8 +162,10 @@ def test_the_task_trains_and_its_validation_error_falls(vitals_run):
     after = evaluate_windows(trained.model, windows)
     assert after["windows"] == before["windows"] == 3  # 10 s windows every second of 12 s, pulsed video only
     assert after["mae_bpm"] < 0.5 * before["mae_bpm"] and after["mae_bpm"] < 8.0
-    assert after["breathing_mae"] < 0.5 * before["breathing_mae"] and after["breathing_mae"] < 3.0
-    assert after["loss"] < before["loss"]
+    # An untrained model already follows the breathing spectrum's peak (a bin's logit rises with its power for one
+    # sign of the random weights), so breathing is held to the truth, and both heads' loss must fall.
+    assert after["breathing_mae"] < 1.5
+    assert after["loss"] < before["loss"] - 0.5
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any(x.get("kind") == "val" for x in lines)
     assert {"config.json", "model.safetensors", "training_args.json"} <= {p.name for p in (out / "best").iterdir()}

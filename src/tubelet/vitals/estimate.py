@@ -33,8 +33,8 @@ class Reading:
     end: float
     heart_rate_bpm: float | None
     breathing_rate_bpm: float | None
-    quality: float | None  # dB: SNR of the pulse's spectral peak
-    breathing_quality: float | None  # dB: SNR of the breathing peak
+    quality: float | None  # dB: SNR of the pulse's spectral peak (a learned reader: its confidence, see read_window)
+    breathing_quality: float | None  # dB: SNR of the breathing peak (a learned reader: its confidence)
     reason: str | None = None
 
     def to_json(self) -> dict:
