@@ -220,10 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         f"`model` is the learned `vitals` task (a 2-block, 64-wide encoder whose particles are rate bins: each carries "
         f"the power at its rate of POS's pulse and of the band-passed R, G and B in {SUB_COUNT} sub-windows of "
         f"{SUB_SECONDS:g} s, or of the chest-minus-face motion, and gets one logit: distributions over heart-rate and "
-        f"breathing-rate bins), {trained}, on "
-        f"{trained_on} generated training videos of its own ({MODEL_DATA['no_pulse']} without a pulse); its quality is its own confidence (the probability "
-        f"near its rate over the rest, dB), gated at {LEARNED_MIN_QUALITY_DB:g} dB for heart and breathing rate "
-        "alike.\n\n"
+        f"breathing-rate bins), {trained}, on {trained_on} generated training videos of its own "
+        f"({MODEL_DATA['no_pulse']} without a pulse); its quality is its own confidence (the probability near its "
+        f"rate over the rest, dB), gated at {LEARNED_MIN_QUALITY_DB:g} dB for heart and breathing rate alike.\n\n"
         "### Heart rate, all test videos with a pulse\n\n" + table(head, overall)
         + "\n\nThe same without the quality gate (the spectral peak of every window):\n\n" + table(head, ungated)
         + "\n\n### Heart rate by motion (gated, then every window)\n\n" + table(["motion", *head, *raw], by_motion)
