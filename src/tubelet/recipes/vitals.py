@@ -369,10 +369,14 @@ def _plot(path: Path, summary: dict, spectra, best) -> None:
     ax3 = axes[1, 0]
     ax3.plot(mid, series("quality"), "o-", ms=3, color="tab:red", label="pulse")
     ax3.plot(mid, series("breathing_quality"), "o-", ms=3, color="tab:blue", label="breathing")
+    from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB
     from tubelet.vitals.pulse import MIN_QUALITY_DB
 
-    ax3.axhline(MIN_QUALITY_DB, color="tab:red", ls="--", lw=0.8, label="pulse threshold")
-    ax3.axhline(breathing.MIN_QUALITY_DB, color="tab:blue", ls=":", lw=0.8, label="breathing threshold")
+    learned = summary["method"] == "model"  # a learned reader's quality is its confidence, with its own threshold
+    ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else MIN_QUALITY_DB, color="tab:red", ls="--", lw=0.8,
+                label="pulse threshold")  # fmt: skip
+    ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else breathing.MIN_QUALITY_DB, color="tab:blue", ls=":", lw=0.8,
+                label="breathing threshold")  # fmt: skip
     ax3.set(xlabel="seconds (window centre)", ylabel="SNR of the peak, dB", title="signal quality")
     ax3.legend(fontsize=8)
     if spectra:
