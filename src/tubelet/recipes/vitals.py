@@ -6,9 +6,10 @@ soon as the trace reaches its end; range alerts through watch's `Hysteresis`) ->
 ``--out``: a plot of the rates, their quality and their spectra over seconds, the measured regions drawn on a frame,
 and a self-contained report.html). Not a medical device.
 
-``--method model --checkpoint C`` reads the heart rate with a learned `vitals` checkpoint (``tubelet finetune --task
-vitals``, `tubelet.tasks.vitals`) from the same trace, per window; its quality is POS's spectral SNR at the model's rate
-(see `tubelet.vitals.estimate.read_window`), and breathing, windows, outputs and alerts stay as they are.
+``--method model --checkpoint C`` reads heart and breathing rate with a learned `vitals` checkpoint (``tubelet finetune
+--task vitals``, `tubelet.tasks.vitals`) from the same trace, per window; each quality is the model's own confidence
+in dB, refused below `tubelet.vitals.estimate.LEARNED_MIN_QUALITY_DB` (see `read_window`), and windows, outputs and
+alerts stay as they are.
 """
 
 from __future__ import annotations
@@ -137,13 +138,13 @@ def vitals(
     With `out` and alerts, each alert is also a row of ``out/events.sqlite`` (the database ``tubelet watch`` writes),
     and with `webhook` its start and end are POSTed as watch's are.
     """
-    learned = None  # a learned heart-rate reader
+    learned = None  # a learned heart and breathing rate reader
     if method == "model":
         if checkpoint is None:
             raise ConfigError("--method model needs --checkpoint C (a run of tubelet finetune --task vitals: RUN/best)")
         from tubelet.tasks.vitals import VitalsModel
 
-        learned = VitalsModel(checkpoint).heart_rate
+        learned = VitalsModel(checkpoint).read
     elif checkpoint is not None:
         raise ConfigError(f"--checkpoint {checkpoint}: only --method model reads a checkpoint (got --method {method})")
     elif method not in METHODS:
@@ -368,10 +369,14 @@ def _plot(path: Path, summary: dict, spectra, best) -> None:
     ax3 = axes[1, 0]
     ax3.plot(mid, series("quality"), "o-", ms=3, color="tab:red", label="pulse")
     ax3.plot(mid, series("breathing_quality"), "o-", ms=3, color="tab:blue", label="breathing")
+    from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB
     from tubelet.vitals.pulse import MIN_QUALITY_DB
 
-    ax3.axhline(MIN_QUALITY_DB, color="tab:red", ls="--", lw=0.8, label="pulse threshold")
-    ax3.axhline(breathing.MIN_QUALITY_DB, color="tab:blue", ls=":", lw=0.8, label="breathing threshold")
+    learned = summary["method"] == "model"  # a learned reader's quality is its confidence, with its own threshold
+    ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else MIN_QUALITY_DB, color="tab:red", ls="--", lw=0.8,
+                label="pulse threshold")  # fmt: skip
+    ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else breathing.MIN_QUALITY_DB, color="tab:blue", ls=":", lw=0.8,
+                label="breathing threshold")  # fmt: skip
     ax3.set(xlabel="seconds (window centre)", ylabel="SNR of the peak, dB", title="signal quality")
     ax3.legend(fontsize=8)
     if spectra:

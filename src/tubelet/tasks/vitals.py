@@ -1,26 +1,43 @@
-"""Learned heart rate from the skin's colour: the ``vitals`` task (``tubelet finetune --task vitals --data D``) and
-the `VitalsModel` that ``tubelet vitals --method model --checkpoint C`` runs.
+"""Learned heart and breathing rate: the ``vitals`` task (``tubelet finetune --task vitals --data D``) and the
+`VitalsModel` that ``tubelet vitals --method model --checkpoint C`` runs.
 
 The model does not read pixels: a pulse is well under one 8-bit level per frame, and a transformer over pixel
 tubelets would have to find the skin before it could hear the pulse. It reads what the classical pipeline already
-measures (`tubelet.vitals.traces`: the mean colour of the held skin mask, per frame), so the learned and the
-classical readers see the same numbers and differ only in how they turn them into a rate:
+measures (`tubelet.vitals.traces`: the mean colour of the held skin mask and the chest's and face's vertical motion,
+per frame), so the learned and the classical readers see the same numbers and differ only in how they turn them
+into a rate. What it reads are SPECTRA, the representation in which a rate is a position, not a slope to regress:
 
 - a window of `clip_seconds` of the trace is resampled onto a uniform grid of `sample_fps` samples per second
-  (decoder timestamps, so 15 and 60 fps footage give the same grid), and becomes FEATURES (`window_features`): the
-  three channels relative to their mean, detrended and band-passed to 0.7-4 Hz (scaled together, so their ratios
-  stay), and POS's pulse of the same window (scaled on its own);
-- every `CHUNK` grid samples are one PARTICLE (tubelet ``CHUNK x 1 x 1`` over `CHANNELS` channels) carrying its
-  time in seconds from the window's start; a small `Encoder` (rotary time over real seconds) reads the window's
-  particles, pools them and regresses the heart rate (``(bpm - TARGET_MEAN) / TARGET_SCALE``, smooth L1).
+  (decoder timestamps, so 15 and 60 fps footage give the same grid); POS's pulse signal of it and its R, G and B
+  relative to their means, band-passed, are cut into `SUB_COUNT` sub-windows of `SUB_SECONDS` spread over the
+  window, and each sub-window's power spectra are taken on the heart-rate bins `HR_BINS` (each scaled to mean 1). The
+  colour channels let the model tell a pulse (strongest in green, in the ratios of blood) from a change of light or
+  angle (in every channel alike), which POS alone projects away imperfectly. The breathing signal (chest minus face
+  motion, `tubelet.vitals.breathing.breathing_signal`) over the `BREATH_SECONDS` that end with each sub-window gives
+  a spectrum on the breathing bins `BR_BINS`;
+- every BIN is one PARTICLE: it stands at column x = its bin (row y = 0 heart rate, y = 1 breathing) and carries its
+  log power in every channel and sub-window, so a particle knows where it is on the rate axis as a tubelet knows
+  where it is in the frame, and rotary positions make attention depend on the distance between bins (a harmonic, a
+  neighbour), not on where they are;
+- a small `Encoder` reads a window's particles and its head gives every particle one LOGIT (`window_logits`): a
+  softmax over the heart-rate particles, and one over the breathing particles, are distributions over the rates. A
+  peak moved along the bins moves the output with it, so a few dozen videos' rates teach every rate (a regression
+  head over pooled features has to learn each rate from examples of it, and regresses to the middle). Each
+  distribution is trained by cross-entropy against the true rate smoothed by a Gaussian (`HR_SIGMA`, `BR_SIGMA`); a
+  window of a video without a pulse is trained towards the uniform distribution, so the model learns to say it does
+  not know.
+
+A rate is read as the probability-weighted mean of the bins within `PEAK_BINS` of the most probable one, and its
+quality is the model's own confidence in dB, in the spirit of the spectral SNR: the probability within `HR_NEAR`
+(`BR_NEAR`) of the rate over the probability elsewhere, ``10 log10(p / (1 - p))``; `tubelet.vitals.estimate` refuses a
+learned rate below `LEARNED_MIN_QUALITY_DB` (0 dB: more than half the mass near the rate).
 
 Data: the folder ``tubelet sample-data --vitals`` writes (``train.csv``, ``val.csv`` or a share of the training
 videos, ``truth.csv`` of per-second rates). Each video is traced once in `prepare`. Training windows are random in
-start and time-stretched by ``U(1/stretch, stretch)`` (the trace read faster or slower, the rate scaled with it),
-which spreads a few videos' rates over the 45-150 bpm range; validation reads every window at a 1 s stride, as
-``tubelet vitals`` does. Videos without a pulse are not trained on (there is no rate to regress); the model's windows
-are gated by the signal-to-noise of POS's spectrum at the model's rate (`window_quality`), as the classical ones are
-by their own peak's.
+start and time-stretched by ``U(1/stretch, stretch)`` (the trace read faster or slower, both rates scaled with it),
+drawn once per (seed, item) and their particles kept in memory from the first epoch on: a window's spectra cost tens
+of milliseconds on a CPU, many times the model's step on it, so more windows per video beat fresh ones each epoch.
+Validation reads every window at a 1 s stride, as ``tubelet vitals`` does.
 """
 
 from __future__ import annotations
@@ -40,27 +57,39 @@ from tubelet.particles import pack
 from tubelet.particles.structure import Particles
 from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, register
 from tubelet.typed import opt
+from tubelet.vitals import breathing
 from tubelet.vitals.estimate import MIN_SKIN_SHARE, Windows
-from tubelet.vitals.pulse import bandpass, detrend, pos, snr_db
+from tubelet.vitals.pulse import Rate, Spectrum, bandpass, pos
 from tubelet.vitals.traces import Trace, Tracer
 
 log = logging.getLogger("tubelet.vitals")
 
-CHUNK = 3  # grid samples per particle: 0.2 s at 15 samples per second
-CHANNELS = 4  # band-passed R, G, B relative to their mean, and POS's pulse
-TARGET_MEAN, TARGET_SCALE = 90.0, 30.0  # heart rate targets are (bpm - mean) / scale
+PULSE_CHANNELS = 4  # POS's pulse and the band-passed R, G and B relative to their means
+HR_BINS = np.arange(40.0, 201.0, 2.0)  # beats per minute: the heart-rate bins, inputs and outputs
+BR_BINS = np.arange(6.0, 42.5, 0.5)  # breaths per minute
+SPECTRA_DIM = PULSE_CHANNELS * len(HR_BINS) + len(BR_BINS)  # one sub-window's spectra, side by side
+SUB_SECONDS, SUB_COUNT = 8.0, 5  # pulse sub-windows: their length and how many, spread evenly over the window
+PARTICLE_DIM = PULSE_CHANNELS * SUB_COUNT + 1  # a bin's powers over the sub-windows and a breathing flag
+PARTICLES = len(HR_BINS) + len(BR_BINS)  # particles (and logits) per window: heart-rate bins, then breathing bins
+BREATH_SECONDS = breathing.MIN_SECONDS  # a particle's breathing span ends with its sub-window, as the classical one
+MIN_BREATH_SECONDS = 1.0 / breathing.BAND_HZ[0] / 2  # half a slow cycle, as the classical reader asks
+HR_SIGMA, BR_SIGMA = 3.0, 1.0  # per minute: the width of the Gaussian training targets
+HR_NEAR, BR_NEAR = 6.0, 1.5  # per minute: the probability within this of a rate is its confidence
+BR_WEIGHT = 2.0  # the breathing cross-entropy's weight: breathing is learned more slowly than the pulse
+PEAK_BINS = 3  # a rate is the mean of the bins within this many of the most probable one
 MIN_GRID_HZ = 10.0  # the grid must resolve 4 Hz (240 bpm) below its Nyquist rate
 VAL_STRIDE = 1.0  # seconds between validation windows, as `tubelet vitals` reads them
+NFFT = 1024  # zero-padded periodogram length: at 15 samples per second, bins 0.9 bpm apart
 
 
 @dataclass(frozen=True)
 class VitalsFields:
     """The fields of ``finetune --task vitals`` besides those every run shares."""
 
-    windows_per_video: int = opt(32, "random training windows cut from each training video per epoch")
-    stretch: float = opt(1.3, "time-stretch augmentation: a window read U(1/s, s) times as fast, its rate scaled too")
+    windows_per_video: int = opt(48, "random training windows cut once from each training video")
+    stretch: float = opt(1.3, "time-stretch augmentation: a window read U(1/s, s) times as fast, its rates scaled too")
     model_dim: int = opt(64, "width of a fresh vitals model")
-    model_depth: int = opt(3, "transformer blocks of a fresh vitals model")
+    model_depth: int = opt(2, "transformer blocks of a fresh vitals model")
     model_heads: int = opt(4, "attention heads of a fresh vitals model")
 
     def validate(self) -> None:
@@ -108,36 +137,90 @@ def mean_rate(per_second: np.ndarray, start: float, end: float) -> float:
 # --- a window as particles -----------------------------------------------------------------------------------------
 
 
+def sub_windows(seconds: float) -> list[float]:
+    """End times (seconds from the window's start) of the `SUB_COUNT` pulse sub-windows of a window of `seconds`,
+    evenly from the first full `SUB_SECONDS` to the window's end (all the whole window when it is shorter)."""
+    return [float(e) for e in np.linspace(min(SUB_SECONDS, seconds), seconds, SUB_COUNT)]
+
+
+def band_power(x: np.ndarray, fs: float, bins_per_minute: np.ndarray) -> np.ndarray:
+    """(len(bins),) the Hann-windowed, zero-padded periodogram of `x` (N,) at `bins_per_minute`, scaled to mean 1
+    (all zeros for a flat signal)."""
+    n = len(x)
+    power = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(n), max(NFFT, n))) ** 2
+    freqs = np.fft.rfftfreq(max(NFFT, n), 1.0 / fs) * 60.0
+    out = np.interp(bins_per_minute, freqs, power)
+    mean = float(out.mean())
+    return out / mean if mean > 1e-30 else np.zeros_like(out)
+
+
 def window_features(trace: Trace, start: float, end: float, count: int, fs: float) -> np.ndarray | None:
-    """(count, CHANNELS) float32 features of trace seconds [`start`, `end`] resampled to `count` points, read as a
-    grid of `fs` samples per second (a stretched window is read faster or slower than real time); None when the
-    skin was missing in too many of its frames.
+    """(SUB_COUNT, SPECTRA_DIM) float32 spectra of the sub-windows of trace seconds [`start`, `end`] read as `count`
+    samples of a grid of `fs` per second (a stretched window is read faster or slower than real time: every rate in
+    it is scaled by ``(end - start) / (count / fs)``): per sub-window the `PULSE_CHANNELS` spectra on `HR_BINS`, then
+    the breathing spectrum on `BR_BINS`; None when the skin was missing in too many of its frames. Breathing spectra
+    read the trace back to `BREATH_SECONDS` (read time) before each sub-window's end, or as far as it goes (zeros
+    when under `MIN_BREATH_SECONDS`).
     """
     part = trace.between(start, end)
     have = ~np.isnan(part.rgb[:, 0]) if len(part) else np.zeros(0, bool)
     if len(part) < 4 or have.mean() < MIN_SKIN_SHARE:
         return None
-    grid = start + np.arange(count) * (end - start) / count
+    seconds = count / fs
+    speed = seconds / (end - start)  # read seconds per trace second
+    grid = start + np.arange(count) / (fs * speed)
     rgb = np.stack([np.interp(grid, part.times[have], part.rgb[have, c]) for c in range(3)], axis=1)  # (K, 3)
-    rel = rgb / np.maximum(rgb.mean(axis=0), 1e-9) - 1.0
-    colour = bandpass(np.stack([detrend(rel[:, c]) for c in range(3)], axis=1), fs)  # (K, 3)
-    pulse = pos(rgb, fs)  # (K,)
-    colour /= max(float(colour.std()), 1e-12)
-    pulse /= max(float(pulse.std()), 1e-12)
-    return np.concatenate([colour, pulse[:, None]], axis=1).astype(np.float32)
+    rel = rgb / np.maximum(rgb.mean(axis=0), 1e-9) - 1.0  # (K, 3)
+    colour = bandpass(rel - np.linspace(rel[0], rel[-1], len(rel)), fs)  # (K, 3): the band-pass removes the drift
+    signals = [pos(rgb, fs), *colour.T]  # each (K,)
+    sub = int(round(min(SUB_SECONDS, seconds) * fs))
+    ends = sub_windows(seconds)
+    span = trace.between(end - (BREATH_SECONDS + ends[-1] - ends[0]) / speed, end)
+    motion_times = motion = None
+    if len(span) >= 4 and (span.times[-1] - span.times[0]) * speed >= MIN_BREATH_SECONDS:
+        grid_b, motion = breathing.breathing_signal((span.times - start) * speed, span.chest_y, span.face_y)
+        motion_times = grid_b  # read seconds from the window's start
+    rows = []
+    for e in ends:
+        stop = int(round(e * fs))
+        pulse = np.concatenate([band_power(s[stop - sub : stop], fs, HR_BINS) for s in signals])
+        breath = np.zeros(len(BR_BINS))
+        if motion is not None:
+            inside = (motion_times >= e - BREATH_SECONDS - 1e-6) & (motion_times <= e + 1e-6)
+            if inside.sum() >= MIN_BREATH_SECONDS * breathing.RATE_HZ:
+                breath = band_power(motion[inside], breathing.RATE_HZ, BR_BINS)
+        rows.append(np.concatenate([pulse, breath]))
+    return np.stack(rows).astype(np.float32)  # (SUB_COUNT, SPECTRA_DIM)
 
 
-def window_particles(features: np.ndarray, fs: float) -> Particles:
-    """The particles of one window's features (K, CHANNELS): every `CHUNK` samples one, at its centre's seconds."""
-    n = len(features) // CHUNK
-    values = torch.from_numpy(features[: n * CHUNK].reshape(n, CHUNK * CHANNELS).copy())  # (n, CHUNK*C) as (t c)
-    index = torch.arange(n)
+def window_particles(features: np.ndarray, seconds: float) -> Particles:
+    """The `PARTICLES` particles of a window of `seconds` from its spectra (SUB_COUNT, SPECTRA_DIM): one per rate bin
+    (see the module docstring), heart-rate bins on row y = 0 and breathing bins on row y = 1, column x its bin, all at
+    the window's centre in seconds."""
+    hr, br = len(HR_BINS), len(BR_BINS)
+    power = np.log1p(features)  # peaks tens of times the mean: compressed
+    pulse = power[:, : PULSE_CHANNELS * hr].reshape(SUB_COUNT, PULSE_CHANNELS, hr)  # (S, C, bins) as (s (c b))
+    heart = pulse.transpose(2, 1, 0).reshape(hr, PULSE_CHANNELS * SUB_COUNT)  # (bins, C*S)
+    breath = np.zeros((br, PULSE_CHANNELS * SUB_COUNT), np.float32)
+    breath[:, :SUB_COUNT] = power[:, PULSE_CHANNELS * hr :].T  # (bins, S), the rest zeros
+    flag = np.concatenate([np.zeros(hr), np.ones(br)])[:, None]
+    values = np.concatenate([np.concatenate([heart, breath]), flag], axis=1).astype(np.float32)  # (P, dim)
+    n = PARTICLES
+    row = torch.cat([torch.zeros(hr, dtype=torch.int64), torch.ones(br, dtype=torch.int64)])
+    column = torch.cat([torch.arange(hr), torch.arange(br)])
     zeros = torch.zeros(n, dtype=torch.int64)
     return Particles(
-        values=values, t=((index * CHUNK + (CHUNK - 1) / 2) / fs).float(), ti=index, y=zeros, x=zeros,
-        span=torch.ones(n, dtype=torch.int64), seq=zeros, grid=(n, 1, 1), tubelet=(CHUNK, 1, 1),
-        frame_shape=(n * CHUNK, 1, 1), channels=CHANNELS,
+        values=torch.from_numpy(values), t=torch.full((n,), seconds / 2), ti=zeros, y=row, x=column,
+        span=torch.ones(n, dtype=torch.int64), seq=zeros, grid=(1, 2, max(hr, br)), tubelet=(1, 1, 1),
+        frame_shape=(1, 2, max(hr, br)), channels=PARTICLE_DIM,
     )  # fmt: skip
+
+
+def window_logits(model, packed) -> torch.Tensor:
+    """(B, PARTICLES) logits of the windows of a packed batch: the encoder's head on every particle, not on a pooled
+    vector (a bin's logit is read where the bin is, so a peak moved along the bins moves the output with it)."""
+    features = model.forward_features(packed)  # (N, D)
+    return model.forward_head(features)[:, 0].reshape(packed.num_clips, PARTICLES)  # (B, PARTICLES)
 
 
 def grid_of(pre: Preprocessing) -> tuple[float, int]:
@@ -165,6 +248,11 @@ class Videos:
     def pulsed(self) -> list[int]:
         return [i for i, t in enumerate(self.truth) if np.isfinite(t[:, 0]).all()]
 
+    def subset(self, keep: set[int]) -> Videos:
+        """The videos whose index is in `keep`, in order."""
+        return replace(self, **{k: [x for i, x in enumerate(getattr(self, k)) if i in keep]
+                                for k in ("paths", "traces", "truth")})  # fmt: skip
+
 
 def load_videos(root: Path, split: str, paths: list[str] | None = None) -> Videos:
     """Trace every video of ``root/split.csv`` (or the given `paths`), with its truth."""
@@ -184,18 +272,21 @@ def load_videos(root: Path, split: str, paths: list[str] | None = None) -> Video
 class TraceWindows(torch.utils.data.Dataset):
     """Windows of traced videos as packed particle batches, for the one loop (`tubelet.train.fit`).
 
-    Training (`train`): item i is a random window of pulsed video ``i // windows_per_video`` per (seed, epoch, i),
-    time-stretched. Otherwise every window at a `VAL_STRIDE` stride of every pulsed video, as read live.
+    Training (`train`): item i is a random window of video ``i // windows_per_video`` per (seed, i), time-stretched,
+    computed once. Otherwise every window at a `VAL_STRIDE` stride of every video, as read live. Videos without a
+    pulse are in both: their heart rate is NaN (a uniform target), their breathing is known.
     """
 
     crash_dir = None  # nothing is decoded here: no worker can crash on a file
 
     def __init__(self, videos: Videos, pre: Preprocessing, *, train: bool, seed: int = 0):
         self.videos, self.train, self.seed, self.epoch = videos, train, seed, 0
+        self.cache: dict[int, tuple | None] = {}  # item -> what __getitem__ gave (see the module docstring)
         self.fs, self.count = grid_of(pre)
         self.seconds = self.count / self.fs
+        self.particles = PARTICLES
         self.items: list[tuple[int, float | None]] = []
-        for v in videos.pulsed():
+        for v in range(len(videos)):
             if train:
                 self.items += [(v, None)] * videos.windows_per_video
                 continue
@@ -211,17 +302,18 @@ class TraceWindows(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def estimates(self) -> list[int]:
-        return [self.count // CHUNK] * len(self.items)
+        return [self.particles] * len(self.items)
 
     def item_indices_of(self, path: str) -> list[int]:
         return [i for i, (v, _) in enumerate(self.items) if self.videos.paths[v] == path]
 
     def window(self, i: int) -> tuple[float, float, float]:
-        """(start, end) trace seconds of item i and its stretch (the rate read is the true one times it)."""
+        """(start, end) trace seconds of item i and its speed: read seconds per trace second (a window of trace read
+        in fewer seconds shows faster rates: the rates read are the true ones divided by it)."""
         v, start = self.items[i]
         if start is not None:
             return start, start + self.seconds, 1.0
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        rng = np.random.default_rng((self.seed, i))
         limit = np.log(self.videos.stretch)
         times = self.videos.traces[v].times
         room = float(times[-1] - times[0])
@@ -231,34 +323,64 @@ class TraceWindows(torch.utils.data.Dataset):
         return begin, begin + span, self.seconds / span
 
     def __getitem__(self, i: int):
+        if i not in self.cache:
+            self.cache[i] = self._item(i)
+        return self.cache[i]
+
+    def _item(self, i: int):
         v, _ = self.items[i]
         start, end, speed = self.window(i)
         features = window_features(self.videos.traces[v], start, end, self.count, self.fs)
         if features is None:
             return None
-        bpm = mean_rate(self.videos.truth[v][:, 0], start, end) * speed
-        return window_particles(features, self.fs), bpm, i, v, (start, end)
+        truth = self.videos.truth[v]
+        hr = mean_rate(truth[:, 0], start, end) / speed
+        br = mean_rate(truth[:, 1], end - BREATH_SECONDS / speed, end) / speed
+        return window_particles(features, self.seconds), (hr, br), i, v, (start, end)
 
     def collate(self, items: list) -> Batch:
         kept = [item for item in items if item is not None]
         if not kept:
-            return Batch(None, torch.zeros(0), [], [], [], [])
-        bpm = torch.tensor([k[1] for k in kept], dtype=torch.float32)  # (B,) beats per minute, not class ids
-        return Batch(pack([k[0] for k in kept]), bpm, [k[2] for k in kept], [k[3] for k in kept],
+            return Batch(None, torch.zeros(0, 2), [], [], [], [])
+        rates = torch.tensor([k[1] for k in kept], dtype=torch.float32)  # (B, 2) heart (NaN: none), breathing rate
+        return Batch(pack([k[0] for k in kept]), rates, [k[2] for k in kept], [k[3] for k in kept],
                      [k[4] for k in kept], [])  # fmt: skip
 
 
-def to_bpm(outputs: torch.Tensor) -> torch.Tensor:
-    """(B, 1) model outputs -> (B,) beats per minute."""
-    return outputs[:, 0] * TARGET_SCALE + TARGET_MEAN
+# --- targets and readings ----------------------------------------------------------------------------------------
 
 
-def hr_metrics(predicted: np.ndarray, true: np.ndarray) -> dict:
-    """MAE, RMSE, Pearson r and share within 3 bpm of predicted against true rates (both (n,))."""
+def soft_targets(rates: torch.Tensor, bins: np.ndarray, sigma: float) -> torch.Tensor:
+    """(B, len(bins)) target distributions: a Gaussian of `sigma` around each rate (B,), uniform where it is NaN."""
+    centres = torch.as_tensor(bins, dtype=torch.float32, device=rates.device)
+    clipped = rates.clamp(float(bins[0]), float(bins[-1]))
+    weights = torch.exp(-0.5 * ((centres[None] - clipped[:, None].nan_to_num(0.0)) / sigma) ** 2)  # (B, bins)
+    weights = torch.where(rates.isnan()[:, None], torch.ones_like(weights), weights)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def split_logits(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, PARTICLES) logits -> heart-rate logits (B, len(HR_BINS)) and breathing logits (B, len(BR_BINS))."""
+    return outputs[:, : len(HR_BINS)], outputs[:, len(HR_BINS) :]
+
+
+def read_rates(probs: np.ndarray, bins: np.ndarray, near: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rates (B,) and their confidence in dB (B,) of distributions `probs` (B, bins) (see the module docstring)."""
+    top = probs.argmax(axis=1)  # (B,)
+    index = np.arange(len(bins))
+    local = np.where(np.abs(index[None] - top[:, None]) <= PEAK_BINS, probs, 0.0)  # (B, bins)
+    rate = (local * bins[None]).sum(axis=1) / np.maximum(local.sum(axis=1), 1e-12)
+    mass = np.where(np.abs(bins[None] - rate[:, None]) <= near, probs, 0.0).sum(axis=1)
+    mass = np.clip(mass, 1e-6, 1 - 1e-6)
+    return rate, 10 * np.log10(mass / (1 - mass))
+
+
+def rate_metrics(predicted: np.ndarray, true: np.ndarray, *, within: float = 3.0) -> dict:
+    """MAE, RMSE, Pearson r and share within `within` per minute of predicted against true rates (both (n,))."""
     err = predicted - true
     r = float(np.corrcoef(predicted, true)[0, 1]) if len(err) > 1 and predicted.std() > 0 and true.std() > 0 else 0.0
-    return {"mae_bpm": float(np.abs(err).mean()), "rmse_bpm": float(np.sqrt((err**2).mean())), "pearson_r": r,
-            "within_3_bpm": float((np.abs(err) <= 3).mean()), "windows": len(err)}  # fmt: skip
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "pearson_r": r,
+            "within": float((np.abs(err) <= within).mean()), "windows": len(err)}  # fmt: skip
 
 
 # --- the task ------------------------------------------------------------------------------------------------------
@@ -266,15 +388,18 @@ def hr_metrics(predicted: np.ndarray, true: np.ndarray) -> dict:
 
 @register
 class VitalsTask(Task):
-    """Heart rate regressed from windows of the skin's colour trace (see the module docstring)."""
+    """Heart and breathing rate as distributions over bins, from spectra of the skin-colour and motion traces."""
 
     name = "vitals"
-    summary = "heart rate from the skin-colour trace (rPPG): a small encoder over trace particles in seconds"
+    summary = "heart and breathing rate (rPPG): a small encoder over spectra of the skin-colour and chest-motion traces"
     Config = VitalsFields
-    metrics = {"mae_bpm": False, "rmse_bpm": False, "within_3_bpm": True, "pearson_r": True}
+    # The validation loss picks best/: it scores both heads and the calibration the confidence gate relies on (the
+    # heart rate's MAE alone picks an early epoch whose breathing head is still far behind).
+    metrics = {"loss": False, "mae_bpm": False, "rmse_bpm": False, "within_3_bpm": True, "pearson_r": True,
+               "breathing_mae": False}  # fmt: skip
     config_defaults = {
         "sample_fps": 15.0, "clip_seconds": 10.0, "size": None, "max_long_side": None, "prune_threshold": 0.0,
-        "epochs": 30, "lr": 1e-3, "batch_particles": 1600, "min_steps_per_epoch": 0, "val_split": "val",
+        "epochs": 6, "lr": 2e-3, "batch_particles": 32 * PARTICLES, "min_steps_per_epoch": 0, "val_split": "val",
         "val_fraction": 0.25,
     }  # fmt: skip
 
@@ -293,10 +418,7 @@ class VitalsTask(Task):
         elif cfg.val_split not in (None, "none"):  # no val split: every k-th pulsed training video
             every = max(2, round(1 / max(cfg.val_fraction, 1e-6)))
             held = set(train.pulsed()[::every])
-            val = Videos(*([x for i, x in enumerate(col) if i in held] for col in (train.paths, train.traces,
-                                                                                   train.truth)))  # fmt: skip
-            train = Videos(*([x for i, x in enumerate(col) if i not in held] for col in (train.paths, train.traces,
-                                                                                         train.truth)))  # fmt: skip
+            val, train = train.subset(held), train.subset(set(range(len(train))) - held)
         train = replace(train, windows_per_video=cfg.windows_per_video, stretch=cfg.stretch)
         if not train.pulsed():
             raise ConfigError(f"data: {root} has no training video with a pulse")
@@ -311,20 +433,18 @@ class VitalsTask(Task):
             loaded = load_vitals(cfg.model)
             return Built(loaded.model, loaded.preprocessing)
         config = EncoderConfig(
-            dim=cfg.model_dim, depth=cfg.model_depth, heads=cfg.model_heads, tubelet=(CHUNK, 1, 1),
-            channels=CHANNELS, num_classes=1, pooling="attention", dropout=cfg.dropout, drop_path=cfg.drop_path,
-            attention=cfg.attention, embed_init="random",
+            dim=cfg.model_dim, depth=cfg.model_depth, heads=cfg.model_heads, tubelet=(1, 1, 1),
+            channels=PARTICLE_DIM, num_classes=1, pooling="mean", dropout=cfg.dropout,
+            drop_path=cfg.drop_path, attention=cfg.attention, embed_init="random",
         )  # fmt: skip
-        return Built(Encoder(config), Preprocessing(tubelet=(CHUNK, 1, 1), size=None, max_long_side=None))
+        return Built(Encoder(config), Preprocessing(tubelet=(1, 1, 1), size=None, max_long_side=None))
 
     def dataset(self, data, pre, reads, *, augment=None, seed: int = 0, windows=None) -> TraceWindows:
         return TraceWindows(data, pre, train=windows is None, seed=seed)
 
     def loss(self, module, batch, *, cfg, prepared: Prepared, arm: Arm, pre, epoch: int, index: int, device):
-        outputs = module(batch.packed.to(device)).float()  # (B, 1)
-        target = ((batch.labels - TARGET_MEAN) / TARGET_SCALE).to(device)  # (B,)
-        loss = torch.nn.functional.smooth_l1_loss(outputs[:, 0], target, beta=0.5)
-        return StepLoss(loss, len(batch.indices), len(batch.indices))
+        return StepLoss(vitals_loss(window_logits(module, batch.packed.to(device)).float(), batch.labels.to(device)),
+                        len(batch.indices), len(batch.indices))  # fmt: skip
 
     def validate(self, model, prepared: Prepared, arm: Arm, pre, *, cfg, device):
         if prepared.val is None:
@@ -347,28 +467,61 @@ class VitalsTask(Task):
         return {"out": str(out), "best": str(out / "best"), "last": str(out / "last"), **summaries[arms[0].name]}
 
 
+def vitals_loss(outputs: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the heart-rate and breathing logits (`outputs` (B, PARTICLES)) against `soft_targets` of the
+    true `rates` (B, 2) (heart rate NaN: no pulse, the uniform target)."""
+    heart, breath = split_logits(outputs)
+    hr_target = soft_targets(rates[:, 0], HR_BINS, HR_SIGMA)  # (B, HR bins)
+    br_target = soft_targets(rates[:, 1], BR_BINS, BR_SIGMA)  # (B, BR bins)
+    hr_loss = -(hr_target * heart.log_softmax(dim=1)).sum(dim=1)
+    br_loss = -(br_target * breath.log_softmax(dim=1)).sum(dim=1)
+    return (hr_loss + BR_WEIGHT * br_loss).mean()
+
+
 @torch.no_grad()
-def evaluate_windows(model, windows: TraceWindows, *, device="cpu", batch: int = 64) -> dict:
-    """`hr_metrics` of `model` over every item of `windows` (windows without skin are left out)."""
+def predict_windows(model, windows: TraceWindows, *, device="cpu", batch: int = 64) -> dict[str, np.ndarray]:
+    """Every readable item of `windows` through `model`: arrays (n,) of ``hr``, ``hr_quality``, ``br``,
+    ``br_quality``, the true ``hr_true`` (NaN: no pulse) and ``br_true``, and the summed ``loss``."""
     model.eval()
-    predicted, true = [], []
+    parts: dict[str, list] = {k: [] for k in ("hr", "hr_quality", "br", "br_quality", "hr_true", "br_true")}
+    loss = 0.0
     for first in range(0, len(windows), batch):
         got = windows.collate([windows[i] for i in range(first, min(first + batch, len(windows)))])
         if got.packed is None:
             continue
-        predicted.append(to_bpm(model(got.packed.to(device)).float()).cpu().numpy())
-        true.append(got.labels.numpy())
-    if not predicted:
+        outputs = window_logits(model, got.packed.to(device)).float().cpu()  # (B, PARTICLES)
+        loss += float(vitals_loss(outputs, got.labels)) * len(got.indices)
+        heart, breath = split_logits(outputs)
+        for key, logits, bins, near in (("hr", heart, HR_BINS, HR_NEAR), ("br", breath, BR_BINS, BR_NEAR)):
+            rate, quality = read_rates(logits.softmax(dim=1).numpy(), bins, near)
+            parts[key].append(rate)
+            parts[f"{key}_quality"].append(quality)
+        parts["hr_true"].append(got.labels[:, 0].numpy())
+        parts["br_true"].append(got.labels[:, 1].numpy())
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    out["loss"] = loss
+    return out
+
+
+def evaluate_windows(model, windows: TraceWindows, *, device="cpu", batch: int = 64) -> dict:
+    """Heart-rate metrics (``mae_bpm``, ``rmse_bpm``, ``pearson_r``, ``within_3_bpm``) over the pulsed windows,
+    ``breathing_mae`` over all, and the mean ``loss``, of `model` over `windows` (windows without skin left out)."""
+    got = predict_windows(model, windows, device=device, batch=batch)
+    pulsed = np.isfinite(got["hr_true"])
+    if not pulsed.any():
         return {"mae_bpm": float("inf"), "rmse_bpm": float("inf"), "within_3_bpm": 0.0, "pearson_r": 0.0,
-                "windows": 0}  # fmt: skip
-    return hr_metrics(np.concatenate(predicted), np.concatenate(true))
+                "breathing_mae": float("inf"), "loss": float("inf"), "windows": 0}  # fmt: skip
+    hr = rate_metrics(got["hr"][pulsed], got["hr_true"][pulsed])
+    return {"mae_bpm": hr["mae"], "rmse_bpm": hr["rmse"], "pearson_r": hr["pearson_r"], "within_3_bpm": hr["within"],
+            "windows": hr["windows"], "breathing_mae": float(np.abs(got["br"] - got["br_true"]).mean()),
+            "loss": got["loss"] / max(len(got["hr"]), 1)}  # fmt: skip
 
 
 # --- inference -------------------------------------------------------------------------------------------------------
 
 
 def load_vitals(checkpoint: str | Path):
-    """A `tubelet.models.Loaded` vitals checkpoint; a one-line ConfigError for any other."""
+    """A `tubelet.models.Loaded` vitals checkpoint of this module's layout; a one-line ConfigError for any other."""
     from tubelet.models import load
 
     if not Path(checkpoint).is_dir():
@@ -380,11 +533,17 @@ def load_vitals(checkpoint: str | Path):
             f"{checkpoint}: a {loaded.task or loaded.kind} checkpoint, not a vitals model (train one with tubelet "
             f"finetune --task vitals --data DIR)"
         )
+    config = loaded.model.config
+    if config.channels != PARTICLE_DIM or config.num_classes != 1:
+        raise ConfigError(f"{checkpoint}: a vitals model of an older layout ({config.channels} inputs, "
+                          f"{config.num_classes} outputs; this tubelet reads {PARTICLE_DIM} and 1); train it again "
+                          "with tubelet finetune --task vitals")  # fmt: skip
     return loaded
 
 
 class VitalsModel:
-    """A trained vitals checkpoint, reading a heart rate per window of a trace (``tubelet vitals --method model``)."""
+    """A trained vitals checkpoint, reading heart and breathing rate per window of a trace (``tubelet vitals
+    --method model``)."""
 
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu"):
         loaded = load_vitals(checkpoint)
@@ -394,17 +553,25 @@ class VitalsModel:
         self.window_seconds = self.count / self.fs
 
     @torch.no_grad()
-    def heart_rate(self, trace: Trace, start: float, end: float) -> float | None:
-        """Beats per minute over trace seconds [`start`, `end`] (None: too little skin). The window is read on the
-        model's own grid: a window longer or shorter than it was trained on keeps the rate, not the sample count."""
+    def read(self, trace: Trace, start: float, end: float) -> tuple[Rate, Rate] | None:
+        """The heart and breathing `Rate` of trace seconds [`start`, `end`] (their spectra are the model's
+        distributions over its bins, in Hz; quality is its confidence in dB), or None with too little skin. The trace
+        should hold the `BREATH_SECONDS` before the window too. A window longer or shorter than the model was trained
+        on is read on the model's own grid: it keeps the rate, not the sample count."""
         count = int(round((end - start) * self.fs))
         features = window_features(trace, start, end, count, self.fs)
         if features is None:
             return None
-        packed = pack([window_particles(features, self.fs)]).to(self.device)
-        return float(to_bpm(self.model(packed).float())[0])
+        packed = pack([window_particles(features, count / self.fs)]).to(self.device)
+        heart, breath = split_logits(window_logits(self.model, packed).float().cpu())
+        out = []
+        for logits, bins, near in ((heart, HR_BINS, HR_NEAR), (breath, BR_BINS, BR_NEAR)):
+            probs = logits.softmax(dim=1).numpy()  # (1, bins)
+            rate, quality = read_rates(probs, bins, near)
+            out.append(Rate(float(rate[0]) / 60.0, float(quality[0]), Spectrum(bins / 60.0, probs[0])))
+        return out[0], out[1]
 
-
-def window_quality(spectrum, bpm: float) -> float:
-    """SNR (dB) of a pulse spectrum (`tubelet.vitals.pulse.Spectrum`) at `bpm`: how clearly the trace supports it."""
-    return snr_db(spectrum, bpm / 60.0)
+    def heart_rate(self, trace: Trace, start: float, end: float) -> float | None:
+        """Beats per minute over trace seconds [`start`, `end`] (None: too little skin), whatever its confidence."""
+        got = self.read(trace, start, end)
+        return None if got is None else got[0].bpm

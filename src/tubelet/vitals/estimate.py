@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from tubelet.vitals import breathing
-from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, snr_db, uniform
+from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, uniform
 from tubelet.vitals.traces import Trace
 
 MIN_SKIN_SHARE = 0.8  # a window needs skin in this share of its frames
 MIN_FPS, MAX_FPS = 8.0, 60.0  # the uniform grid's rate is the median frame rate, held within these
+# A learned reader's rate is refused below this confidence: its probability near the rate over the rest, in dB (0 dB:
+# half the mass). Its units are the spectral SNR's, but it is the model's own, not a spectrum's.
+LEARNED_MIN_QUALITY_DB = 0.0
 
 
 @dataclass
@@ -30,8 +33,8 @@ class Reading:
     end: float
     heart_rate_bpm: float | None
     breathing_rate_bpm: float | None
-    quality: float | None  # dB: SNR of the pulse's spectral peak
-    breathing_quality: float | None  # dB: SNR of the breathing peak
+    quality: float | None  # dB: SNR of the pulse's spectral peak (a learned reader: its confidence, see read_window)
+    breathing_quality: float | None  # dB: SNR of the breathing peak (a learned reader: its confidence)
     reason: str | None = None
 
     def to_json(self) -> dict:
@@ -66,19 +69,21 @@ def grid_rate(times: np.ndarray) -> float:
 
 def read_window(
     trace: Trace, start: float, end: float, method: str = "pos", *, min_quality: float = MIN_QUALITY_DB,
-    reader: Callable[[Trace, float, float], float | None] | None = None,
+    reader: Callable[[Trace, float, float], tuple[Rate, Rate] | None] | None = None,
 ) -> tuple[Reading, Detail]:  # fmt: skip
     """The reading of window [`start`, `end`] seconds of `trace` (which must also hold the breathing span).
 
-    `reader`, when given, is a learned heart-rate reader (``reader(trace, start, end)`` -> bpm, e.g.
-    `tubelet.tasks.vitals.VitalsModel.heart_rate`): its rate replaces the spectral peak of `method`'s pulse, and its
-    quality is that pulse spectrum's SNR at the learned rate, so a rate the trace does not support is refused alike.
+    `reader`, when given, is a learned reader (``reader(trace, start, end)`` -> (heart, breathing) `Rate` or None,
+    e.g. `tubelet.tasks.vitals.VitalsModel.read`): its rates replace the spectral peaks of `method`'s pulse and of the
+    chest motion, their qualities are its own confidence, and they are refused below `LEARNED_MIN_QUALITY_DB`
+    (`min_quality` then gates nothing); `method`'s pulse is still kept in the detail, for the plot.
     """
     detail = Detail()
     reasons = []
     part = trace.between(start, end)
     have = ~np.isnan(part.rgb[:, 0])
     hr = quality = None
+    learned = None
     if len(part) < 4 or have.mean() < MIN_SKIN_SHARE:
         reasons.append(f"no skin region in {100 * (1 - have.mean() if len(part) else 1):.0f}% of the window's frames")
     else:
@@ -88,8 +93,7 @@ def read_window(
         heart, pulse = heart_rate(rgb, fs, method)
         learned = reader(trace, start, end) if reader is not None else None
         if learned is not None:
-            hz = learned / 60.0
-            heart = Rate(hz, snr_db(heart.spectrum, hz), heart.spectrum)
+            heart, min_quality = learned[0], LEARNED_MIN_QUALITY_DB
         detail.pulse_times, detail.pulse, detail.heart = grid, pulse, heart
         quality = heart.quality_db
         if quality >= min_quality:
@@ -100,13 +104,16 @@ def read_window(
     span = trace.between(end - max(breathing.MIN_SECONDS, end - start), end)
     if len(span) >= 4 and span.times[-1] - span.times[0] >= 2.0 / breathing.BAND_HZ[0] / 2:  # half a slow cycle
         breath, motion = breathing.breathing_rate(span.times, span.chest_y, span.face_y)
+        floor = breathing.MIN_QUALITY_DB
+        if learned is not None:
+            breath, floor = learned[1], LEARNED_MIN_QUALITY_DB
         detail.breath_times = span.times[0] + np.arange(len(motion)) / breathing.RATE_HZ
         detail.breath, detail.breathing = motion, breath
         br_quality = breath.quality_db
-        if br_quality >= breathing.MIN_QUALITY_DB:
+        if br_quality >= floor:
             br = breath.bpm
         else:
-            reasons.append(f"low breathing signal quality ({br_quality:.1f} dB < {breathing.MIN_QUALITY_DB:g} dB)")
+            reasons.append(f"low breathing signal quality ({br_quality:.1f} dB < {floor:g} dB)")
     reading = Reading(start, end, hr, br, quality, br_quality, "; ".join(reasons) or None)
     return reading, detail
 

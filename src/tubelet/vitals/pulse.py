@@ -24,6 +24,7 @@ implement them pull in deep-learning stacks or are not on the package index.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal
@@ -94,9 +95,15 @@ def detrend(x: np.ndarray, smoothness: float = 100.0) -> np.ndarray:
 def bandpass(x: np.ndarray, fs: float, band: tuple[float, float] = BAND_HZ, order: int = 3) -> np.ndarray:
     """`x` (N, ...) filtered along its first axis by a zero-phase Butterworth band-pass of `band` Hz."""
     high = min(band[1], 0.45 * fs)  # the upper edge must stay below Nyquist at 8-10 samples per second
-    sos = signal.butter(order, [band[0], high], btype="bandpass", fs=fs, output="sos")
+    sos = _butter(order, float(band[0]), float(high), float(fs))
     padlen = min(3 * (2 * len(sos) + 1), len(x) - 1)
     return signal.sosfiltfilt(sos, x, axis=0, padlen=padlen)
+
+
+@lru_cache(maxsize=64)
+def _butter(order: int, low: float, high: float, fs: float) -> np.ndarray:
+    """Second-order sections of a Butterworth band-pass (designed once per rate: CHROM filters every sub-window)."""
+    return signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
 
 
 def green(rgb: np.ndarray, fs: float) -> np.ndarray:
