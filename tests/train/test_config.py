@@ -153,3 +153,14 @@ def test_a_negative_steps_floor_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match=r"^min_steps_per_epoch: must be 0 \(off\) or more, got -3$"):
         make_config("classification", data="d", min_steps_per_epoch=-3).validate()
     make_config("classification", data="d", min_steps_per_epoch=0).validate()  # off is fine
+
+
+@pytest.mark.parametrize("task", ["denoise", "interpolation", "vitals"])
+@pytest.mark.parametrize(("field", "value"), [("crop", "motion"), ("pixels", "difference")])
+def test_tasks_that_make_their_own_particles_refuse_crop_and_pixels_naming_the_field(task, field, value, tmp_path):
+    from tubelet.tasks.base import get_task
+    from tubelet.train.config import make_config
+
+    cfg = make_config(task, data=str(tmp_path), **{field: value})
+    with pytest.raises(ConfigError, match=f"^{field}: the {task} task reads"):
+        get_task(task).prepare(cfg, tmp_path)

@@ -378,6 +378,19 @@ class Task:
 _TASKS: dict[str, Task] = {}
 
 
+def refuse_frame_options(cfg, task: str) -> None:
+    """For a task that makes its own particles (not through `Preprocessing`'s crop and pixels): a motion crop or
+    frame differences asked for would be silently ignored, so they are refused, naming the field.
+
+    Raises:
+        ConfigError: ``crop`` or ``pixels`` set to anything but the whole RGB frame.
+    """
+    if getattr(cfg, "crop", None) is not None:
+        raise ConfigError(f"crop: the {task} task reads whole frames; a motion crop ({cfg.crop!r}) is for classifiers")
+    if getattr(cfg, "pixels", "rgb") != "rgb":
+        raise ConfigError(f"pixels: the {task} task reads RGB frames, not {cfg.pixels!r}")
+
+
 def register(task: type[Task] | Task) -> type[Task] | Task:
     """Add a task (class or instance) under its `name`; usable as a class decorator. A name is registered once."""
     instance = task() if isinstance(task, type) else task

@@ -37,7 +37,7 @@ from tubelet.nn.device import autocast
 from tubelet.particles import pack, tokenize, unpack
 from tubelet.particles.patchify import to_grid, unpatchify
 from tubelet.particles.structure import Particles
-from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, register
+from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, refuse_frame_options, register
 from tubelet.tasks.reconstruction import unnormalize
 from tubelet.typed import opt
 from tubelet.video2video.baselines import interpolate
@@ -276,6 +276,7 @@ class RestorationTask(Task):
         raise NotImplementedError
 
     def prepare(self, cfg, out: Path) -> Prepared:
+        refuse_frame_options(cfg, self.name)
         train = load_dataset(cfg.data, split=cfg.train_split, require_labels=False)
         val = None
         if Path(cfg.data).is_dir() and cfg.val_split not in (None, "none") and has_split(cfg.data, cfg.val_split):

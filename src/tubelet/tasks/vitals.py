@@ -55,7 +55,7 @@ from tubelet.data.transforms import Preprocessing
 from tubelet.errors import ConfigError
 from tubelet.particles import pack
 from tubelet.particles.structure import Particles
-from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, register
+from tubelet.tasks.base import Arm, Built, Prepared, StepLoss, Task, refuse_frame_options, register
 from tubelet.typed import opt
 from tubelet.vitals import breathing
 from tubelet.vitals.estimate import MIN_SKIN_SHARE, Windows
@@ -404,6 +404,7 @@ class VitalsTask(Task):
     }  # fmt: skip
 
     def prepare(self, cfg, out: Path) -> Prepared:
+        refuse_frame_options(cfg, self.name)
         root = Path(cfg.data)
         if not (root / "truth.csv").exists():
             raise ConfigError(
