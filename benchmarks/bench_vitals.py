@@ -16,7 +16,8 @@ the training split only checks the quality threshold (`tubelet.vitals.pulse.MIN_
 - The learned model (``tubelet finetune --task vitals``): trained here on its own generated folder (seed 1: other
   faces' placements, rates and noise than both splits above; a ``val`` split picks ``best/``), or given with
   ``--checkpoint``; read on the same test windows as ``--method model`` reads them (heart and breathing rate), gated
-  by its own confidence (`tubelet.vitals.estimate.LEARNED_MIN_QUALITY_DB`). ``--epochs`` and
+  by its own confidence (`tubelet.vitals.estimate.LEARNED_MIN_QUALITY_DB`) and, for heart rate, by POS's SNR at its
+  rate (`LEARNED_MIN_SUPPORT_DB`, checked on the training split); also by its confidence alone. ``--epochs`` and
   ``--windows-per-video`` size its training (the defaults take about 10 minutes on two loaded CPU cores).
 """
 
@@ -36,8 +37,8 @@ from tubelet.data.sample_vitals import COMPRESSIONS, MOTIONS, generate_vitals
 from tubelet.recipes.vitals import vitals
 from tubelet.tasks.vitals import SUB_COUNT, SUB_SECONDS, VitalsModel, trace_file
 from tubelet.vitals import breathing
-from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB, Windows, read_window
-from tubelet.vitals.pulse import METHODS, MIN_QUALITY_DB
+from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB, LEARNED_MIN_SUPPORT_DB, Windows, read_window
+from tubelet.vitals.pulse import METHODS, MIN_QUALITY_DB, snr_db
 
 WINDOW, STRIDE = 10.0, 1.0
 METHOD_ORDER = ("green", "chrom", "pos")
@@ -56,7 +57,7 @@ def data(quick: bool) -> Path:
 
 # Tried: eight no-pulse videos per split instead of two (to teach the model to refuse an empty trace) refused 59% of
 # the test's no-pulse windows instead of 32%, but its gated MAE rose from 2.0 to 6.6 bpm and it lost to POS under
-# strong motion; two it is, and the gate's weakness on no-pulse video stays reported.
+# strong motion; two it is, and the reader asks POS's spectrum too (`LEARNED_MIN_SUPPORT_DB`), which refuses them.
 MODEL_DATA = {"seed": 1, "duration": 20.0, "per_cell": {"train": 6, "val": 1}}
 MODEL_EPOCHS = 6
 MODEL_WINDOWS = 48  # training windows per video (drawn once, see tubelet.tasks.vitals)
@@ -100,15 +101,29 @@ def windows_of(root: Path, split: str, model: VitalsModel | None = None) -> list
             ]
             hr_true = np.mean([h for h, _ in inside]) if video["pulse"] == "1" else None
             br_true = np.mean([b for _, b in span])
+            spectral = learned = None  # POS's rate and the model's own, for the learned gate's table
             for method in METHOD_ORDER + (("model",) if model is not None else ()):
-                reader = model.read if method == "model" else None
+                reader = None
+                if method == "model":
+
+                    def reader(trace, start, end):
+                        nonlocal learned
+                        learned = model.read(trace, start, end)
+                        return learned
+
                 reading, detail = read_window(trace, start, end, "pos" if reader else method, reader=reader)
+                if method == "pos":
+                    spectral = detail.heart
+                confidence = support = None  # the model's confidence and POS's SNR at the model's rate
+                if method == "model" and learned is not None:
+                    confidence, support = learned[0].quality_db, snr_db(spectral.spectrum, learned[0].hz)
                 rows.append({
                     "path": video["path"], "motion": video["motion"], "compression": video["compression"],
                     "pulse": video["pulse"] == "1", "method": method, "start": start, "hr_true": hr_true,
                     "hr": reading.heart_rate_bpm, "hr_raw": detail.heart.bpm if detail.heart else None,
                     "quality": reading.quality, "br_true": br_true, "br": reading.breathing_rate_bpm,
-                    "br_raw": detail.breathing.bpm if detail.breathing else None,
+                    "br_raw": detail.breathing.bpm if detail.breathing else None, "confidence": confidence,
+                    "support": support,
                 })  # fmt: skip
     return rows
 
@@ -154,6 +169,34 @@ def threshold_table(train: list[dict]) -> str:
     return table(["threshold", "pulse windows kept", "MAE of kept (bpm)", "no-pulse windows refused"], out)
 
 
+def confident(row: dict) -> bool:
+    """Whether the model's own confidence passes its gate (the learned gate before POS's spectrum was asked too)."""
+    return row["confidence"] is not None and row["confidence"] >= LEARNED_MIN_QUALITY_DB
+
+
+def learned_gate_table(train: list[dict]) -> str:
+    """How candidate support thresholds sort the training windows: the model confident and POS's SNR at its rate."""
+    model = [r for r in train if r["method"] == "model"]
+    pulse = [r for r in model if r["pulse"]]
+    flat = [r for r in model if not r["pulse"]]
+
+    def passes(r: dict, limit: float | None) -> bool:
+        return confident(r) and (limit is None or r["support"] >= limit)
+
+    out = []
+    for limit in (None, -10.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0):
+        kept = [r for r in pulse if passes(r, limit)]
+        refused = [r for r in flat if not passes(r, limit)]
+        mae = np.mean([abs(r["hr_raw"] - r["hr_true"]) for r in kept]) if kept else float("nan")
+        name = "none (confidence only)" if limit is None else f"{limit:g} dB"
+        name += " (used)" if limit == LEARNED_MIN_SUPPORT_DB else ""
+        out.append(
+            [name, f"{len(kept) / max(len(pulse), 1):.0%}", f"{mae:.1f}", f"{len(refused) / max(len(flat), 1):.0%}"]
+        )
+    head = ["POS's SNR at the model's rate", "pulse windows kept", "MAE of kept (bpm)", "no-pulse windows refused"]
+    return table(head, out)
+
+
 def speed(root: Path) -> list[list[str]]:
     """Real-time factor of the `vitals` recipe (decode, trace, windows, POS) on one test video per size."""
     seen, rows = set(), []
@@ -180,13 +223,16 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     root = data(args.quick)
     checkpoint, facts = (args.checkpoint, {}) if args.checkpoint else train_model(args.epochs, args.windows_per_video)
-    test = windows_of(root, "test", VitalsModel(checkpoint))
-    train = windows_of(root, "train")
+    model = VitalsModel(checkpoint)
+    test = windows_of(root, "test", model)
+    train = windows_of(root, "train", model)
     methods = (*METHOD_ORDER, "model")
-    pulse = [r for r in test if r["pulse"]]
-    flat = [r for r in test if not r["pulse"]]
+    alone = [{**r, "method": "model, confidence only", "hr": r["hr_raw"] if confident(r) else None}
+             for r in test if r["method"] == "model"]  # fmt: skip
+    pulse = [r for r in test + alone if r["pulse"]]
+    flat = [r for r in test + alone if not r["pulse"]]
     head = ["method", "MAE", "RMSE", "Pearson r", "within 3 bpm", "coverage", "windows"]
-    overall = [[m, *hr_metrics([r for r in pulse if r["method"] == m])] for m in methods]
+    overall = [[m, *hr_metrics([r for r in pulse if r["method"] == m])] for m in (*methods, "model, confidence only")]
     ungated = [[m, *hr_metrics([r for r in pulse if r["method"] == m], gated=False)] for m in methods]
     by_motion, by_compression = [], []
     for level in MOTIONS:
@@ -200,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             cells = [*hr_metrics(part), *hr_metrics(part, gated=False)[:4]]
             by_compression.append([f"{level} (crf {COMPRESSIONS[level]})", m, *cells])
     refused = [[m, f"{np.mean([r['hr'] is None for r in flat if r['method'] == m]):.0%}",
-                str(sum(r["method"] == m for r in flat))] for m in methods]  # fmt: skip
+                str(sum(r["method"] == m for r in flat))] for m in (*methods, "model, confidence only")]  # fmt: skip
     trained_on = MODEL_DATA["per_cell"]["train"] * len(MOTIONS) * len(COMPRESSIONS) + 2  # + 2 without a pulse
     raw = ["MAE (all)", "RMSE (all)", "r (all)", "within 3 (all)"]
     trained = (f"`{checkpoint}` (given)" if not facts else f"trained here in {facts['train_s']} s ({facts['epochs']} "
@@ -224,7 +270,9 @@ def main(argv: list[str] | None = None) -> None:
         f"breathing-rate bins), {trained}, on "
         f"{trained_on} generated training videos of its own; its quality is its own confidence (the probability "
         f"near its rate over the rest, dB), gated at {LEARNED_MIN_QUALITY_DB:g} dB for heart and breathing rate "
-        "alike.\n\n"
+        f"alike; a heart rate is also refused where POS's spectrum has less than {LEARNED_MIN_SUPPORT_DB:g} dB SNR at "
+        "the model's rate (`tubelet.vitals.estimate.learned_quality`). `model, confidence only` is the same model "
+        "gated by its confidence alone, as `--method model` was before.\n\n"
         "### Heart rate, all test videos with a pulse\n\n" + table(head, overall)
         + "\n\nThe same without the quality gate (the spectral peak of every window):\n\n" + table(head, ungated)
         + "\n\n### Heart rate by motion (gated, then every window)\n\n" + table(["motion", *head, *raw], by_motion)
@@ -233,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         + "\n\n### No pulse: windows refused (heart rate null, low quality)\n\n"
         + table(["method", "refused", "windows"], refused)
         + "\n\n### Quality threshold on the training split (POS)\n\n" + threshold_table(train)
+        + "\n\n### Learned reader's gate on the training split: the model confident and POS's spectrum peaked at its "
+        "rate\n\n" + learned_gate_table(train)
         + "\n\n### Breathing rate (chest minus face motion, 20 s before each window's end), classical and learned\n\n"
         "Gated (classical: the spectral peak's SNR at least "
         f"{breathing.MIN_QUALITY_DB:g} dB; model: its confidence), then every window; all test videos.\n\n"

@@ -1,7 +1,8 @@
 """The learned `vitals` task: windows of a trace become particles of spectra in seconds, the two heads (heart rate
 and breathing rate as distributions over bins) learn synthetic traces well past a constant guess, the task trains
 through `tubelet finetune`, and `tubelet vitals --method model` reads its checkpoint end to end on an encoded file
-(both rates, gated by the model's confidence); any other checkpoint is refused in one line."""
+(both rates, gated by the model's confidence, the heart rate also by POS's spectrum: a video without a pulse gets low
+quality); any other checkpoint is refused in one line."""
 
 import json
 import shutil
@@ -39,7 +40,7 @@ from tubelet.tasks.vitals import (  # noqa: E402
     window_logits,
     window_particles,
 )
-from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB  # noqa: E402
+from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB, learned_quality, read_window  # noqa: E402
 from tubelet.vitals.traces import Trace  # noqa: E402
 
 
@@ -186,15 +187,23 @@ def test_vitals_reads_the_checkpoint_end_to_end_and_refuses_others(vitals_run, c
     trace = trace_file(video)
     direct = [model.read(trace, r["start"], r["end"]) for r in rows]
     assert all(abs(heart.bpm - bpm) < 8.0 for heart, _ in direct)  # it fitted its training video
-    for row, (heart, breath) in zip(rows, direct):  # the CLI gives those rates, or refuses them for low confidence
-        for key, quality, rate in (("heart_rate_bpm", "quality", heart), ("breathing_rate_bpm", "breathing_quality",
-                                                                          breath)):  # fmt: skip
-            assert row[quality] == pytest.approx(rate.quality_db, abs=0.01)
+    for row, (heart, breath) in zip(rows, direct):  # the CLI gives those rates, or refuses them for low quality
+        spectral = read_window(trace, row["start"], row["end"], "pos")[1].heart  # POS's peak must agree
+        assert learned_quality(heart, spectral) <= heart.quality_db
+        pairs = (("heart_rate_bpm", "quality", heart, learned_quality(heart, spectral)),
+                 ("breathing_rate_bpm", "breathing_quality", breath, breath.quality_db))  # fmt: skip
+        for key, quality, rate, expected in pairs:
+            assert row[quality] == pytest.approx(expected, abs=0.01)
             if row[key] is None:
-                assert rate.quality_db < LEARNED_MIN_QUALITY_DB and "low" in row["reason"]
+                assert expected < LEARNED_MIN_QUALITY_DB and "low" in row["reason"]
             else:
-                assert rate.quality_db >= LEARNED_MIN_QUALITY_DB and row[key] == pytest.approx(rate.bpm, abs=0.06)
-    assert any(row["heart_rate_bpm"] is not None for row in rows)
+                assert expected >= LEARNED_MIN_QUALITY_DB and row[key] == pytest.approx(rate.bpm, abs=0.06)
+    assert all(row["breathing_rate_bpm"] is not None for row in rows)
+    flat = root / "train" / next(p.name for p in (root / "train").iterdir() if not p.name.startswith("pulse"))
+    assert main(["vitals", str(flat), "--method", "model", "--checkpoint", str(out / "best"), "--json"]) == 0
+    empty = json.loads(capsys.readouterr().out)["windows"]  # no pulse: low quality, whatever the model's confidence
+    assert len(empty) == 3 and all(r["heart_rate_bpm"] is None for r in empty)
+    assert max(r["quality"] for r in empty) < min(LEARNED_MIN_QUALITY_DB, *(r["quality"] for r in rows)) - 1.0
 
     from tubelet.models import load, save
 

@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("skimage")
 
 from tubelet.data.sample_vitals import frames, make_subject, truth_per_second  # noqa: E402
-from tubelet.vitals.estimate import Windows, read_window  # noqa: E402
+from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB, LEARNED_MIN_SUPPORT_DB, Windows, read_window  # noqa: E402
+from tubelet.vitals.pulse import Rate, Spectrum  # noqa: E402
 from tubelet.vitals.regions import find_regions  # noqa: E402
 from tubelet.vitals.traces import Trace, Tracer  # noqa: E402
 
@@ -42,6 +43,28 @@ def test_a_pulse_is_read_and_its_absence_is_refused():
     gone[:100] = np.nan  # no skin in a third of the frames
     reading, _ = read_window(_trace(gone, fs), 0.0, 10.0, "pos")
     assert reading.heart_rate_bpm is None and "no skin region" in reading.reason
+
+
+def test_a_learned_rate_needs_a_peak_in_the_pulse_spectrum():
+    fs = 30.0
+    t = np.arange(300) / fs
+    noise = np.random.default_rng(0).normal(0, 0.05, (300, 3))
+    skin = np.array([150.0, 110.0, 90.0])
+    beat = 0.003 * np.sin(2 * np.pi * 1.5 * t)[:, None] * np.array([0.33, 0.77, 0.53])  # 90 bpm
+    pulsed, flat = _trace(skin * (1 - beat) + noise, fs), _trace(skin + noise, fs)
+    flat_bins = Spectrum(np.array([1.0, 2.0]), np.array([0.5, 0.5]))
+
+    def sure_of(bpm: float):  # a learned reader 10 dB confident of `bpm` whatever it reads (as one was on no pulse)
+        return lambda trace, start, end: (Rate(bpm / 60, 10.0, flat_bins),) * 2
+
+    reading, detail = read_window(pulsed, 0.0, 10.0, reader=sure_of(90.0))
+    assert reading.heart_rate_bpm == 90.0 and reading.quality == detail.heart.quality_db == 10.0  # POS agrees
+    own, _ = read_window(flat, 0.0, 10.0, "pos")
+    reading, _ = read_window(flat, 0.0, 10.0, reader=sure_of(90.0))  # no pulse: POS's spectrum has no peak at 90
+    assert reading.heart_rate_bpm is None and "low pulse signal quality" in reading.reason
+    assert reading.quality < LEARNED_MIN_QUALITY_DB and reading.quality < own.quality - LEARNED_MIN_SUPPORT_DB + 1e-9
+    reading, _ = read_window(pulsed, 0.0, 10.0, reader=sure_of(60.0))  # a pulse, but not where the model says
+    assert reading.heart_rate_bpm is None and reading.quality < LEARNED_MIN_QUALITY_DB
 
 
 def _subject(seed: int, **changes):

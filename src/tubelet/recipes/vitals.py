@@ -8,8 +8,9 @@ and a self-contained report.html). Not a medical device.
 
 ``--method model --checkpoint C`` reads heart and breathing rate with a learned `vitals` checkpoint (``tubelet finetune
 --task vitals``, `tubelet.tasks.vitals`) from the same trace, per window; each quality is the model's own confidence
-in dB, refused below `tubelet.vitals.estimate.LEARNED_MIN_QUALITY_DB` (see `read_window`), and windows, outputs and
-alerts stay as they are.
+in dB (the heart rate's lowered where POS's spectrum has little power at the model's rate, `learned_quality`),
+refused below `tubelet.vitals.estimate.LEARNED_MIN_QUALITY_DB` (see `read_window`), and windows, outputs and alerts
+stay as they are.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def _plot(path: Path, summary: dict, spectra, best) -> None:
     from tubelet.vitals.estimate import LEARNED_MIN_QUALITY_DB
     from tubelet.vitals.pulse import MIN_QUALITY_DB
 
-    learned = summary["method"] == "model"  # a learned reader's quality is its confidence, with its own threshold
+    learned = summary["method"] == "model"  # a learned quality (`learned_quality`) has its own threshold
     ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else MIN_QUALITY_DB, color="tab:red", ls="--", lw=0.8,
                 label="pulse threshold")  # fmt: skip
     ax3.axhline(LEARNED_MIN_QUALITY_DB if learned else breathing.MIN_QUALITY_DB, color="tab:blue", ls=":", lw=0.8,

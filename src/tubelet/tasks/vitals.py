@@ -30,7 +30,9 @@ into a rate. What it reads are SPECTRA, the representation in which a rate is a 
 A rate is read as the probability-weighted mean of the bins within `PEAK_BINS` of the most probable one, and its
 quality is the model's own confidence in dB, in the spirit of the spectral SNR: the probability within `HR_NEAR`
 (`BR_NEAR`) of the rate over the probability elsewhere, ``10 log10(p / (1 - p))``; `tubelet.vitals.estimate` refuses a
-learned rate below `LEARNED_MIN_QUALITY_DB` (0 dB: more than half the mass near the rate).
+learned rate below `LEARNED_MIN_QUALITY_DB` (0 dB: more than half the mass near the rate), and a learned heart rate
+also where POS's spectrum of the window has little power at it (`tubelet.vitals.estimate.learned_quality`): trained
+towards the uniform distribution on two no-pulse videos, the model alone stays confident on most no-pulse windows.
 
 Data: the folder ``tubelet sample-data --vitals`` writes (``train.csv``, ``val.csv`` or a share of the training
 videos, ``truth.csv`` of per-second rates). Each video is traced once in `prepare`. Training windows are random in

@@ -10,19 +10,25 @@ timestamps, so variable frame rates read correctly) before the pulse methods see
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tubelet.vitals import breathing
-from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, uniform
+from tubelet.vitals.pulse import MIN_QUALITY_DB, Rate, heart_rate, snr_db, uniform
 from tubelet.vitals.traces import Trace
 
 MIN_SKIN_SHARE = 0.8  # a window needs skin in this share of its frames
 MIN_FPS, MAX_FPS = 8.0, 60.0  # the uniform grid's rate is the median frame rate, held within these
-# A learned reader's rate is refused below this confidence: its probability near the rate over the rest, in dB (0 dB:
-# half the mass). Its units are the spectral SNR's, but it is the model's own, not a spectrum's.
+# A learned reader's rate is refused below this quality: the smaller of its confidence (its probability near the rate
+# over the rest, in dB; 0 dB: half the mass) and its support (see `learned_quality`). Units are the spectral SNR's.
 LEARNED_MIN_QUALITY_DB = 0.0
+# A learned heart rate also needs POS's spectrum to show power at it: POS's SNR at the model's rate, in dB, at least
+# this. The model alone stayed confident on most windows of video without a pulse (it refused 18% of the test's);
+# POS's spectrum there has no peak at its rate. Checked on the training split of `sample-data --vitals` (bench_vitals,
+# "learned reader's gate"): its 22 no-pulse windows are all refused from -10 dB up, and -3 dB is where the MAE of the
+# pulse windows kept falls (13.8 bpm by confidence alone, 8.3 at -4 dB, 4.2 at -3 dB) while keeping 36% of them.
+LEARNED_MIN_SUPPORT_DB = -3.0
 
 
 @dataclass
@@ -75,8 +81,9 @@ def read_window(
 
     `reader`, when given, is a learned reader (``reader(trace, start, end)`` -> (heart, breathing) `Rate` or None,
     e.g. `tubelet.tasks.vitals.VitalsModel.read`): its rates replace the spectral peaks of `method`'s pulse and of the
-    chest motion, their qualities are its own confidence, and they are refused below `LEARNED_MIN_QUALITY_DB`
-    (`min_quality` then gates nothing); `method`'s pulse is still kept in the detail, for the plot.
+    chest motion, their qualities are its own confidence (the heart rate's lowered by `learned_quality` where
+    `method`'s spectrum shows no peak at it), and they are refused below `LEARNED_MIN_QUALITY_DB` (`min_quality` then
+    gates nothing); `method`'s pulse is still kept in the detail, for the plot.
     """
     detail = Detail()
     reasons = []
@@ -93,7 +100,8 @@ def read_window(
         heart, pulse = heart_rate(rgb, fs, method)
         learned = reader(trace, start, end) if reader is not None else None
         if learned is not None:
-            heart, min_quality = learned[0], LEARNED_MIN_QUALITY_DB
+            heart = replace(learned[0], quality_db=learned_quality(learned[0], heart))
+            min_quality = LEARNED_MIN_QUALITY_DB
         detail.pulse_times, detail.pulse, detail.heart = grid, pulse, heart
         quality = heart.quality_db
         if quality >= min_quality:
@@ -116,6 +124,14 @@ def read_window(
             reasons.append(f"low breathing signal quality ({br_quality:.1f} dB < {floor:g} dB)")
     reading = Reading(start, end, hr, br, quality, br_quality, "; ".join(reasons) or None)
     return reading, detail
+
+
+def learned_quality(learned: Rate, spectral: Rate) -> float:
+    """The quality in dB of a learned heart rate: its confidence, or less where `spectral` (POS's `Rate` of the same
+    window) has little power at it: ``min(confidence, snr - LEARNED_MIN_SUPPORT_DB)``, so either refuses it below
+    `LEARNED_MIN_QUALITY_DB` (0 dB)."""
+    support = snr_db(spectral.spectrum, learned.hz) if np.isfinite(learned.hz) else float("-inf")
+    return float(min(learned.quality_db, support - LEARNED_MIN_SUPPORT_DB))
 
 
 class Windows:
