@@ -385,9 +385,9 @@ def refuse_frame_options(cfg, task: str) -> None:
     Raises:
         ConfigError: ``crop`` or ``pixels`` set to anything but the whole RGB frame.
     """
-    if getattr(cfg, "crop", None) is not None:
+    if cfg.crop is not None:
         raise ConfigError(f"crop: the {task} task reads whole frames; a motion crop ({cfg.crop!r}) is for classifiers")
-    if getattr(cfg, "pixels", "rgb") != "rgb":
+    if cfg.pixels != "rgb":
         raise ConfigError(f"pixels: the {task} task reads RGB frames, not {cfg.pixels!r}")
 
 
